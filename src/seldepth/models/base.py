@@ -1,0 +1,57 @@
+"""What every seldepth depth model offers beyond ``nn.Module``: its size, its cost and its probe points."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+
+class DepthModel(nn.Module):
+    """Base class of depth models: ``forward(image (B,3,H,W)) -> depth (B,1,h,w)`` in metres.
+
+    Subclasses set ``config`` (a dataclass, saved in model files), ``name`` (registry name)
+    and ``selectivity_layers``: the default probe points for selectivity analysis, mapping a
+    short layer name (e.g. ``enc_0``) to a module path of ``named_modules()``.
+    """
+
+    name: str = ""
+    config: object = None
+    selectivity_layers: dict[str, str] = {}
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        """Number of parameters (all, or only those that require gradients)."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    @torch.no_grad()
+    def flops(self, height: int, width: int) -> int:
+        """FLOPs of one forward pass on a (1, 3, height, width) input.
+
+        Counted by ``torch.utils.flop_counter.FlopCounterMode``, which counts 2 FLOPs per
+        multiply-add (so multiply-adds = FLOPs / 2). Element-wise operations are not counted.
+        """
+        param = next(self.parameters())
+        x = torch.zeros(1, 3, height, width, dtype=param.dtype, device=param.device)
+        was_training = self.training
+        self.eval()
+        try:
+            with FlopCounterMode(display=False) as counter:
+                self(x)
+        finally:
+            self.train(was_training)
+        return int(counter.get_total_flops())
+
+    def config_dict(self) -> dict:
+        """The model's config as a plain dict (saved in model files)."""
+        return dataclasses.asdict(self.config) if dataclasses.is_dataclass(self.config) else {}
+
+    def layer_module(self, layer: str) -> nn.Module:
+        """The module behind a selectivity layer name or a ``named_modules()`` path."""
+        path = self.selectivity_layers.get(layer, layer)
+        modules = dict(self.named_modules())
+        if path not in modules:
+            known = list(self.selectivity_layers) or [n for n, _ in self.named_modules() if n]
+            raise ValueError(f"no layer {layer!r} in {self.name or type(self).__name__}; available: {', '.join(known)}")
+        return modules[path]

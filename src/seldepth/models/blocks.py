@@ -1,0 +1,149 @@
+"""Building blocks of METER: MobileNetV2 blocks, the transformer layer and the METER block.
+
+All activations are ReLU (METER replaces MobileViT's SiLU). Shapes follow PyTorch's
+(B, C, H, W) convention.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int = 1, stride: int = 1) -> nn.Sequential:
+    """Conv (no bias) -> BatchNorm -> ReLU."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+class ConvPointwise(nn.Module):
+    """A full k x k convolution followed by a 1x1 convolution, both without bias.
+
+    The official METER code calls this "SeparableConv2d", but its first convolution is not
+    depthwise (groups=1); we keep the computation and give it an honest name.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1):
+        super().__init__()
+        self.spatial = nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2, bias=False)
+        self.pointwise = nn.Conv2d(out_channels, out_channels, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pointwise(self.spatial(x))
+
+
+def conv_pointwise_bn_relu(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
+    """ConvPointwise (3x3 then 1x1) -> BatchNorm -> ReLU."""
+    return nn.Sequential(ConvPointwise(in_channels, out_channels, 3, stride), nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
+
+
+class MV2Block(nn.Module):
+    """MobileNetV2 inverted residual: 1x1 expand, 3x3 depthwise (stride), 1x1 project.
+
+    A residual connection is used when the stride is 1 and the channel count is kept.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, expansion: int = 4):
+        super().__init__()
+        hidden = in_channels * expansion
+        self.use_residual = stride == 1 and in_channels == out_channels
+        self.conv = nn.Sequential(
+            nn.Conv2d(in_channels, hidden, 1, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, out_channels, 1, bias=False),
+            nn.BatchNorm2d(out_channels),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv(x)
+        return x + out if self.use_residual else out
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention over tokens (B, P, N, D): P patch positions, N patches each."""
+
+    def __init__(self, dim: int, heads: int = 4, head_dim: int = 8):
+        super().__init__()
+        self.heads = heads
+        self.head_dim = head_dim
+        inner = heads * head_dim
+        self.qkv = nn.Linear(dim, 3 * inner, bias=False)
+        self.out = nn.Linear(inner, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, p, n, _ = x.shape
+        q, k, v = self.qkv(x).reshape(b, p, n, 3, self.heads, self.head_dim).permute(3, 0, 1, 4, 2, 5)
+        attn = torch.softmax(q @ k.transpose(-1, -2) * self.head_dim**-0.5, dim=-1)
+        out = (attn @ v).permute(0, 1, 3, 2, 4).reshape(b, p, n, self.heads * self.head_dim)
+        return self.out(out)
+
+
+class TransformerLayer(nn.Module):
+    """Pre-norm transformer layer: x + attn(norm(x)), then x + mlp(norm(x)), ReLU MLP, no dropout."""
+
+    def __init__(self, dim: int, mlp_dim: int, heads: int = 4, head_dim: int = 8):
+        super().__init__()
+        self.attn_norm = nn.LayerNorm(dim)
+        self.attn = SelfAttention(dim, heads, head_dim)
+        self.mlp_norm = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, mlp_dim), nn.ReLU(inplace=True), nn.Linear(mlp_dim, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.attn_norm(x))
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class METERBlock(nn.Module):
+    """METER's MobileViT-style block (SPEC.md section 1).
+
+    Local 3x3+1x1 conv, 1x1 to the token dimension, 2x2 patch unfold, one transformer layer,
+    fold, 1x1 back to the channels, concatenation with the block input, 3x3+1x1 fusion conv.
+
+    Args:
+        channels: input and output channels C.
+        dim: token dimension d.
+        mlp_dim: hidden width of the transformer MLP.
+        patch: patch size (2 for METER); H and W of the input must be divisible by it.
+    """
+
+    def __init__(self, channels: int, dim: int, mlp_dim: int, patch: int = 2):
+        super().__init__()
+        self.patch = patch
+        self.local = conv_pointwise_bn_relu(channels, channels)
+        self.to_tokens = conv_bn_relu(channels, dim)
+        self.transformer = TransformerLayer(dim, mlp_dim)
+        self.from_tokens = conv_bn_relu(dim, channels)
+        self.fusion = conv_pointwise_bn_relu(2 * channels, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.to_tokens(self.local(x))
+        b, d, h, w = y.shape
+        p = self.patch
+        if h % p or w % p:
+            raise ValueError(f"METERBlock needs H and W divisible by {p}, got {h}x{w}")
+        # (B, d, h, w) -> (B, p*p, (h/p)*(w/p), d): tokens at the same position inside each patch attend to each other.
+        tokens = y.reshape(b, d, h // p, p, w // p, p).permute(0, 3, 5, 2, 4, 1).reshape(b, p * p, (h // p) * (w // p), d)
+        tokens = self.transformer(tokens)
+        y = tokens.reshape(b, p, p, h // p, w // p, d).permute(0, 5, 3, 1, 4, 2).reshape(b, d, h, w)
+        y = self.from_tokens(y)
+        return self.fusion(torch.cat((y, x), dim=1))
+
+
+class UpBlock(nn.Module):
+    """Decoder stage: 3x3 transposed conv (x2), concatenation with a skip, 3x3+1x1 conv, ReLU. No BN, no bias."""
+
+    def __init__(self, in_channels: int, skip_channels: int, out_channels: int):
+        super().__init__()
+        self.upsample = nn.ConvTranspose2d(in_channels, out_channels, 3, stride=2, padding=1, output_padding=1, bias=False)
+        self.fuse = ConvPointwise(out_channels + skip_channels, out_channels)
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        return self.act(self.fuse(torch.cat((self.upsample(x), skip), dim=1)))
