@@ -1,0 +1,94 @@
+"""The ``seldepth`` command: parses arguments and calls the library, nothing else."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def cmd_import_meter(args: argparse.Namespace) -> None:
+    from seldepth.models.import_meter import import_meter
+
+    model = import_meter(args.weights, variant=args.variant, dataset=args.dataset, out=args.out)
+    print(f"wrote {args.out}: {model.name}, {model.num_parameters():,} parameters, output in metres "
+          f"({model.metadata['provenance']['unit_conversion']}), sha256 of source {model.metadata['provenance']['sha256'][:12]}...")
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from seldepth.data.spec import open_dataset
+    from seldepth.evaluation import evaluate, format_table
+    from seldepth.models.model_file import load_model
+    from seldepth.protocol import get_protocol
+
+    protocol = get_protocol(args.protocol, flip=args.flip, caps=args.caps)
+    model = load_model(args.model)
+    dataset = open_dataset(args.data, split=args.split)
+    result = evaluate(model, dataset, protocol, batch_size=args.batch_size, num_workers=args.workers)
+    result["model"] = str(args.model)
+    result["data"] = args.data
+    print(f"model {args.model} on {args.data} ({len(dataset)} images, split {args.split})")
+    print(format_table(result, protocol))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2))
+        print(f"wrote {args.json}")
+
+
+def cmd_models(args: argparse.Namespace) -> None:
+    from seldepth.models import create_model, list_models
+
+    for name in list_models():
+        model = create_model(name)
+        print(f"{name:12s} {model.num_parameters():>10,} parameters  {model.flops(192, 256) / 1e9:6.3f} GFLOPs at 192x256 "
+              "(2 FLOPs per multiply-add)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="seldepth", description="Efficient, interpretable monocular depth estimation.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("import-meter", help="convert official METER weights into a seldepth model file")
+    p.add_argument("weights", help="official METER state_dict, e.g. build_model_best_nyu_xxs")
+    p.add_argument("--variant", default="xxs", choices=["xxs", "xs", "s"])
+    p.add_argument("--dataset", default="nyu", choices=["nyu", "kitti"], help="sets input size and output unit")
+    p.add_argument("--out", required=True, help="output model file (.safetensors)")
+    p.set_defaults(func=cmd_import_meter)
+
+    p = sub.add_parser("eval", help="evaluate a model on a data set under a protocol")
+    p.add_argument("--model", required=True, help="model file (.safetensors) or training checkpoint (.ckpt)")
+    p.add_argument("--data", required=True, help="data spec, e.g. nyu:PATH or synthetic:PATH")
+    p.add_argument("--split", default="test", help="split of a folder or zip (default test)")
+    p.add_argument("--protocol", default="nyu", help="nyu (1e-3..10 m, Eigen crop), kitti (1e-3..80 m, Garg crop), none")
+    p.add_argument("--flip", action="store_true", help="horizontal-flip test-time averaging")
+    p.add_argument("--caps", type=_floats, default=(), help="extra depth caps in metres, e.g. 4,6,8")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--workers", type=int, default=0, help="data loader processes")
+    p.add_argument("--json", help="also write the results as JSON here")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("models", help="list registered models with their size and cost")
+    p.set_defaults(func=cmd_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"seldepth {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

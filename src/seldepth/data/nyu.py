@@ -1,0 +1,189 @@
+"""NYU Depth v2 in the DenseDepth ``nyu_data.zip`` layout (and seldepth's synthetic sets, written the same way).
+
+Layout: a CSV with one ``rgb,depth`` pair of paths per line, and the PNGs. Depth PNGs are
+16-bit millimetres (the test set) or 8-bit ``value / 255 * 10`` metres (DenseDepth's training
+set). Read from the extracted folder, from the zip itself, or from a CSV path. Paths in the CSV
+are resolved against the data set root, the CSV's folder, and the folder named like the CSV
+(``nyu2_test/`` beside ``nyu2_test.csv``).
+
+seldepth's synthetic data sets add, per frame, ``NNNNN_semantics.png`` (class ids) and
+``NNNNN.json`` (``K`` intrinsics, ``pose``); both are picked up when present.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import zipfile
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from seldepth.data.errors import DatasetError
+from seldepth.data.images import open_image, read_depth_png, read_rgb
+
+# NYU Depth v2 Kinect colour intrinsics at 640x480 (fx, fy, cx, cy).
+NYU_INTRINSICS = (518.8579, 519.4696, 325.5824, 253.7362)
+NYU_SIZE = (480, 640)
+
+
+def nyu_intrinsics(height: int, width: int) -> torch.Tensor:
+    """NYU's intrinsics matrix (3, 3) scaled to an image of ``height`` x ``width``."""
+    fx, fy, cx, cy = NYU_INTRINSICS
+    sx, sy = width / NYU_SIZE[1], height / NYU_SIZE[0]
+    return torch.tensor([[fx * sx, 0.0, cx * sx], [0.0, fy * sy, cy * sy], [0.0, 0.0, 1.0]])
+
+
+class _Files:
+    """Uniform access to files in a folder or a zip archive (the zip is opened lazily, once per process)."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.is_zip = root.is_file() and zipfile.is_zipfile(root)
+        self._zip: zipfile.ZipFile | None = None
+        self._zip_pid: int | None = None
+        self._names: set[str] | None = None
+
+    def _archive(self) -> zipfile.ZipFile:
+        if self._zip is None or self._zip_pid != os.getpid():
+            self._zip = zipfile.ZipFile(self.root)
+            self._zip_pid = os.getpid()
+        return self._zip
+
+    def names(self) -> set[str]:
+        if self._names is None:
+            self._names = set(self._archive().namelist())
+        return self._names
+
+    def exists(self, rel: str) -> bool:
+        return rel in self.names() if self.is_zip else (self.root / rel).is_file()
+
+    def read(self, rel: str) -> bytes:
+        if self.is_zip:
+            return self._archive().read(rel)
+        return (self.root / rel).read_bytes()
+
+    def describe(self, rel: str) -> str:
+        return f"{self.root}:{rel}" if self.is_zip else str(self.root / rel)
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_zip"] = None
+        return state
+
+
+def _find_csv(files: _Files, split: str) -> str:
+    candidates = [f"nyu2_{split}.csv", f"data/nyu2_{split}.csv", f"{split}.csv", f"data/{split}.csv"]
+    for c in candidates:
+        if files.exists(c):
+            return c
+    raise DatasetError(f"{files.root}: no CSV for split {split!r}; looked for {', '.join(candidates)}")
+
+
+class NYUDenseDepth(Dataset):
+    """NYU Depth v2 pairs listed in a DenseDepth-style CSV.
+
+    Args:
+        path: the extracted folder, ``nyu_data.zip``, or a CSV file.
+        split: which CSV to use in a folder or zip (``test`` -> ``nyu2_test.csv`` or ``test.csv``).
+        max_depth_8bit: metres that an 8-bit depth value of 255 stands for (DenseDepth: 10).
+
+    Each item is a sample dict::
+
+        image     (3, H, W) float RGB in [0, 1]
+        depth     (1, H, W) float metres, 0 where invalid
+        valid     (1, H, W) bool, depth > 0 and finite
+        K         (3, 3) intrinsics (the sidecar's, else NYU's scaled to the image)
+        semantics (H, W) long class ids, only when the data set has them
+        meta      {"rgb": path, "depth": path, "index": i}
+
+    Raises:
+        DatasetError: naming the CSV line and file, when a listed file does not exist; naming
+            the files when RGB and depth differ in size or a file is not an image.
+    """
+
+    def __init__(self, path: str | os.PathLike, split: str = "test", max_depth_8bit: float = 10.0):
+        path = Path(path)
+        if not path.exists():
+            raise DatasetError(f"{path}: no such file or folder")
+        if path.suffix.lower() == ".csv" and path.is_file():
+            self.files = _Files(path.parent)
+            csv_rel = path.name
+        else:
+            self.files = _Files(path)
+            if not self.files.is_zip and not path.is_dir():
+                raise DatasetError(f"{path}: expected a folder, a zip archive or a CSV file")
+            csv_rel = _find_csv(self.files, split)
+        self.csv_path = self.files.describe(csv_rel)
+        self.split = split
+        self.max_depth_8bit = max_depth_8bit
+        self.pairs = self._read_pairs(csv_rel)
+        if not self.pairs:
+            raise DatasetError(f"{self.csv_path}: lists no image pairs")
+        first = self.pairs[0][0]
+        self.has_semantics = self.files.exists(first.replace("_colors.", "_semantics.")) and "_colors." in first
+
+    def _read_pairs(self, csv_rel: str) -> list[tuple[str, str]]:
+        text = self.files.read(csv_rel).decode("utf-8", errors="replace")
+        csv_dir = PurePosixPath(csv_rel).parent
+        bases = [PurePosixPath(""), csv_dir, csv_dir / PurePosixPath(csv_rel).stem]
+        pairs = []
+        for lineno, row in enumerate(csv.reader(io.StringIO(text)), start=1):
+            if not row or all(not c.strip() for c in row):
+                continue
+            if len(row) < 2:
+                raise DatasetError(f"{self.csv_path}, line {lineno}: expected 'rgb,depth', got {','.join(row)!r}")
+            resolved = []
+            for entry in row[:2]:
+                entry = entry.strip()
+                for base in bases:
+                    rel = str(base / entry) if str(base) not in ("", ".") else entry
+                    if self.files.exists(rel):
+                        resolved.append(rel)
+                        break
+                else:
+                    raise DatasetError(f"{self.csv_path}, line {lineno}: file {entry!r} not found "
+                                       f"(looked under {self.files.root} and beside the CSV)")
+            pairs.append((resolved[0], resolved[1]))
+        return pairs
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> dict:
+        rgb_rel, depth_rel = self.pairs[index]
+        rgb_name, depth_name = self.files.describe(rgb_rel), self.files.describe(depth_rel)
+        image = read_rgb(self.files.read(rgb_rel), rgb_name)
+        depth = read_depth_png(self.files.read(depth_rel), depth_name, 1000.0, self.max_depth_8bit)
+        if image.shape[-2:] != depth.shape[-2:]:
+            raise DatasetError(f"RGB {rgb_name} is {tuple(image.shape[-2:])} but depth {depth_name} is "
+                               f"{tuple(depth.shape[-2:])} (H, W); they must be the same size")
+        h, w = depth.shape[-2:]
+        sample = {
+            "image": image,
+            "depth": depth,
+            "valid": (depth > 0) & torch.isfinite(depth),
+            "K": self._intrinsics(rgb_rel, h, w),
+            "meta": {"rgb": rgb_name, "depth": depth_name, "index": index},
+        }
+        if self.has_semantics:
+            sem_rel = rgb_rel.replace("_colors.", "_semantics.")
+            sem = np.asarray(open_image(self.files.read(sem_rel), self.files.describe(sem_rel)))
+            sample["semantics"] = torch.from_numpy(sem.astype(np.int64))
+        return sample
+
+    def _intrinsics(self, rgb_rel: str, h: int, w: int) -> torch.Tensor:
+        if "_colors." in rgb_rel:
+            sidecar = rgb_rel.split("_colors.")[0] + ".json"
+            if self.files.exists(sidecar):
+                try:
+                    meta = json.loads(self.files.read(sidecar))
+                    return torch.tensor(meta["K"], dtype=torch.float32)
+                except (ValueError, KeyError, TypeError) as exc:
+                    raise DatasetError(f"{self.files.describe(sidecar)}: bad sidecar, expected a 'K' 3x3 list ({exc})") from None
+        return nyu_intrinsics(h, w)
+

@@ -1,0 +1,50 @@
+"""Evaluating a depth model on a data set under a protocol (``seldepth eval``)."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from seldepth.inference import predict_depth
+from seldepth.metrics import METRIC_NAMES, DepthMetrics
+from seldepth.protocol import Protocol
+
+
+def collate_samples(batch: list[dict]) -> dict:
+    """Stack image, depth and valid; keep meta as a list."""
+    out = {k: torch.stack([s[k] for s in batch]) for k in ("image", "depth", "valid")}
+    out["meta"] = [s["meta"] for s in batch]
+    return out
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, dataset: Dataset, protocol: Protocol, batch_size: int = 4,
+             num_workers: int = 0, progress: bool = True) -> dict:
+    """Predict on every sample at its ground truth's resolution and score under ``protocol``.
+
+    Returns:
+        ``{"metrics": {...}, "protocol": {...}, "num_images": N}``.
+    """
+    model.eval()
+    metric = DepthMetrics(protocol)
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_samples)
+    for batch in tqdm(loader, desc="eval", unit="batch", disable=not progress):
+        depth = batch["depth"]
+        pred = predict_depth(model, batch["image"], flip=protocol.flip, size=tuple(depth.shape[-2:]))
+        metric.update(pred.cpu(), depth, batch["valid"])
+    values = metric.compute()
+    n = values.pop("num_images")
+    return {"metrics": values, "protocol": protocol.to_dict(), "num_images": n}
+
+
+def format_table(result: dict, protocol: Protocol) -> str:
+    """A plain-text table of a result of :func:`evaluate`, headed by its protocol."""
+    lines = [protocol.describe(), f"images: {result['num_images']}"]
+    labels = [""] + [f"@{c:g}m" for c in protocol.caps]
+    header = f"{'range':>8} " + " ".join(f"{n:>9}" for n in METRIC_NAMES)
+    lines.append(header)
+    for label in labels:
+        row = " ".join(f"{result['metrics'][n + label]:>9.4f}" for n in METRIC_NAMES)
+        lines.append(f"{(label.lstrip('@') or 'all'):>8} " + row)
+    return "\n".join(lines)

@@ -1,0 +1,100 @@
+"""Evaluation protocols: depth range, crop and capped ranges, printed with every result.
+
+Presets (SPEC.md section 3):
+    ``nyu``    1e-3 < gt < 10 m, Eigen crop (rows 45:471, cols 41:601 of 480x640)
+    ``kitti``  1e-3 < gt < 80 m, Garg crop
+Crops are stored as fractions of the image, so they apply to any resolution and give the
+exact published pixel ranges at the data sets' native sizes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+
+import torch
+
+# Crops as (top, bottom, left, right) fractions of (H, W).
+CROPS: dict[str, tuple[float, float, float, float]] = {
+    "eigen_nyu": (45 / 480, 471 / 480, 41 / 640, 601 / 640),
+    "garg": (0.40810811, 0.99189189, 0.03594771, 0.96405229),
+    "eigen_kitti": (0.3324324, 0.91351351, 0.03594771, 0.96405229),
+}
+
+
+def crop_bounds(crop: str, height: int, width: int) -> tuple[int, int, int, int]:
+    """Pixel bounds (top, bottom, left, right) of a named crop on an image of the given size."""
+    if crop not in CROPS:
+        raise ValueError(f"unknown crop {crop!r}; available: {', '.join(CROPS)}")
+    t, b, l, r = CROPS[crop]
+    if crop == "eigen_nyu":  # published as exact pixel indices at 480x640
+        return round(t * height), round(b * height), round(l * width), round(r * width)
+    return int(t * height), int(b * height), int(l * width), int(r * width)
+
+
+def crop_mask(crop: str | None, height: int, width: int, device=None) -> torch.Tensor:
+    """(H, W) bool mask, True inside the crop (everywhere when ``crop`` is None)."""
+    mask = torch.zeros(height, width, dtype=torch.bool, device=device)
+    if crop is None:
+        mask[:] = True
+        return mask
+    t, b, l, r = crop_bounds(crop, height, width)
+    mask[t:b, l:r] = True
+    return mask
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How predictions are compared with ground truth.
+
+    Attributes:
+        name: preset name, or ``custom``.
+        min_depth, max_depth: valid ground truth is ``min_depth < gt < max_depth``;
+            predictions are clamped to this range (inf -> max, NaN -> min).
+        crop: name of a crop in ``CROPS`` or None.
+        caps: extra depth caps (m): metrics again on pixels with gt <= cap, predictions
+            clamped to the cap (seed 004's robustness-to-range figures).
+        flip: average the prediction with that of the horizontally flipped image.
+    """
+
+    name: str = "nyu"
+    min_depth: float = 1e-3
+    max_depth: float = 10.0
+    crop: str | None = "eigen_nyu"
+    caps: tuple[float, ...] = field(default_factory=tuple)
+    flip: bool = False
+
+    def __post_init__(self):
+        if not (self.min_depth >= 0 and self.max_depth > self.min_depth):
+            raise ValueError(f"protocol depth range must satisfy 0 <= min < max, got {self.min_depth}..{self.max_depth}")
+        if self.crop is not None and self.crop not in CROPS:
+            raise ValueError(f"unknown crop {self.crop!r}; available: {', '.join(CROPS)}")
+        for cap in self.caps:
+            if not (math.isfinite(cap) and self.min_depth < cap):
+                raise ValueError(f"depth cap {cap} must be a finite number above min_depth {self.min_depth}")
+
+    def describe(self) -> str:
+        """One line for the head of a results table."""
+        crop = self.crop or "none"
+        caps = ", caps " + "/".join(f"{c:g}" for c in self.caps) + " m" if self.caps else ""
+        return (f"protocol {self.name}: {self.min_depth:g} < gt < {self.max_depth:g} m, crop {crop}, "
+                f"predictions clamped to range, flip {'on' if self.flip else 'off'}{caps}, per image then averaged")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["caps"] = list(self.caps)
+        return d
+
+
+PRESETS = {
+    "nyu": Protocol("nyu", 1e-3, 10.0, "eigen_nyu"),
+    "kitti": Protocol("kitti", 1e-3, 80.0, "garg"),
+    "none": Protocol("none", 1e-3, 1e6, None),
+}
+
+
+def get_protocol(name: str, flip: bool = False, caps: tuple[float, ...] = ()) -> Protocol:
+    """A preset protocol with ``flip`` and ``caps`` set."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown protocol {name!r}; available: {', '.join(PRESETS)}")
+    return replace(PRESETS[name], flip=flip, caps=tuple(float(c) for c in caps))

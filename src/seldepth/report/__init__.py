@@ -1,0 +1,1 @@
+"""Plots, colour maps and reports."""

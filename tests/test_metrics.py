@@ -1,0 +1,134 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from seldepth.metrics import METRIC_NAMES, DepthMetrics, clamp_prediction, per_image_metrics
+from seldepth.protocol import Protocol, crop_bounds, get_protocol
+
+
+def _metric(values, name):
+    return values[:, METRIC_NAMES.index(name)]
+
+
+def test_hand_computed_two_pixel_image():
+    # gt = [1, 4], pred = [2, 2]
+    gt = torch.tensor([1.0, 4.0]).view(1, 1, 1, 2)
+    pred = torch.tensor([2.0, 2.0]).view(1, 1, 1, 2)
+    v = per_image_metrics(pred, gt, gt > 0)[0]
+    m = dict(zip(METRIC_NAMES, v.tolist()))
+    assert m["abs_rel"] == pytest.approx((1 / 1 + 2 / 4) / 2)
+    assert m["sq_rel"] == pytest.approx((1 / 1 + 4 / 4) / 2)
+    assert m["rmse"] == pytest.approx(math.sqrt((1 + 4) / 2))
+    assert m["rmse_log"] == pytest.approx(math.log(2))  # both |log ratio| = log 2
+    assert m["log10"] == pytest.approx(math.log10(2))
+    # e = [log 2, -log 2]: mean 0, mean e^2 = log(2)^2 -> silog = 100 log 2
+    assert m["silog"] == pytest.approx(100 * math.log(2))
+    assert m["delta1"] == 0.0 and m["delta2"] == 0.0 and m["delta3"] == 0.0  # ratio 2 > 1.25^3 = 1.953
+
+
+def test_delta_thresholds_are_strict_powers_of_1_25():
+    gt = torch.ones(1, 1, 1, 3)
+    pred = torch.tensor([1.2, 1.5, 1.9]).view(1, 1, 1, 3)
+    m = dict(zip(METRIC_NAMES, per_image_metrics(pred, gt, gt > 0)[0].tolist()))
+    assert m["delta1"] == pytest.approx(1 / 3)
+    assert m["delta2"] == pytest.approx(2 / 3)
+    assert m["delta3"] == pytest.approx(1.0)
+
+
+def test_mask_excludes_pixels_and_empty_images_are_nan():
+    gt = torch.tensor([[1.0, 100.0]]).view(1, 1, 1, 2)
+    pred = torch.tensor([[1.0, 1.0]]).view(1, 1, 1, 2)
+    mask = torch.tensor([[True, False]]).view(1, 1, 1, 2)
+    assert _metric(per_image_metrics(pred, gt, mask), "rmse").item() == 0.0
+    assert torch.isnan(per_image_metrics(pred, gt, torch.zeros_like(mask))).all()
+
+
+def test_silog_is_scale_invariant_but_rmse_log_is_not():
+    gt = torch.rand(1, 1, 8, 8) * 5 + 0.5
+    v = per_image_metrics(gt * 1.7, gt, gt > 0)[0]
+    assert v[METRIC_NAMES.index("silog")].item() == pytest.approx(0.0, abs=1e-5)
+    assert v[METRIC_NAMES.index("rmse_log")].item() == pytest.approx(math.log(1.7))
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.floats(0.01, 80.0), min_size=1, max_size=64))
+def test_perfect_prediction(values):
+    gt = torch.tensor(values).view(1, 1, 1, -1)
+    m = dict(zip(METRIC_NAMES, per_image_metrics(gt.clone(), gt, gt > 0)[0].tolist()))
+    assert m["rmse"] == 0 and m["abs_rel"] == 0 and m["log10"] == 0
+    assert m["delta1"] == 1 and m["delta3"] == 1
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.floats(0.1, 10.0), min_size=2, max_size=32), st.floats(1.01, 3.0))
+def test_uniform_overestimate(values, factor):
+    gt = torch.tensor(values, dtype=torch.float64).view(1, 1, 1, -1)
+    m = dict(zip(METRIC_NAMES, per_image_metrics(gt * factor, gt, gt > 0)[0].tolist()))
+    assert m["abs_rel"] == pytest.approx(factor - 1, rel=1e-6)
+    assert m["log10"] == pytest.approx(math.log10(factor), rel=1e-6)
+    assert m["delta1"] == (1.0 if factor < 1.25 else 0.0)
+
+
+def test_clamp_prediction_handles_inf_and_nan():
+    pred = torch.tensor([float("inf"), float("nan"), -float("inf"), 20.0, 0.0])
+    assert clamp_prediction(pred, 1e-3, 10.0).tolist() == pytest.approx([10.0, 1e-3, 1e-3, 10.0, 1e-3])
+
+
+def test_crops_at_native_resolution():
+    assert crop_bounds("eigen_nyu", 480, 640) == (45, 471, 41, 601)
+    assert crop_bounds("garg", 375, 1242) == (153, 371, 44, 1197)
+
+
+def test_metric_averages_per_image_not_per_pixel():
+    # Image A: 1 valid pixel with error 3; image B: 3 valid pixels with error 0.
+    proto = Protocol("t", 1e-3, 100.0, None)
+    gt = torch.full((2, 1, 1, 4), 5.0)
+    gt[0, 0, 0, 1:] = 0  # invalid
+    pred = gt.clone()
+    pred[0, 0, 0, 0] = 8.0
+    pred[1, 0, 0, 3] = 5.0
+    gt[1, 0, 0, 3] = 0
+    metric = DepthMetrics(proto)
+    metric.update(pred, gt)
+    out = metric.compute()
+    assert out["rmse"] == pytest.approx((3.0 + 0.0) / 2)  # per-pixel pooling would give 1.5 too, so check abs_rel
+    assert out["abs_rel"] == pytest.approx((3 / 5 + 0) / 2)
+    assert out["num_images"] == 2
+
+
+def test_metric_accumulates_across_updates_like_one_batch():
+    proto = get_protocol("nyu", caps=(4,))
+    gt = torch.rand(4, 1, 48, 64) * 9 + 0.5
+    pred = gt * (1 + 0.2 * torch.randn_like(gt)).clamp(0.5, 1.5)
+    one, two = DepthMetrics(proto), DepthMetrics(proto)
+    one.update(pred, gt)
+    two.update(pred[:1], gt[:1])
+    two.update(pred[1:], gt[1:])
+    a, b = one.compute(), two.compute()
+    for key in a:
+        assert a[key] == pytest.approx(b[key])
+    assert "rmse@4m" in a and a["rmse@4m"] != a["rmse"]
+
+
+def test_capped_metrics_only_score_pixels_below_cap():
+    proto = Protocol("t", 1e-3, 10.0, None, caps=(4.0,))
+    gt = torch.tensor([2.0, 8.0]).view(1, 1, 1, 2)
+    pred = torch.tensor([3.0, 8.0]).view(1, 1, 1, 2)
+    metric = DepthMetrics(proto)
+    metric.update(pred, gt)
+    out = metric.compute()
+    assert out["rmse@4m"] == pytest.approx(1.0)
+    assert out["rmse"] == pytest.approx(math.sqrt(0.5))
+
+
+def test_bad_protocol_values():
+    with pytest.raises(ValueError, match="unknown protocol"):
+        get_protocol("nyuu")
+    with pytest.raises(ValueError, match="depth range"):
+        Protocol("x", 5.0, 1.0)
+    with pytest.raises(ValueError, match="unknown crop"):
+        Protocol("x", crop="nope")
