@@ -43,6 +43,32 @@ def cmd_eval(args: argparse.Namespace) -> None:
         print(f"wrote {args.json}")
 
 
+def cmd_train(args: argparse.Namespace) -> None:
+    from seldepth.train_config import build_parser, parse_train_args
+    from seldepth.training import train
+
+    if any(a in ("-h", "--help") for a in args.rest):
+        build_parser().print_help()
+        return
+    cfg, resume = parse_train_args(args.rest)
+    results = train(cfg, resume=resume)
+    if results:
+        _print_run_results(cfg.trainer.out_dir, results)
+
+
+def _print_run_results(out_dir: str, results: dict) -> None:
+    from seldepth.evaluation import format_table
+    from seldepth.protocol import Protocol
+
+    for split in ("val", "test"):
+        if split in results:
+            r = results[split]
+            print(f"\n{split} split of the best checkpoint:")
+            print(format_table(r, Protocol(**{**r["protocol"], "caps": tuple(r["protocol"]["caps"])})))
+    print(f"\nrun folder {out_dir}: model.safetensors, checkpoints/, metrics.csv, tb/, config.yaml, results.json "
+          f"(trained {results['train_seconds']:.0f} s)")
+
+
 def cmd_models(args: argparse.Namespace) -> None:
     from seldepth.models import create_model, list_models
 
@@ -75,13 +101,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="also write the results as JSON here")
     p.set_defaults(func=cmd_eval)
 
+    p = sub.add_parser("train", add_help=False, help="train a model from a YAML config (seldepth train --help)")
+    p.set_defaults(func=cmd_train, takes_rest=True)
+
     p = sub.add_parser("models", help="list registered models with their size and cost")
     p.set_defaults(func=cmd_models)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if getattr(args, "takes_rest", False):
+        args.rest = rest
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         args.func(args)
     except (ValueError, FileNotFoundError) as exc:

@@ -1,0 +1,109 @@
+"""The Lightning data module of training: train/val/test splits of a data spec, augmentation, loaders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import lightning as L
+import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from seldepth.data.spec import open_dataset
+from seldepth.data.transforms import AugmentConfig, TrainTransform
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the data comes from and how it is fed.
+
+    Attributes:
+        path: data spec (``synthetic:DIR``, ``nyu:PATH``); ``synthetic:default`` is the cached default set.
+        input_size: (H, W) the network is trained at.
+        batch_size: per process.
+        num_workers: loader processes per training process.
+        limit_train, limit_val: use only the first N samples (None = all).
+        augment: training augmentation.
+    """
+
+    path: str = "synthetic:default"
+    input_size: tuple[int, int] = (192, 256)
+    batch_size: int = 16
+    num_workers: int = 1
+    limit_train: int | None = None
+    limit_val: int | None = None
+    train_split: str = "train"
+    val_split: str = "val"
+    test_split: str = "test"
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise ValueError(f"data.batch_size must be >= 1, got {self.batch_size}")
+        if self.num_workers < 0:
+            raise ValueError(f"data.num_workers must be >= 0, got {self.num_workers}")
+        if len(self.input_size) != 2 or min(self.input_size) < 1:
+            raise ValueError(f"data.input_size must be (H, W) > 0, got {self.input_size}")
+        for key in ("limit_train", "limit_val"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                raise ValueError(f"data.{key} must be >= 1 or null, got {getattr(self, key)}")
+
+
+class Transformed(Dataset):
+    """A data set whose samples pass through ``transform``."""
+
+    def __init__(self, dataset: Dataset, transform):
+        self.dataset = dataset
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.transform(self.dataset[index])
+
+
+def collate_training(batch: list[dict]) -> dict:
+    """Stack tensors (image, depth, valid, K, semantics when present); meta as a list."""
+    keys = [k for k in ("image", "depth", "valid", "K", "semantics") if k in batch[0]]
+    out = {k: torch.stack([s[k] for s in batch]) for k in keys}
+    out["meta"] = [s["meta"] for s in batch]
+    return out
+
+
+def _limit(dataset: Dataset, n: int | None) -> Dataset:
+    return dataset if n is None or n >= len(dataset) else Subset(dataset, range(n))
+
+
+class DepthDataModule(L.LightningDataModule):
+    """Train (augmented, at ``input_size``), val and test (native resolution) loaders of a data spec."""
+
+    def __init__(self, config: DataConfig, data_path: str | None = None):
+        super().__init__()
+        self.config = config
+        self.spec = data_path or config.path
+        self.train_set = self.val_set = None
+
+    def setup(self, stage: str | None = None) -> None:
+        c = self.config
+        if self.train_set is None:
+            self.train_set = Transformed(_limit(open_dataset(self.spec, c.train_split), c.limit_train),
+                                         TrainTransform(c.input_size, c.augment))
+            self.val_set = _limit(open_dataset(self.spec, c.val_split), c.limit_val)
+
+    def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
+        c = self.config
+        sampler = None
+        trainer = getattr(self, "trainer", None)
+        if not train and trainer is not None and trainer.world_size > 1:
+            # Each sample scored exactly once across processes (no padding repeats).
+            sampler = UnrepeatedDistributedSampler(dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False)
+        return DataLoader(dataset, batch_size=c.batch_size, shuffle=train, drop_last=train and len(dataset) >= c.batch_size,
+                          sampler=sampler, num_workers=c.num_workers, collate_fn=collate_training,
+                          persistent_workers=c.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, train=False)

@@ -1,0 +1,176 @@
+"""Training with Lightning: the LightningModule, atomic checkpoints, and a whole run from a config.
+
+A run folder (``trainer.out_dir``) holds::
+
+    config.yaml                the resolved config (re-run with --config config.yaml)
+    checkpoints/best.ckpt      best validation RMSE (model selection never sees the test split)
+    checkpoints/last.ckpt      latest state, for --resume
+    metrics.csv, tb/           CSV and TensorBoard logs
+    model.safetensors          the best model as a model file (seldepth.load_model)
+    results.json               validation and test metrics of the best model
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+from seldepth.data.datamodule import DepthDataModule
+from seldepth.data.transforms import masked_downsample
+from seldepth.inference import predict_depth
+from seldepth.losses.balanced import BalancedLoss, BalancedLossConfig
+from seldepth.metrics import DepthMetrics
+from seldepth.models import create_model
+from seldepth.models.preprocessing import Preprocessing
+from seldepth.protocol import get_protocol
+from seldepth.train_config import OptimConfig, TrainConfig, dump_config
+
+
+class DepthTrainingModule(L.LightningModule):
+    """A depth model with METER's balanced loss, AdamW + step schedule, and the evaluation metrics on validation.
+
+    The loss is computed at the prediction's resolution against ground truth reduced by a
+    masked average; validation predicts at the ground truth's resolution exactly as
+    ``seldepth eval`` does, with the same :class:`~seldepth.metrics.DepthMetrics`.
+    """
+
+    def __init__(self, model: str, preprocessing: dict, loss: dict, optim: dict, protocol: str = "synthetic"):
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = create_model(model)
+        self.model.preprocessing = Preprocessing.from_dict(preprocessing)
+        self.loss_fn = BalancedLoss(BalancedLossConfig(**loss))
+        self.optim_config = OptimConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in optim.items()})
+        self.val_metrics = DepthMetrics(get_protocol(protocol))
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.model(self.model.preprocessing(image))
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        pred = self(batch["image"])
+        gt, valid = masked_downsample(batch["depth"], batch["valid"], tuple(pred.shape[-2:]))
+        loss, terms = self.loss_fn(pred, gt, valid)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(pred))
+        self.log_dict({f"train/{k}": v for k, v in terms.items()}, batch_size=len(pred))
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        depth = batch["depth"]
+        pred = predict_depth(self.model, batch["image"], size=tuple(depth.shape[-2:]))
+        self.val_metrics.update(pred, depth, batch["valid"])
+
+    def on_validation_epoch_end(self) -> None:
+        values = self.val_metrics.compute()  # reduced across processes by torchmetrics
+        self.val_metrics.reset()
+        values.pop("num_images")
+        self.log("val/rmse", values.pop("rmse"), prog_bar=True, sync_dist=False)
+        self.log_dict({f"val/{k}": v for k, v in values.items()}, sync_dist=False)
+
+    def configure_optimizers(self):
+        o = self.optim_config
+        optimizer = torch.optim.AdamW(self.model.parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=o.step_epochs, gamma=o.gamma)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint to a temporary file in the same folder, syncs it, then renames it into place.
+
+    A run killed at any moment leaves either the previous checkpoint or the new one, never half a file.
+    """
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def build_module(cfg: TrainConfig) -> DepthTrainingModule:
+    preprocessing = Preprocessing(input_size=tuple(cfg.data.input_size))
+    d = cfg.to_dict()
+    return DepthTrainingModule(cfg.model, preprocessing.to_dict(), d["loss"], d["optim"], cfg.protocol)
+
+
+def build_trainer(cfg: TrainConfig, out: Path, extra_callbacks=()) -> L.Trainer:
+    t = cfg.trainer
+    best = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor="val/rmse", mode="min",
+                           save_last=True, save_top_k=1, enable_version_counter=False)
+    callbacks = [best, LearningRateMonitor(logging_interval="epoch"), *extra_callbacks]
+    if t.checkpoint_every_n_steps:
+        callbacks.append(ModelCheckpoint(dirpath=out / "checkpoints", filename="step", save_last=True,
+                                         every_n_train_steps=t.checkpoint_every_n_steps, save_top_k=1,
+                                         enable_version_counter=False))
+    loggers = [CSVLogger(out, name="", version=""), TensorBoardLogger(out, name="tb", version="")]
+    return L.Trainer(max_epochs=t.epochs, accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
+                     strategy=t.strategy, precision=t.precision, callbacks=callbacks, logger=loggers,
+                     log_every_n_steps=t.log_every_n_steps, enable_progress_bar=t.progress_bar,
+                     plugins=[AtomicCheckpointIO()], use_distributed_sampler=True, num_sanity_val_steps=0,
+                     enable_model_summary=False)
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> dict:
+    """Run training from a checked config; returns ``results.json``'s content (on rank 0).
+
+    Raises:
+        ValueError: the run folder has checkpoints and ``resume`` is False.
+    """
+    from seldepth.data.spec import prepare
+
+    out = Path(cfg.trainer.out_dir)
+    last = out / "checkpoints" / "last.ckpt"
+    if last.exists() and not resume:
+        raise ValueError(f"trainer.out_dir: {out} already holds a run; pass --resume to continue it or choose another out_dir")
+    data_path = prepare(cfg.data.path, key="data.path")
+    out.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
+    datamodule = DepthDataModule(cfg.data, data_path=f"{cfg.data.path.split(':')[0]}:{data_path}")
+    module = build_module(cfg)
+    trainer = build_trainer(cfg, out)
+    if trainer.is_global_zero:
+        write_text_atomic(out / "config.yaml", dump_config(cfg))
+    start = time.time()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume and last.exists() else None)
+    elapsed = time.time() - start
+    if not trainer.is_global_zero:
+        return {}
+    return finish_run(cfg, out, data_path, elapsed)
+
+
+def finish_run(cfg: TrainConfig, out: Path, data_path: Path, elapsed: float) -> dict:
+    """Export the best checkpoint as a model file and score it on validation and test."""
+    from seldepth.data.spec import open_dataset
+    from seldepth.evaluation import evaluate
+    from seldepth.models.model_file import load_model, save_model_file
+
+    best = out / "checkpoints" / "best.ckpt"
+    model = load_model(best if best.exists() else out / "checkpoints" / "last.ckpt")
+    protocol = get_protocol(cfg.protocol)
+    kind = cfg.data.path.split(":")[0]
+    results = {"train_seconds": round(elapsed, 1), "epochs": cfg.trainer.epochs}
+    results["val"] = evaluate(model, open_dataset(f"{kind}:{data_path}", cfg.data.val_split), protocol, progress=False)
+    if cfg.trainer.evaluate_test:
+        results["test"] = evaluate(model, open_dataset(f"{kind}:{data_path}", cfg.data.test_split), protocol, progress=False)
+    provenance = {"trained_by": "seldepth train", "config": cfg.to_dict(), "data": str(data_path),
+                  "val_metrics": results["val"]["metrics"]}
+    save_model_file(model, out / "model.safetensors", model.preprocessing, provenance)
+    write_text_atomic(out / "results.json", json.dumps(results, indent=2))
+    return results
