@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("SELDEPTH_SHARED", REPO.parent / "shared"))
+from helpers import SHARED
 
 
 @pytest.fixture(scope="session")
@@ -38,3 +37,16 @@ def meter_nyu_file(shared, tmp_path_factory) -> Path:
 def _seed_and_threads():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(scope="session")
+def tiny_splits(nyu_sample, tmp_path_factory) -> Path:
+    """train/val/test CSVs over the shared NYU sample (6 / 3 / 1 images; train rows repeated 4x)."""
+    root = tmp_path_factory.mktemp("tiny_splits")
+    rows = [line.split(",") for line in (nyu_sample / "nyu2_test.csv").read_text().split()]
+    absolute = [f"{nyu_sample / 'nyu2_test' / r},{nyu_sample / 'nyu2_test' / d}" for r, d in rows]
+    (root / "train.csv").write_text("\n".join(absolute[:6] * 4) + "\n")
+    (root / "val.csv").write_text("\n".join(absolute[6:9]) + "\n")
+    (root / "test.csv").write_text(absolute[9] + "\n")
+    return root
+

@@ -65,7 +65,7 @@ def _print_run_results(out_dir: str, results: dict) -> None:
             r = results[split]
             print(f"\n{split} split of the best checkpoint:")
             print(format_table(r, Protocol(**{**r["protocol"], "caps": tuple(r["protocol"]["caps"])})))
-    print(f"\nrun folder {out_dir}: model.safetensors, checkpoints/, metrics.csv, tb/, config.yaml, results.json "
+    print(f"\nrun folder {out_dir}: model.safetensors, checkpoints/, csv/metrics.csv, tb/, config.yaml, results.json "
           f"(trained {results['train_seconds']:.0f} s)")
 
 

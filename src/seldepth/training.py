@@ -5,7 +5,7 @@ A run folder (``trainer.out_dir``) holds::
     config.yaml                the resolved config (re-run with --config config.yaml)
     checkpoints/best.ckpt      best validation RMSE (model selection never sees the test split)
     checkpoints/last.ckpt      latest state, for --resume
-    metrics.csv, tb/           CSV and TensorBoard logs
+    csv/metrics.csv, tb/       CSV and TensorBoard logs
     model.safetensors          the best model as a model file (seldepth.load_model)
     results.json               validation and test metrics of the best model
 """
@@ -119,12 +119,31 @@ def build_trainer(cfg: TrainConfig, out: Path, extra_callbacks=()) -> L.Trainer:
         callbacks.append(ModelCheckpoint(dirpath=out / "checkpoints", filename="step", save_last=True,
                                          every_n_train_steps=t.checkpoint_every_n_steps, save_top_k=1,
                                          enable_version_counter=False))
-    loggers = [CSVLogger(out, name="", version=""), TensorBoardLogger(out, name="tb", version="")]
+    loggers = [CSVLogger(out, name="csv", version=""), TensorBoardLogger(out, name="tb", version="")]
     return L.Trainer(max_epochs=t.epochs, accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
                      strategy=t.strategy, precision=t.precision, callbacks=callbacks, logger=loggers,
                      log_every_n_steps=t.log_every_n_steps, enable_progress_bar=t.progress_bar,
                      plugins=[AtomicCheckpointIO()], use_distributed_sampler=True, num_sanity_val_steps=0,
                      enable_model_summary=False)
+
+
+def validate(cfg: TrainConfig, checkpoint: str | os.PathLike) -> dict[str, float]:
+    """Validation metrics of a checkpoint under ``cfg``'s data, protocol and trainer (devices, strategy).
+
+    Under DDP each process scores its share of the validation set once (no padding repeats) and
+    :class:`~seldepth.metrics.DepthMetrics` reduces the sums across processes, so the result
+    equals that of one process.
+    """
+    from seldepth.data.spec import prepare
+
+    data_path = prepare(cfg.data.path, key="data.path")
+    datamodule = DepthDataModule(cfg.data, data_path=f"{cfg.data.path.split(':')[0]}:{data_path}")
+    module = build_module(cfg)
+    t = cfg.trainer
+    trainer = L.Trainer(accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
+                        precision=t.precision, logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.validate(module, datamodule=datamodule, ckpt_path=str(checkpoint), verbose=False)
+    return {k: float(v) for k, v in trainer.callback_metrics.items()}
 
 
 def train(cfg: TrainConfig, resume: bool = False) -> dict:
@@ -141,6 +160,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
         raise ValueError(f"trainer.out_dir: {out} already holds a run; pass --resume to continue it or choose another out_dir")
     data_path = prepare(cfg.data.path, key="data.path")
     out.mkdir(parents=True, exist_ok=True)
+    for stale in (out / "checkpoints").glob(".*.tmp"):  # left by a run killed while writing
+        stale.unlink()
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
     datamodule = DepthDataModule(cfg.data, data_path=f"{cfg.data.path.split(':')[0]}:{data_path}")
     module = build_module(cfg)
