@@ -112,20 +112,20 @@ def _empty_room(size=(6.0, 8.0, 2.8)):
     return sample_scene(np.random.default_rng(0), num_objects=0, room_size=size, decorations=False)
 
 
-@pytest.mark.parametrize("yaw, expected", [(0.0, 3.0), (math.pi / 2, 3.5), (math.pi, 2.0), (-math.pi / 2, 2.5)])
+@pytest.mark.parametrize("yaw, expected", [(0.0, 2.6), (math.pi / 2, 3.3), (math.pi, 2.4), (-math.pi / 2, 2.7)])
 def test_wall_facing_camera_has_constant_z_depth(yaw, expected):
     """Facing a wall square-on, every wall pixel has z-depth = the distance (the ray length would grow to the edges)."""
     scene = _empty_room((5.0, 6.0, 2.8))
-    frame = render(scene, camera_pose((2.0, 2.5, 1.4), yaw, 0.0), size=SMALL)
+    frame = render(scene, camera_pose((2.4, 2.7, 1.4), yaw, 0.0), size=SMALL)
     wall = frame["semantics"] == 2
-    assert wall.mean() > 0.9
+    assert wall.mean() > 0.75
     np.testing.assert_allclose(frame["depth"][wall], expected, atol=2e-4)
 
 
 def test_level_camera_sees_floor_exactly_below_the_horizon():
-    scene = _empty_room()
-    h_cam = 1.5
-    frame = render_frame(0, SMALL, scene=scene, position=(3.0, 4.0), height=h_cam, yaw=0.4, pitch=0.0)
+    scene = _empty_room((8.0, 10.0, 2.8))
+    h_cam = 1.2
+    frame = render_frame(0, SMALL, scene=scene, position=(4.0, 5.0), height=h_cam, yaw=0.4, pitch=0.0)
     K, sem, depth = frame["K"], frame["semantics"], frame["depth"]
     rows = np.arange(SMALL[0])[:, None].repeat(SMALL[1], 1)
     horizon = K[1, 2]
@@ -140,7 +140,7 @@ def test_level_camera_sees_floor_exactly_below_the_horizon():
 
 def test_cast_shadows_darken_the_floor_behind_a_box():
     scene = _empty_room((5.0, 6.0, 2.8))
-    scene.lights = [Light((2.5, 3.0, 2.6), (1.0, 1.0, 1.0), 6.0)]
+    scene.lights = [Light((4.3, 3.0, 2.6), (1.0, 1.0, 1.0), 6.0)]  # behind the box: its shadow faces us
     box = Box((3.5, 3.0, 0.4), (0.3, 0.3, 0.4), label=3)
     scene.primitives.append(box)
     pose = camera_pose((0.8, 3.0, 1.6), 0.0, math.radians(-20.0))

@@ -32,7 +32,8 @@ def ensure_synthetic(path: Path, num: int, progress: bool = True) -> Path:
         from seldepth.data.synthetic import generate
 
         print(f"generating the default synthetic data set ({num} images) in {path}")
-        generate(path, num, size=DEFAULT_SYNTHETIC["size"], seed=DEFAULT_SYNTHETIC["seed"], progress=progress)
+        generate(path, num, size=DEFAULT_SYNTHETIC["size"], seed=DEFAULT_SYNTHETIC["seed"], progress=progress,
+                 workers=min(2, os.cpu_count() or 1))
     return path
 
 

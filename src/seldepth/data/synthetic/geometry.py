@@ -42,10 +42,15 @@ class Material:
 
 @dataclass
 class Primitive:
-    """Common part of the solids: semantic class, material and a few derived bounds."""
+    """Common part of the solids: semantic class, material, shadow casting and derived bounds.
+
+    ``casts_shadow=False`` marks things flat against a wall (doors, skirting, pictures) whose
+    shadows would be invisible; the renderer then skips their shadow tests.
+    """
 
     label: int = field(default=FURNITURE, kw_only=True)
     material: Material | None = field(default=None, kw_only=True)
+    casts_shadow: bool = field(default=True, kw_only=True)
 
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - overridden
         raise NotImplementedError
@@ -278,10 +283,11 @@ class Scene:
         d = np.asarray(direction, dtype=np.float64).reshape(-1, 3)
         o = tuple(float(v) for v in origin)
         t, _ = room_hits(self.size, o, (d[:, 0], d[:, 1], d[:, 2]))
-        for prim in self.primitives:
-            tn, tf = prim.interval(o, (d[:, 0], d[:, 1], d[:, 2]))
-            hit = (tn < tf) & (tn > 0) & (tn < t)
-            t = np.where(hit, tn, t)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            for prim in self.primitives:
+                tn, tf = prim.interval(o, (d[:, 0], d[:, 1], d[:, 2]))
+                hit = (tn < tf) & (tn > 0) & (tn < t)
+                t = np.where(hit, tn, t)
         return t
 
 

@@ -16,6 +16,7 @@ _TABLE_SIZE = 256
 # A fixed lattice for value noise, the same in every process and run.
 _LATTICE = np.random.default_rng(20240611).random((_TABLE_SIZE, _TABLE_SIZE), dtype=np.float32)
 _MASK = _TABLE_SIZE - 1
+DEFAULT_MATERIAL = Material("plain", ((0.6, 0.6, 0.6),))
 
 
 def value_noise(u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -62,19 +63,42 @@ def _color(material: Material, k: int) -> tuple[float, float, float]:
     return material.colors[min(k, len(material.colors) - 1)]
 
 
-def albedo(material: Material, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+def line_coverage(frac: np.ndarray, cell: float, width: float, pixel: np.ndarray | float) -> np.ndarray:
+    """Fraction of a pixel covered by lines on the boundaries of a periodic cell (a box filter).
+
+    Args:
+        frac: position within the cell in [0, 1), (N,).
+        cell: cell size in metres.
+        width: line width in metres (centred on the cell boundary).
+        pixel: pixel footprint on the surface in metres, (N,) or a float.
+
+    Returns:
+        (N,) coverage in [0, 1]: 1 or 0 for pixels much smaller than the line, fading for far ones.
+    """
+    x = np.minimum(frac, 1.0 - frac) * cell
+    hp = 0.5 * pixel
+    half = 0.5 * width
+    return np.clip(np.minimum(x + hp, half) - np.maximum(x - hp, -half), 0.0, None) / pixel
+
+
+def albedo(material: Material, u: np.ndarray, v: np.ndarray, footprint: np.ndarray | None = None) -> np.ndarray:
     """Linear RGB albedo of ``material`` at surface coordinates.
 
     Args:
-        material: the texture and its colours.
+        material: the texture and its colours; ``None`` is plain light grey.
         u, v: surface coordinates in metres, same shape (N,).
+        footprint: (N,) size of the pixel on the surface in metres; thin lines (grout, seams,
+            stripe edges) are box-filtered over it so that they do not break up far away.
 
     Returns:
         (N, 3) float32 albedo in [0, 1].
     """
+    if material is None:
+        material = DEFAULT_MATERIAL
     kind, s = material.kind, float(material.scale)
     u = u.astype(np.float32, copy=False)
     v = v.astype(np.float32, copy=False)
+    fp = np.float32(1e-4) if footprint is None else np.maximum(footprint.astype(np.float32, copy=False), 1e-4)
     c0, c1 = _color(material, 0), _color(material, 1)
     if kind == "plain":
         shade = 0.95 + 0.1 * value_noise(u * 3.0, v * 3.0)
@@ -87,17 +111,18 @@ def albedo(material: Material, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     elif kind == "wood":
         out = _mix(c0, c1, _grain(u, v, s))
     elif kind == "planks":
-        out = _planks(material, u, v, s)
+        out = _planks(material, u, v, s, fp)
     elif kind == "tiles":
-        out = _tiles(material, u, v, s)
+        out = _tiles(material, u, v, s, fp)
     elif kind == "stripes":
         phase = u * (1.0 / s)
         frac = phase - np.floor(phase)
-        band = np.clip((np.abs(frac - 0.5) - 0.22) * 40.0, 0.0, 1.0)  # soft-edged stripes
+        band = line_coverage(frac, s, 0.56 * s, np.maximum(fp, 0.02 * s))  # stripes of colour 1 on colour 0
         out = _mix(c0, c1, band)
         out *= (0.96 + 0.08 * value_noise(u * 4.0, v * 4.0))[..., None]
     else:
-        raise ValueError(f"unknown texture kind {kind!r}; expected plain, noise, carpet, wood, planks, tiles or stripes")
+        raise ValueError(f"unknown texture kind {kind!r}; expected plain, noise, carpet, wood, planks, tiles "
+                         "or stripes")
     return np.clip(out, 0.0, 1.0).astype(np.float32, copy=False)
 
 
@@ -110,7 +135,7 @@ def _grain(u, v, s):
     return np.clip(0.65 * g * g + 0.35 * fibre, 0.0, 1.0)
 
 
-def _planks(material, u, v, width):
+def _planks(material, u, v, width, fp):
     """Floor boards ``width`` wide along ``u``, 1.2 m long, staggered, each with its own tint."""
     length = 1.2
     row = np.floor(v * (1.0 / width))
@@ -122,17 +147,16 @@ def _planks(material, u, v, width):
     out = _mix(_color(material, 0), _color(material, 1), w) * tint[..., None]
     fv = v * (1.0 / width) - row
     fu = us * (1.0 / length) - col
-    seam = (fv < 0.03) | (fu < 0.004)
-    out[seam] *= 0.45
+    seam = 1.0 - (1.0 - line_coverage(fv, width, 0.005, fp)) * (1.0 - line_coverage(fu, length, 0.004, fp))
+    out *= (1.0 - 0.55 * seam)[..., None]
     return out
 
 
-def _tiles(material, u, v, size):
+def _tiles(material, u, v, size, fp):
     """Square tiles of ``size`` metres with grout lines; a checkerboard when three colours are given."""
     iu, iv = np.floor(u * (1.0 / size)), np.floor(v * (1.0 / size))
     fu, fv = u * (1.0 / size) - iu, v * (1.0 / size) - iv
-    grout_w = 0.012 / size
-    grout = (fu < grout_w) | (fv < grout_w)
+    grout = 1.0 - (1.0 - line_coverage(fu, size, 0.012, fp)) * (1.0 - line_coverage(fv, size, 0.012, fp))
     tint = 0.9 + 0.15 * cell_hash(iu, iv) + 0.05 * value_noise(u * 8.0, v * 8.0)
     base = np.empty(u.shape + (3,), np.float32)
     base[:] = np.asarray(_color(material, 0), np.float32)
@@ -140,5 +164,4 @@ def _tiles(material, u, v, size):
         checker = ((iu + iv) % 2) == 1
         base[checker] = np.asarray(material.colors[2], np.float32)
     out = base * tint[..., None]
-    out[grout] = np.asarray(_color(material, 1), np.float32)
-    return out
+    return out + (np.asarray(_color(material, 1), np.float32) - out) * grout[..., None]

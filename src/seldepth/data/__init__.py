@@ -1,0 +1,1 @@
+"""Data sets, readers, transforms and the synthetic generator."""
