@@ -67,7 +67,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=0)
     args = parser.parse_args()
     size = (192, 256)
     with tempfile.TemporaryDirectory() as tmp:

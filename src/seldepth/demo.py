@@ -25,7 +25,7 @@ from seldepth.training import train, write_text_atomic
 
 # (images in the synthetic set, input size, epochs, lr step) of each demo; sized for 2 CPU cores.
 DEMO_SETTINGS = {
-    "full": {"num": 2000, "input_size": (192, 256), "epochs": 14, "step_epochs": 10, "batch_size": 16},
+    "full": {"num": 2000, "input_size": (192, 256), "epochs": 12, "step_epochs": 8, "batch_size": 16},
     "quick": {"num": 320, "input_size": (96, 128), "epochs": 12, "step_epochs": 9, "batch_size": 16},
 }
 

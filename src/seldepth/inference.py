@@ -34,7 +34,7 @@ def predict_depth(model: torch.nn.Module, images: torch.Tensor, flip: bool = Fal
     Returns:
         (B, 1, H, W) depth in metres.
     """
-    param = next(model.parameters())
+    param = next(iter([*model.parameters(), *model.buffers()]), images)
     x = model_preprocessing(model)(images.to(param.device)).to(param.dtype)
     if flip:
         both = model(torch.cat([x, x.flip(-1)]))

@@ -29,7 +29,7 @@ class DataConfig:
     path: str = "synthetic:default"
     input_size: tuple[int, int] = (192, 256)
     batch_size: int = 16
-    num_workers: int = 1
+    num_workers: int = 0
     limit_train: int | None = None
     limit_val: int | None = None
     train_split: str = "train"
