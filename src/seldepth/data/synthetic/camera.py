@@ -12,9 +12,7 @@ import math
 
 import numpy as np
 
-# NYU Depth v2 Kinect colour intrinsics at 640x480 (fx, fy, cx, cy), as in seldepth.data.nyu.
-NYU_INTRINSICS = (518.8579, 519.4696, 325.5824, 253.7362)
-NYU_SIZE = (480, 640)
+from seldepth.data.nyu import nyu_intrinsics
 
 
 def intrinsics(size: tuple[int, int]) -> np.ndarray:
@@ -26,10 +24,7 @@ def intrinsics(size: tuple[int, int]) -> np.ndarray:
     Returns:
         (3, 3) float64 ``K``; the pixel ``(col, row)`` has image coordinates ``(col, row)``.
     """
-    h, w = size
-    fx, fy, cx, cy = NYU_INTRINSICS
-    sx, sy = w / NYU_SIZE[1], h / NYU_SIZE[0]
-    return np.array([[fx * sx, 0.0, cx * sx], [0.0, fy * sy, cy * sy], [0.0, 0.0, 1.0]])
+    return nyu_intrinsics(*size).double().numpy()
 
 
 def look_rotation(yaw: float, pitch: float) -> np.ndarray:
