@@ -124,3 +124,19 @@ def test_two_process_ddp_validation_equals_one_process(tiny_splits, tmp_path):
     assert results[1].keys() == results[2].keys() and "val/rmse" in results[1]
     for key, value in results[1].items():
         assert results[2][key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+
+
+def test_last_checkpoint_is_the_latest_state_even_when_validation_gets_worse(tiny_splits, tmp_path, monkeypatch):
+    from seldepth.training import DepthTrainingModule
+
+    def worsening_validation(self):
+        self.val_metrics.reset()
+        self.log("val/rmse", float(self.current_epoch + 1))  # gets worse every epoch: best stays at epoch 0
+
+    monkeypatch.setattr(DepthTrainingModule, "on_validation_epoch_end", worsening_validation)
+    out = tmp_path / "run"
+    assert main(["train", *tiny_train_args(tiny_splits, out, epochs=2), "--trainer.evaluate_test", "false"]) == 0
+    best = torch.load(out / "checkpoints/best.ckpt", weights_only=True, map_location="cpu")
+    last = torch.load(out / "checkpoints/last.ckpt", weights_only=True, map_location="cpu")
+    assert best["global_step"] == 12
+    assert last["global_step"] == 24

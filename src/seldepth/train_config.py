@@ -47,7 +47,7 @@ class TrainerConfig:
         epochs: epochs to train.
         out_dir: run folder: checkpoints/, logs, config.yaml, model.safetensors.
         accelerator, devices, num_nodes, strategy: Lightning's (``ddp`` for multi-process).
-        checkpoint_every_n_steps: also save ``last.ckpt`` every N steps (None: each epoch only).
+        checkpoint_every_n_steps: save ``last.ckpt`` every N training steps instead of at each epoch end.
         seed: seeds torch, numpy, python and the loader workers.
     """
 

@@ -112,13 +112,13 @@ def build_module(cfg: TrainConfig) -> DepthTrainingModule:
 
 def build_trainer(cfg: TrainConfig, out: Path, extra_callbacks=()) -> L.Trainer:
     t = cfg.trainer
+    # best.ckpt follows validation RMSE; last.ckpt is the latest state (every epoch, or every N steps), for --resume.
     best = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor="val/rmse", mode="min",
-                           save_last=True, save_top_k=1, enable_version_counter=False)
-    callbacks = [best, LearningRateMonitor(logging_interval="epoch"), *extra_callbacks]
-    if t.checkpoint_every_n_steps:
-        callbacks.append(ModelCheckpoint(dirpath=out / "checkpoints", filename="step", save_last=True,
-                                         every_n_train_steps=t.checkpoint_every_n_steps, save_top_k=1,
-                                         enable_version_counter=False))
+                           save_top_k=1, enable_version_counter=False)
+    every = {"every_n_train_steps": t.checkpoint_every_n_steps} if t.checkpoint_every_n_steps else {"every_n_epochs": 1}
+    last = ModelCheckpoint(dirpath=out / "checkpoints", filename="last", monitor=None, save_top_k=1,
+                           enable_version_counter=False, **every)
+    callbacks = [best, last, LearningRateMonitor(logging_interval="epoch"), *extra_callbacks]
     loggers = [CSVLogger(out, name="csv", version=""), TensorBoardLogger(out, name="tb", version="")]
     return L.Trainer(max_epochs=t.epochs, accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
                      strategy=t.strategy, precision=t.precision, callbacks=callbacks, logger=loggers,
