@@ -43,6 +43,25 @@ def cmd_eval(args: argparse.Namespace) -> None:
         print(f"wrote {args.json}")
 
 
+def cmd_dissect(args: argparse.Namespace) -> None:
+    from seldepth.data.spec import open_dataset
+    from seldepth.models.model_file import load_model
+    from seldepth.report.selectivity_plots import save_selectivity_plots
+    from seldepth.selectivity.dissect import dissect, format_table, resolve_layers
+
+    model = load_model(args.model)
+    resolve_layers(model, args.layers)  # unknown names fail before any data is read
+    dataset = open_dataset(args.data, split=args.split)
+    result = dissect(model, dataset, layers=args.layers, bins=args.bins, depth_range=args.depth_range,
+                     batch_size=args.batch_size, num_workers=args.workers)
+    result.info.update(model=str(args.model), data=args.data, split=args.split)
+    print(f"model {args.model} on {args.data} ({len(dataset)} images, split {args.split})")
+    print(format_table(result))
+    paths = result.save(args.out)
+    plots = save_selectivity_plots(result, args.out)
+    print(f"wrote {paths['json']}, {paths['npz']} and {len(plots)} plots in {args.out}")
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     from seldepth.train_config import build_parser, parse_train_args
     from seldepth.training import train
@@ -115,6 +134,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=0, help="data loader processes")
     p.add_argument("--json", help="also write the results as JSON here")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("dissect", help="depth selectivity of a model's units over a data set (JSON, NPZ, plots)")
+    p.add_argument("--model", required=True, help="model file (.safetensors) or training checkpoint (.ckpt)")
+    p.add_argument("--data", required=True, help="data spec, e.g. nyu:PATH or synthetic:PATH")
+    p.add_argument("--split", default="test", help="split of a folder or zip (default test)")
+    p.add_argument("--layers", help="comma-separated layer names or module paths (default the model's selectivity layers)")
+    p.add_argument("--bins", default="sid:64", help="bin scheme, e.g. sid:64, linear:32, log:32, quantile:64, "
+                   "sid:64:alpha=3,beta=80 (layer with K units: min(N, K) bins)")
+    p.add_argument("--depth-range", type=_floats, default=(1e-3, 10.0), help="valid ground truth min,max in metres (default 0.001,10)")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--workers", type=int, default=0, help="data loader processes")
+    p.add_argument("--out", default="runs/dissect", help="output folder (default runs/dissect)")
+    p.set_defaults(func=cmd_dissect)
 
     p = sub.add_parser("train", add_help=False, help="train a model from a YAML config (seldepth train --help)")
     p.set_defaults(func=cmd_train, takes_rest=True)

@@ -1,0 +1,34 @@
+"""Neuron depth selectivity (SPEC.md section 2): depth bins, per-bin responses, dissection.
+
+- :mod:`~seldepth.selectivity.bins`: bin schemes (``sid``, ``linear``, ``log``, ``quantile``) and
+  the map from depth to bin indices.
+- :mod:`~seldepth.selectivity.responses`: per-unit per-bin sums of upsampled activations via the
+  adjoint of bilinear upsampling; the one implementation shared by dissection and the regulariser.
+- :mod:`~seldepth.selectivity.dissect`: hooks, streamed float64 accumulation, R, DS, results.
+"""
+
+from seldepth.selectivity.bins import BinScheme, EdgeRefinement, depth_to_bins, parse_bins, sid_edges
+from seldepth.selectivity.dissect import (
+    DissectionResult,
+    Dissector,
+    EmptyBinWarning,
+    LayerSelectivity,
+    dissect,
+    format_table,
+    resolve_layers,
+)
+from seldepth.selectivity.responses import (
+    BinnedResponses,
+    Selectivity,
+    bin_counts,
+    binned_responses,
+    mean_responses,
+    project_bins,
+    selectivity_index,
+)
+
+__all__ = [
+    "BinScheme", "BinnedResponses", "DissectionResult", "Dissector", "EdgeRefinement", "EmptyBinWarning",
+    "LayerSelectivity", "Selectivity", "bin_counts", "binned_responses", "depth_to_bins", "dissect", "format_table",
+    "mean_responses", "parse_bins", "project_bins", "resolve_layers", "selectivity_index", "sid_edges",
+]

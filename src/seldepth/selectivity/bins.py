@@ -53,7 +53,7 @@ def sid_edges(num_bins: int, alpha: float = 0.75, beta: float = 10.0) -> torch.T
 
     Example:
         >>> sid_edges(4, 0.75, 10.0)
-        tensor([ 0.0000,  0.7500,  2.8619,  7.2826, 10.0000], dtype=torch.float64)
+        tensor([ 0.0000,  0.7500,  1.9222,  4.4686, 10.0000], dtype=torch.float64)
     """
     _check_num_bins(num_bins)
     if not (0 < alpha < beta):
@@ -145,7 +145,8 @@ class BinScheme:
         _check_num_bins(self.num_bins)
         unknown = set(self.params) - set(_KEYS[self.kind])
         if unknown:
-            raise ValueError(f"bins: {self.kind} takes parameters {', '.join(_KEYS[self.kind])}, got {', '.join(sorted(unknown))}")
+            raise ValueError(f"bins: {self.kind} takes parameters {', '.join(_KEYS[self.kind])}, "
+                             f"got {', '.join(sorted(unknown))}")
         missing = set(_KEYS[self.kind]) - set(self.params)
         if missing:
             raise ValueError(f"bins: {self.kind} needs parameters {', '.join(sorted(missing))}")
@@ -260,16 +261,26 @@ def depth_to_bins(depth: torch.Tensor, edges: torch.Tensor, valid: torch.Tensor 
 
     Args:
         depth: (B, 1, H, W) or (B, H, W) depth, metres.
-        edges: (N_b + 1,) increasing bin edges, metres; bin ``d`` is ``(edges[d], edges[d+1]]``.
+        edges: (N_b + 1,) increasing bin edges, metres, ``edges[0] >= 0``; bin ``d`` is
+            ``(edges[d], edges[d+1]]``.
         valid: optional bool mask of the same shape as ``depth``.
 
     Returns:
-        (B, H, W) int64 bin indices in ``[-1, N_b)``.
+        (B, H, W) int64 bin indices in ``[-1, N_b)``. Not finite depth gets -1.
 
     Example:
         >>> depth_to_bins(torch.tensor([[[0.0, 0.75, 0.8, 10.0, 12.0]]]), sid_edges(4))
         tensor([[[-1,  0,  1,  3, -1]]])
     """
+    depth, valid = _squeeze_channel(depth, valid)
+    if edges.ndim != 1 or edges.numel() < 2:
+        raise ValueError(f"edges: expected a 1-D tensor of at least 2 edges, got shape {tuple(edges.shape)}")
+    if float(edges[0]) < 0:
+        raise ValueError(f"edges: the first edge must be >= 0, got {float(edges[0])}")
+    return _bucket(depth, edges, valid)
+
+
+def _squeeze_channel(depth: torch.Tensor, valid: torch.Tensor | None):
     if depth.ndim == 4:
         if depth.shape[1] != 1:
             raise ValueError(f"depth: expected (B, 1, H, W) or (B, H, W), got {tuple(depth.shape)}")
@@ -278,17 +289,75 @@ def depth_to_bins(depth: torch.Tensor, edges: torch.Tensor, valid: torch.Tensor 
             valid = valid[:, 0]
     if depth.ndim != 3:
         raise ValueError(f"depth: expected (B, 1, H, W) or (B, H, W), got {tuple(depth.shape)}")
-    if edges.ndim != 1 or edges.numel() < 3:
-        raise ValueError(f"edges: expected a 1-D tensor of at least 3 edges, got shape {tuple(edges.shape)}")
     if valid is not None and valid.shape != depth.shape:
         raise ValueError(f"valid: expected shape {tuple(depth.shape)} like depth, got {tuple(valid.shape)}")
+    return depth, valid
+
+
+def _bucket(depth: torch.Tensor, edges: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """(B, H, W) int64 in [-1, len(edges) - 1): edges[i] < d <= edges[i+1] -> i; else -1 (edges[0] >= 0)."""
     d = depth.double()
-    e = edges.to(device=d.device, dtype=torch.float64)
-    idx = torch.bucketize(d, e) - 1  # edges[i] < d <= edges[i + 1]  ->  i
-    keep = (idx >= 0) & (idx < e.numel() - 1) & torch.isfinite(d)
     if valid is not None:
-        keep &= valid.bool()
-    return torch.where(keep, idx, torch.full_like(idx, -1))
+        d = d.masked_fill(~valid.bool(), 0.0)  # 0 <= edges[0]: falls below the first bin
+    idx = torch.bucketize(d, edges.to(device=d.device, dtype=torch.float64)).sub_(1)  # NaN and > last: len - 1
+    return idx.masked_fill_(idx >= edges.numel() - 1, -1)
+
+
+class EdgeRefinement:
+    """Bin indices under several edge sets from ONE search over their common refinement.
+
+    The union ``u`` (U edges) of the edge sets splits depth into *slots*: slot 0 is at or
+    below ``u[0]`` (and every invalid pixel), slot ``s`` in 1..U-1 is ``(u[s-1], u[s]]``,
+    slot U is above ``u[-1]`` (and NaN). Every slot lies inside one bin of each edge set (or
+    outside its range), so a table maps slots to the bins of any set whose edges are among
+    ``u``. Exact: the same indices as :func:`depth_to_bins` with each set.
+
+    Args:
+        edge_sets: (N_j + 1,) float64 edges, each with ``edges[0] >= 0``.
+
+    Example:
+        >>> ref = EdgeRefinement([sid_edges(8), sid_edges(16)])
+        >>> slots = ref.slots(depth, valid)
+        >>> ref.coarse(slots, sid_edges(16))   # == depth_to_bins(depth, sid_edges(16), valid)
+    """
+
+    def __init__(self, edge_sets):
+        sets = [torch.as_tensor(e, dtype=torch.float64).cpu() for e in edge_sets]
+        if not sets:
+            raise ValueError("edge_sets: expected at least one edge set")
+        if any(e.ndim != 1 or e.numel() < 2 or float(e[0]) < 0 for e in sets):
+            raise ValueError("edge_sets: each must be 1-D, at least 2 edges, the first >= 0")
+        self.union = torch.unique(torch.cat(sets))  # sorted
+
+    @property
+    def num_slots(self) -> int:
+        """U + 1."""
+        return self.union.numel() + 1
+
+    def slots(self, depth: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, H, W) int64 slot of every pixel, in [0, U]; invalid pixels get slot 0."""
+        depth, valid = _squeeze_channel(depth, valid)
+        d = depth.double()
+        if valid is not None:
+            d = torch.where(valid.bool(), d, -1.0)  # below every edge (edges[0] >= 0)
+        return torch.bucketize(d, self.union.to(d.device))
+
+    def slot_map(self, edges: torch.Tensor) -> torch.Tensor:
+        """(U + 1,) int64: slot of this refinement -> slot of the refinement made by ``edges`` alone."""
+        e = torch.as_tensor(edges, dtype=torch.float64).cpu()
+        if not torch.isin(e, self.union).all():
+            raise ValueError("edges: not all of them are edges of this refinement")
+        inner = torch.bucketize(self.union[1:], e)  # slot s (1..U-1) is named by its right end u[s]
+        return torch.cat([torch.tensor([0]), inner, torch.tensor([e.numel()])])
+
+    def bin_map(self, edges: torch.Tensor, invalid: int = -1) -> torch.Tensor:
+        """(U + 1,) int64: slot -> bin index of ``edges`` (``invalid`` outside its range and for slot 0 / U)."""
+        k = self.slot_map(edges) - 1
+        return torch.where((k >= 0) & (k < len(edges) - 1), k, torch.full_like(k, invalid))
+
+    def coarse(self, slots: torch.Tensor, edges: torch.Tensor, invalid: int = -1) -> torch.Tensor:
+        """Bin indices of ``edges`` from :meth:`slots`."""
+        return self.bin_map(edges, invalid).to(slots.device)[slots]
 
 
 def bin_centres(edges: torch.Tensor) -> torch.Tensor:

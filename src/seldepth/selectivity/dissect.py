@@ -43,8 +43,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
-from seldepth.selectivity.bins import BinScheme, bin_centres, depth_to_bins, parse_bins
-from seldepth.selectivity.responses import binned_responses, mean_responses, project_bins, selectivity_index
+from seldepth.selectivity.bins import BinScheme, EdgeRefinement, bin_centres, parse_bins
+from seldepth.selectivity.responses import _project_slots, binned_responses, mean_responses, selectivity_index
 
 CONVENTIONS = ("R = mean of the signed, bilinearly upsampled activation over the valid pixels of a bin; "
                "DS = (|R|max - mean|R|others) / (|R|max + mean|R|others) with |R|max the largest |R| over non-empty bins "
@@ -95,7 +95,8 @@ def resolve_layers(model: nn.Module, layers: list[str] | tuple[str, ...] | str |
             avail = f"{', '.join(short)} (or any of the {len(paths)} named_modules() paths, e.g. {', '.join(paths[:4])})"
         else:
             avail = ", ".join(paths)
-        raise ValueError(f"layers: no layer {', '.join(map(repr, unknown))} in {getattr(model, 'name', '') or type(model).__name__}; "
+        model_name = getattr(model, "name", "") or type(model).__name__
+        raise ValueError(f"layers: no layer {', '.join(map(repr, unknown))} in {model_name}; "
                          f"available: {avail}")
     return out
 
@@ -249,15 +250,15 @@ class Dissector:
         self.scheme = parse_bins(bins)
         if not self.scheme.is_fitted:
             raise ValueError("bins: a quantile scheme must be fitted before dissection (BinScheme.fit or dissect())")
-        lo, hi = float(depth_range[0]), float(depth_range[1])
-        if not (0 <= lo < hi):
-            raise ValueError(f"depth_range: expected 0 <= min < max, got {depth_range!r}")
-        self.depth_range = (lo, hi)
+        self.depth_range = _check_range(depth_range)
         if dtype not in (torch.float32, torch.float64):
             raise ValueError(f"dtype: expected torch.float32 or torch.float64, got {dtype}")
         self.dtype = dtype
         self._modules = dict(model.named_modules())
         self._edges: dict[int, torch.Tensor] = {}
+        self._refinement: EdgeRefinement | None = None
+        self._grid_bins: dict[tuple[int, int], list[int]] = {}
+        self._grid_refs: dict[tuple[int, int], tuple] = {}
         self.reset()
 
     def reset(self) -> None:
@@ -267,9 +268,51 @@ class Dissector:
         self.num_images = 0
 
     def edges(self, num_bins: int) -> torch.Tensor:
+        """(N_b + 1,) float64 edges of the scheme for ``num_bins`` bins (cached)."""
         if num_bins not in self._edges:
             self._edges[num_bins] = self.scheme.edges(num_bins)
+            self._refinement = None
         return self._edges[num_bins]
+
+    def _projection(self, state: dict, n_b: int, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Projected bin masks (B, N_b, h, w) and counts (N_b,) of this batch, shared by the layers that need them.
+
+        One bin search per batch over the refinement of all the layers' edge sets; per activation
+        grid one projection of the slots of the refinement of the N_b used on that grid, then a
+        sum over slots per N_b. The first batch discovers which N_b each grid needs.
+        """
+        key = (n_b, *size)
+        if key in state["proj"]:
+            return state["proj"][key], state["counts"][n_b]
+        self.edges(n_b)
+        grid_bins = self._grid_bins.setdefault(size, [])
+        if n_b not in grid_bins:
+            grid_bins.append(n_b)
+            self._grid_refs.pop(size, None)
+        if self._refinement is None:
+            self._refinement = EdgeRefinement(list(self._edges.values()))
+            self._grid_refs.clear()
+        ref = self._refinement
+        if state.get("refinement") is not ref:
+            state["refinement"] = ref
+            state["slots"] = ref.slots(state["depth"], state["valid"])
+            state["slot_counts"] = torch.bincount(state["slots"].view(-1), minlength=ref.num_slots).double()
+        if size not in self._grid_refs:
+            grid_ref = EdgeRefinement([self._edges[k] for k in grid_bins])
+            tables = {k: grid_ref.bin_map(self._edges[k], invalid=k).to(state["slots"].device) for k in grid_bins}
+            self._grid_refs[size] = (grid_ref, ref.slot_map(grid_ref.union).to(state["slots"].device), tables)
+        grid_ref, to_grid, tables = self._grid_refs[size]
+        slots = state["slots"]
+        grid_slots = to_grid.index_select(0, slots.view(-1)).view(slots.shape)
+        grid = _project_slots(grid_slots, grid_ref.num_slots, size, self.dtype, overwrite=True)
+        for k in grid_bins:
+            proj = torch.zeros(grid.shape[0], k + 1, *size, dtype=grid.dtype, device=grid.device)
+            state["proj"][(k, *size)] = proj.index_add_(1, tables[k], grid)[:, :k]
+            if k not in state["counts"]:
+                table = ref.bin_map(self._edges[k], invalid=k).to(slots.device)
+                counts = torch.zeros(k + 1, dtype=torch.float64, device=slots.device)
+                state["counts"][k] = counts.index_add_(0, table, state["slot_counts"])[:k]
+        return state["proj"][key], state["counts"][n_b]
 
     def _hook(self, name: str, state: dict):
         def hook(module, inputs, output):
@@ -279,16 +322,11 @@ class Dissector:
                                  "(B, K, h, w) tensors")
             act = output.detach()
             B, K, h, w = act.shape
+            if B != state["depth"].shape[0]:
+                raise ValueError(f"layers: {name!r} has batch size {B} but the depth batch has {state['depth'].shape[0]}")
             n_b = self.scheme.bins_for(K)
-            if n_b not in state["bins"]:
-                state["bins"][n_b] = depth_to_bins(state["depth"], self.edges(n_b), state["valid"])
-            bins = state["bins"][n_b]
-            if bins.shape[0] != B:
-                raise ValueError(f"layers: {name!r} has batch size {B} but the depth batch has {bins.shape[0]}")
-            key = (n_b, h, w)
-            if key not in state["proj"]:
-                state["proj"][key] = project_bins(bins, n_b, (h, w), self.dtype)
-            out = binned_responses(act.to(self.dtype), bins, n_b, projected=state["proj"][key])
+            proj, counts = self._projection(state, n_b, (h, w))
+            out = binned_responses(act.to(self.dtype), None, n_b, projected=proj, counts=counts)
             if name in self.sums and self.sums[name].shape != out.sums.shape:
                 raise ValueError(f"layers: {name!r} had {self.sums[name].shape[0]} units, now {K}")
             if name not in self.sums:
@@ -321,7 +359,7 @@ class Dissector:
             if valid.shape != depth.shape:
                 raise ValueError(f"valid: expected shape {tuple(depth.shape)} like depth, got {tuple(valid.shape)}")
             mask &= valid.to(device).bool()
-        state = {"depth": depth, "valid": mask, "bins": {}, "proj": {}}
+        state = {"depth": depth[:, 0], "valid": mask[:, 0], "proj": {}, "counts": {}}
         handles = [self._modules[path].register_forward_hook(self._hook(name, state)) for name, path in self.layers.items()]
         try:
             self.model(inputs)
@@ -356,8 +394,13 @@ class Dissector:
                 self.sums[name] = torch.zeros(k, n_b, dtype=torch.float64, device=inputs.device)
                 self.counts[name] = torch.zeros(n_b, dtype=torch.float64, device=inputs.device)
 
-    def compute(self, info: dict | None = None) -> DissectionResult:
-        """R, DS and preferred bins from the accumulated sums (reduced across processes first).
+    def compute(self, info: dict | None = None, reduce: bool = True) -> DissectionResult:
+        """R, DS and preferred bins from the accumulated sums.
+
+        Args:
+            info: provenance stored in the result.
+            reduce: under ``torch.distributed``, all-reduce sums, counts and image counts across
+                processes first (every process must call ``compute``); False keeps this process's data.
 
         Warns (:class:`EmptyBinWarning`) when some bins have no valid pixel.
         """
@@ -367,7 +410,7 @@ class Dissector:
         sums = {n: self.sums[n].clone() for n in self.layers}
         counts = {n: self.counts[n].clone() for n in self.layers}
         num_images = self.num_images
-        if dist.is_available() and dist.is_initialized():
+        if reduce and dist.is_available() and dist.is_initialized():
             flat = torch.cat([t.flatten() for n in self.layers for t in (sums[n], counts[n])]
                              + [torch.tensor([float(num_images)], dtype=torch.float64, device=sums[next(iter(sums))].device)])
             dist.all_reduce(flat)
@@ -387,6 +430,16 @@ class Dissector:
         result = DissectionResult(layers, self.scheme, self.depth_range, num_images, dict(info or {}))
         _warn_empty(result)
         return result
+
+
+def _check_range(depth_range) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in depth_range)
+    except (TypeError, ValueError):
+        raise ValueError(f"depth_range: expected (min, max) in metres, got {depth_range!r}") from None
+    if not (0 <= lo < hi):
+        raise ValueError(f"depth_range: expected 0 <= min < max, got {depth_range!r}")
+    return lo, hi
 
 
 def _warn_empty(result: DissectionResult) -> None:
@@ -433,7 +486,9 @@ def dissect(model: nn.Module, dataset: Dataset, layers=None, bins: str | BinSche
 
     Args:
         model: a depth model (eval mode is set for the pass and restored after).
-        dataset: sample dicts with ``image`` (3, H, W) in [0, 1], ``depth`` (1, H, W) metres and ``valid``.
+        dataset: sample dicts as the data sets of :mod:`seldepth.data` give them: ``image``
+            (3, H, W) in [0, 1], ``depth`` (1, H, W) metres, ``valid`` (1, H, W) bool, ``meta``;
+            loaded in batches by the loader of :func:`seldepth.evaluation.evaluate`.
         layers: layer names or module paths (default the model's ``selectivity_layers``).
         bins: bin spec (``sid:64``, ``linear:32``, ``quantile:64``, ...) or :class:`BinScheme`;
             a quantile scheme is fitted on ``dataset`` first.
@@ -451,6 +506,8 @@ def dissect(model: nn.Module, dataset: Dataset, layers=None, bins: str | BinSche
     from seldepth.evaluation import collate_samples  # the loader of ``evaluate``
     from seldepth.inference import model_preprocessing
 
+    depth_range = _check_range(depth_range)
+    resolve_layers(model, layers)  # fail on unknown names before reading data
     scheme = fit_bins(parse_bins(bins), dataset, depth_range)
     dissector = Dissector(model, layers, scheme, depth_range, dtype)
     preprocess = preprocess or model_preprocessing(model)

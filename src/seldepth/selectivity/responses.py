@@ -13,10 +13,13 @@ part of a plain implementation; here it never happens. ``up`` is linear and sepa
     sum_p up(A_k)(p) M_d(p) = sum_q A_k(q) P_d(q),    P_d = Wr^T M_d Wc   (h, w)
 
 ``P_d`` (the adjoint of the upsampling applied to the bin mask, :func:`project_bins`) is
-built without forming ``M_d``: each pixel scatters its two column taps into
-(row, bin, source column) with one weighted ``bincount``, then one dense matmul with
-``Wr^T`` does the rows. All unit sums of a layer are then one (K x hw) @ (hw x N_b) matmul.
-The result is exact up to float rounding and differentiable in the activations.
+built without forming ``M_d``: ``Wr`` and ``Wc`` have two taps per row, so every pixel adds
+its four weights ``Wr[y, r] Wc[x, c]`` at (bin, r, c) with ``scatter_add_``. All unit sums
+of a layer are then one (K x hw) @ (hw x N_b) matmul per image. The result is exact up to
+float rounding and differentiable in the activations (``P`` does not depend on them).
+
+Masks of several layers that share an activation grid and N_b share one projection
+(``projected=``), which is how the dissection runs 16 layers for the price of 5 grids.
 
 Conventions: sums and counts only; dividing (``R = sums / counts``) and the selectivity index
 (:func:`selectivity_index`) treat empty bins explicitly.
@@ -89,8 +92,10 @@ def _check_bins(bins: torch.Tensor, num_bins: int) -> None:
         raise ValueError(f"bins: expected an integer tensor, got {bins.dtype}")
     if not isinstance(num_bins, int) or num_bins < 1:
         raise ValueError(f"num_bins: expected a positive integer, got {num_bins!r}")
-    if bins.numel() and (int(bins.max()) >= num_bins or int(bins.min()) < -1):
-        raise ValueError(f"bins: indices must lie in [-1, {num_bins}) (-1 = invalid), got {int(bins.min())}..{int(bins.max())}")
+    if bins.numel():
+        lo, hi = torch.aminmax(bins)
+        if int(hi) >= num_bins or int(lo) < -1:
+            raise ValueError(f"bins: indices must lie in [-1, {num_bins}) (-1 = invalid), got {int(lo)}..{int(hi)}")
 
 
 def bin_counts(bins: torch.Tensor, num_bins: int, per_image: bool = False, dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -105,13 +110,78 @@ def bin_counts(bins: torch.Tensor, num_bins: int, per_image: bool = False, dtype
         (N_b,) or (B, N_b) counts as ``dtype``.
     """
     _check_bins(bins, num_bins)
-    b = bins.long()
-    valid = b >= 0
+    return _bin_counts(bins.long(), num_bins, per_image).to(dtype)
+
+
+def _bin_counts(bins: torch.Tensor, num_bins: int, per_image: bool) -> torch.Tensor:
+    slots = num_bins + 1  # slot 0 collects the invalid pixels (-1)
     if per_image:
-        offs = torch.arange(b.shape[0], device=b.device).view(-1, 1, 1) * num_bins
-        flat = (b + offs)[valid]
-        return torch.bincount(flat, minlength=b.shape[0] * num_bins).view(b.shape[0], num_bins).to(dtype)
-    return torch.bincount(b[valid], minlength=num_bins).to(dtype)
+        offs = torch.arange(bins.shape[0], device=bins.device).view(-1, 1, 1) * slots
+        counts = torch.bincount((bins + 1 + offs).view(-1), minlength=bins.shape[0] * slots)
+        return counts.view(bins.shape[0], slots)[:, 1:]
+    return torch.bincount((bins + 1).view(-1), minlength=slots)[1:]
+
+
+@functools.lru_cache(maxsize=32)
+def _scatter_plan(H: int, W: int, h: int, w: int, dtype: torch.dtype, device: torch.device):
+    """Where and how much each pixel of an (H, W) map adds on an (h + 1, w + 1) padded grid.
+
+    Returns:
+        (index, weights, pairs): index (H * W,) int64 = ``r0[y] * (w + 1) + c0[x]``, the top-left
+        tap; weights (4, H * W) of ``dtype`` for the taps (r0, c0), (r0, c0 + 1), (r0 + 1, c0),
+        (r0 + 1, c0 + 1); pairs (2, H * W) complex: the taps of one row as real and imaginary part.
+    """
+    r0, _, rw0, rw1 = _linear_taps(h, H, torch.float64, device)
+    c0, _, cw0, cw1 = _linear_taps(w, W, torch.float64, device)
+    index = (r0.view(H, 1) * (w + 1) + c0.view(1, W)).reshape(-1)
+    weights = torch.stack([torch.outer(rw0, cw0), torch.outer(rw0, cw1), torch.outer(rw1, cw0), torch.outer(rw1, cw1)])
+    weights = weights.reshape(4, H * W).to(dtype)
+    pairs = torch.complex(weights[0::2], weights[1::2]) if dtype in (torch.float32, torch.float64) else None
+    return index, weights, pairs
+
+
+def _project_slots(slots: torch.Tensor, num_slots: int, size: tuple[int, int], dtype: torch.dtype,
+                   overwrite: bool = False) -> torch.Tensor:
+    """Adjoint of bilinear upsampling applied to the one-hot masks of ``slots``.
+
+    Every pixel adds its four bilinear weights ``Wr[y, r] * Wc[x, c]`` at (image, slot, r, c)
+    with ``scatter_add_`` (the weights depend only on the pixel's position, so they are
+    broadcast over the batch, not copied). On CPU the two taps of a row travel as the real and
+    imaginary part of one complex number (tap (r, c) and tap (r, c + 1)): two scatters instead
+    of four. The grid has one spare row and column: at the bottom and right borders both taps
+    are the last row / column (PyTorch clamps the index), so the spare ones are folded back.
+
+    Args:
+        slots: (B, H, W) int64 in [0, num_slots), every pixel in exactly one slot.
+        num_slots: number of slots S.
+        size: (h, w) of the activation grid.
+        dtype: float dtype of the result.
+        overwrite: use ``slots`` (int64, contiguous) as scratch space instead of allocating.
+
+    Returns:
+        (B, S, h, w) view (not contiguous).
+    """
+    B, H, W = slots.shape
+    h, w = size
+    hp, wp = h + 1, w + 1
+    index, weights, pairs = _scatter_plan(H, W, h, w, dtype, slots.device)
+    flat = slots.reshape(B, H * W)
+    idx = torch.add(index, flat, alpha=hp * wp, out=flat if overwrite else None)  # (B, H * W)
+    if pairs is not None and slots.device.type == "cpu":
+        packed = torch.zeros(B, num_slots * hp * wp, dtype=pairs.dtype)
+        packed.scatter_add_(1, idx, pairs[0].expand(B, H * W))  # row r0: taps c0 (real), c0 + 1 (imaginary)
+        packed[:, wp:].scatter_add_(1, idx, pairs[1].expand(B, H * W))  # row r0 + 1
+        parts = torch.view_as_real(packed)
+        grid = parts[..., 0].clone()
+        grid[:, 1:] += parts[:, :-1, 1]
+    else:
+        grid = torch.zeros(B, num_slots * hp * wp, dtype=dtype, device=slots.device)
+        for tap, offset in enumerate((0, 1, wp, wp + 1)):  # four taps, each one vectorised scatter
+            grid[:, offset:].scatter_add_(1, idx, weights[tap].expand(B, H * W))
+    grid = grid.view(B, num_slots, hp, wp)
+    grid[:, :, h - 1] += grid[:, :, h]
+    grid[:, :, :, w - 1] += grid[:, :, :, w]
+    return grid[:, :, :h, :w]
 
 
 def project_bins(bins: torch.Tensor, num_bins: int, size: tuple[int, int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -122,8 +192,12 @@ def project_bins(bins: torch.Tensor, num_bins: int, size: tuple[int, int], dtype
     (``align_corners=False``) from (h, w) up to (H, W). Then for any activation map A (h, w):
     ``sum(F.interpolate(A, (H, W)) * M_{b,d}) == sum(A * P[b, d])``.
 
-    Cost: one weighted ``bincount`` of 2·B·H·W entries into (H, B, N_b, w), then a
-    (h x H) @ (H x B·N_b·w) matmul. The masks (B, N_b, H, W) are never formed.
+    Cost: the masks (B, N_b, H, W) are never formed. ``Wr`` and ``Wc`` have two taps per row,
+    so ``Wr^T M Wc`` is four scattered adds per pixel (``scatter_add_`` into (B, N_b, h, w),
+    weights ``Wr[y, r] * Wc[x, c]``; on CPU as two scatters of complex pairs): 4·B·H·W adds,
+    whatever N_b. (The separable form — column
+    taps into (H, N_b, w), then the rows — does fewer adds but through an intermediate N_b·w/W
+    times the image, slower on CPU for N_b of 16 or more.)
 
     Args:
         bins: (B, H, W) int bin indices, -1 = invalid.
@@ -132,7 +206,7 @@ def project_bins(bins: torch.Tensor, num_bins: int, size: tuple[int, int], dtype
         dtype: float dtype of the result (float32 or float64).
 
     Returns:
-        (B, N_b, h, w) tensor of ``dtype`` on ``bins.device`` (a permuted view, not contiguous).
+        (B, N_b, h, w) tensor of ``dtype`` on ``bins.device`` (a view, not contiguous).
 
     Example:
         >>> bins = torch.randint(-1, 4, (2, 30, 40))
@@ -144,31 +218,13 @@ def project_bins(bins: torch.Tensor, num_bins: int, size: tuple[int, int], dtype
         raise ValueError(f"size: expected (h, w) of positive ints, got {size!r}")
     if not dtype.is_floating_point:
         raise ValueError(f"dtype: expected a float dtype, got {dtype}")
-    h, w = int(size[0]), int(size[1])
-    B, H, W = bins.shape
-    device = bins.device
-    c0, c1, w0, w1 = _linear_taps(w, W, dtype, device)
     b = bins.long()
-    valid = b >= 0
-    all_valid = bool(valid.all())
-    if not all_valid:
-        b = b.clamp_min(0)
-    # flat index into (H, B, N_b, w): ((y * B + i) * N_b + bin) * w + c
-    row = (torch.arange(H, device=device).view(1, H, 1) * B + torch.arange(B, device=device).view(B, 1, 1)) * num_bins
-    base = (row + b) * w
-    idx = torch.stack([base + c0, base + c1]).view(-1)
-    weights = torch.stack([w0.expand(B, H, W), w1.expand(B, H, W)])
-    if not all_valid:
-        weights = weights * valid.to(dtype)
-    cols = torch.bincount(idx, weights=weights.reshape(-1), minlength=H * B * num_bins * w)
-    cols = cols.to(dtype).view(H, B * num_bins * w)
-    rows_t = interpolation_matrix(h, H, dtype, device).t()  # (h, H)
-    proj = (rows_t @ cols).view(h, B, num_bins, w)
-    return proj.permute(1, 2, 0, 3)
+    slots = torch.where(b < 0, num_bins, b)  # invalid pixels go to a spare slot, dropped below
+    return _project_slots(slots, num_bins + 1, (int(size[0]), int(size[1])), dtype, overwrite=True)[:, :num_bins]
 
 
-def binned_responses(activations: torch.Tensor, bins: torch.Tensor, num_bins: int, per_image: bool = False,
-                     projected: torch.Tensor | None = None) -> BinnedResponses:
+def binned_responses(activations: torch.Tensor, bins: torch.Tensor | None, num_bins: int, per_image: bool = False,
+                     projected: torch.Tensor | None = None, counts: torch.Tensor | None = None) -> BinnedResponses:
     """Per-unit per-bin sums of bilinearly upsampled activations, and per-bin pixel counts.
 
     Equal (up to float rounding) to upsampling ``activations`` to the size of ``bins`` with
@@ -178,11 +234,13 @@ def binned_responses(activations: torch.Tensor, bins: torch.Tensor, num_bins: in
 
     Args:
         activations: (B, K, h, w) float32 or float64 activations of one layer.
-        bins: (B, H, W) int bin indices of the ground truth, -1 = invalid / out of range.
+        bins: (B, H, W) int bin indices of the ground truth, -1 = invalid / out of range
+            (may be None when ``projected`` and ``counts`` are both given).
         num_bins: N_b.
         per_image: return (B, K, N_b) sums and (B, N_b) counts instead of batch totals.
         projected: optional result of ``project_bins(bins, num_bins, (h, w), activations.dtype)``
             to reuse across layers that share (N_b, h, w).
+        counts: optional result of ``bin_counts(bins, num_bins, per_image)`` to reuse likewise.
 
     Returns:
         :class:`BinnedResponses` with ``sums`` (K, N_b) or (B, K, N_b) and ``counts`` (N_b,)
@@ -200,11 +258,13 @@ def binned_responses(activations: torch.Tensor, bins: torch.Tensor, num_bins: in
         raise ValueError(f"activations: expected (B, K, h, w), got shape {tuple(activations.shape)}")
     if not activations.is_floating_point():
         raise ValueError(f"activations: expected a float tensor, got {activations.dtype}")
-    _check_bins(bins, num_bins)
     B, K, h, w = activations.shape
-    if bins.shape[0] != B:
-        raise ValueError(f"bins: batch size {bins.shape[0]} differs from the activations' {B}")
-    if bins.device != activations.device:
+    if bins is None:
+        if projected is None or counts is None:
+            raise ValueError("bins: required unless both projected and counts are given")
+    elif bins.ndim != 3 or bins.shape[0] != B:
+        raise ValueError(f"bins: expected (B, H, W) with B = {B} like the activations, got {tuple(bins.shape)}")
+    elif bins.device != activations.device:
         raise ValueError(f"bins: on {bins.device} but activations on {activations.device}")
     if projected is None:
         projected = project_bins(bins, num_bins, (h, w), activations.dtype)
@@ -212,12 +272,14 @@ def binned_responses(activations: torch.Tensor, bins: torch.Tensor, num_bins: in
         raise ValueError(f"projected: expected shape {(B, num_bins, h, w)}, got {tuple(projected.shape)}")
     a = activations.reshape(B, K, h * w)
     p = projected.reshape(B, num_bins, h * w).to(activations.dtype)
-    if per_image:
-        sums = torch.bmm(a, p.transpose(1, 2))
-    else:
-        sums = a.transpose(0, 1).reshape(K, B * h * w) @ p.transpose(1, 2).reshape(B * h * w, num_bins)
-    counts = bin_counts(bins, num_bins, per_image=per_image, dtype=activations.dtype)
-    return BinnedResponses(sums, counts)
+    sums = torch.bmm(a, p.transpose(1, 2))  # (B, K, N_b): one (K x hw) @ (hw x N_b) per image, no copies
+    if not per_image:
+        sums = sums.sum(0)
+    if counts is None:
+        counts = bin_counts(bins, num_bins, per_image=per_image, dtype=activations.dtype)
+    elif tuple(counts.shape) != ((B, num_bins) if per_image else (num_bins,)):
+        raise ValueError(f"counts: expected shape {(B, num_bins) if per_image else (num_bins,)}, got {tuple(counts.shape)}")
+    return BinnedResponses(sums, counts.to(activations.dtype))
 
 
 def mean_responses(sums: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
