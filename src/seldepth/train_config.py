@@ -114,7 +114,8 @@ def parse_train_args(argv: list[str]) -> tuple[TrainConfig, bool]:
     parser = build_parser()
     try:
         ns = parser.parse_args(argv)
-        init = parser.instantiate_classes(ns)
+        instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes  # renamed in jsonargparse 4.49
+        init = instantiate(ns)
     except ValueError:
         raise
     except Exception as exc:  # jsonargparse reports unknown keys and type errors as ArgumentError
