@@ -17,7 +17,8 @@ from torch.utils.data import DataLoader
 
 from seldepth.data.datamodule import DataConfig
 from seldepth.data.spec import open_dataset, prepare
-from seldepth.evaluation import collate_samples, evaluate, format_table
+from seldepth.data.collate import collate_samples
+from seldepth.evaluation import evaluate, format_table
 from seldepth.models.base import DepthModel
 from seldepth.protocol import get_protocol
 from seldepth.train_config import OptimConfig, TrainConfig, TrainerConfig

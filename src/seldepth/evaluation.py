@@ -6,16 +6,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from seldepth.data.collate import collate_samples
 from seldepth.inference import predict_depth
 from seldepth.metrics import METRIC_NAMES, DepthMetrics
 from seldepth.protocol import Protocol
-
-
-def collate_samples(batch: list[dict]) -> dict:
-    """Stack image, depth and valid; keep meta as a list."""
-    out = {k: torch.stack([s[k] for s in batch]) for k in ("image", "depth", "valid")}
-    out["meta"] = [s["meta"] for s in batch]
-    return out
 
 
 @torch.no_grad()

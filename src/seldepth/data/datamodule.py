@@ -9,6 +9,7 @@ import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from seldepth.data.collate import collate_samples
 from seldepth.data.spec import open_dataset
 from seldepth.data.transforms import AugmentConfig, TrainTransform
 
@@ -63,14 +64,6 @@ class Transformed(Dataset):
         return self.transform(self.dataset[index])
 
 
-def collate_training(batch: list[dict]) -> dict:
-    """Stack tensors (image, depth, valid, K, semantics when present); meta as a list."""
-    keys = [k for k in ("image", "depth", "valid", "K", "semantics") if k in batch[0]]
-    out = {k: torch.stack([s[k] for s in batch]) for k in keys}
-    out["meta"] = [s["meta"] for s in batch]
-    return out
-
-
 def _limit(dataset: Dataset, n: int | None) -> Dataset:
     return dataset if n is None or n >= len(dataset) else Subset(dataset, range(n))
 
@@ -99,7 +92,7 @@ class DepthDataModule(L.LightningDataModule):
             # Each sample scored exactly once across processes (no padding repeats).
             sampler = UnrepeatedDistributedSampler(dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False)
         return DataLoader(dataset, batch_size=c.batch_size, shuffle=train, drop_last=train and len(dataset) >= c.batch_size,
-                          sampler=sampler, num_workers=c.num_workers, collate_fn=collate_training,
+                          sampler=sampler, num_workers=c.num_workers, collate_fn=collate_samples,
                           persistent_workers=c.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:

@@ -503,7 +503,7 @@ def dissect(model: nn.Module, dataset: Dataset, layers=None, bins: str | BinSche
     Returns:
         :class:`DissectionResult`.
     """
-    from seldepth.evaluation import collate_samples  # the loader of ``evaluate``
+    from seldepth.data.collate import collate_samples  # the loader of ``evaluate``
     from seldepth.inference import model_preprocessing
 
     depth_range = _check_range(depth_range)
