@@ -80,7 +80,7 @@ def run_demo(quick: bool = False, out_dir: str | None = None, progress: bool = T
         print(f"continuing the demo run in {out} (delete it to start over)")
     results = train(cfg, resume=resume)
     protocol = get_protocol(cfg.protocol)
-    spec = f"synthetic:{data_path}"
+    spec = cfg.data.path
     baseline_value = mean_valid_depth(open_dataset(spec, "train"))
     baseline = evaluate(ConstantDepth(baseline_value).eval(), open_dataset(spec, "test"), protocol, progress=False)
     model_rmse, base_rmse = results["test"]["metrics"]["rmse"], baseline["metrics"]["rmse"]

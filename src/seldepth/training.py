@@ -136,8 +136,8 @@ def validate(cfg: TrainConfig, checkpoint: str | os.PathLike) -> dict[str, float
     """
     from seldepth.data.spec import prepare
 
-    data_path = prepare(cfg.data.path, key="data.path")
-    datamodule = DepthDataModule(cfg.data, data_path=f"{cfg.data.path.split(':')[0]}:{data_path}")
+    prepare(cfg.data.path, key="data.path")
+    datamodule = DepthDataModule(cfg.data)
     module = build_module(cfg)
     t = cfg.trainer
     trainer = L.Trainer(accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
@@ -163,7 +163,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     for stale in (out / "checkpoints").glob(".*.tmp"):  # left by a run killed while writing
         stale.unlink()
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
-    datamodule = DepthDataModule(cfg.data, data_path=f"{cfg.data.path.split(':')[0]}:{data_path}")
+    datamodule = DepthDataModule(cfg.data)
     module = build_module(cfg)
     trainer = build_trainer(cfg, out)
     if trainer.is_global_zero:
@@ -185,11 +185,10 @@ def finish_run(cfg: TrainConfig, out: Path, data_path: Path, elapsed: float) -> 
     best = out / "checkpoints" / "best.ckpt"
     model = load_model(best if best.exists() else out / "checkpoints" / "last.ckpt")
     protocol = get_protocol(cfg.protocol)
-    kind = cfg.data.path.split(":")[0]
     results = {"train_seconds": round(elapsed, 1), "epochs": cfg.trainer.epochs}
-    results["val"] = evaluate(model, open_dataset(f"{kind}:{data_path}", cfg.data.val_split), protocol, progress=False)
+    results["val"] = evaluate(model, open_dataset(cfg.data.path, cfg.data.val_split), protocol, progress=False)
     if cfg.trainer.evaluate_test:
-        results["test"] = evaluate(model, open_dataset(f"{kind}:{data_path}", cfg.data.test_split), protocol, progress=False)
+        results["test"] = evaluate(model, open_dataset(cfg.data.path, cfg.data.test_split), protocol, progress=False)
     provenance = {"trained_by": "seldepth train", "config": cfg.to_dict(), "data": str(data_path),
                   "val_metrics": results["val"]["metrics"]}
     save_model_file(model, out / "model.safetensors", model.preprocessing, provenance)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import lightning as L
-import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, Subset
 
@@ -71,18 +70,17 @@ def _limit(dataset: Dataset, n: int | None) -> Dataset:
 class DepthDataModule(L.LightningDataModule):
     """Train (augmented, at ``input_size``), val and test (native resolution) loaders of a data spec."""
 
-    def __init__(self, config: DataConfig, data_path: str | None = None):
+    def __init__(self, config: DataConfig):
         super().__init__()
         self.config = config
-        self.spec = data_path or config.path
         self.train_set = self.val_set = None
 
     def setup(self, stage: str | None = None) -> None:
         c = self.config
         if self.train_set is None:
-            self.train_set = Transformed(_limit(open_dataset(self.spec, c.train_split), c.limit_train),
+            self.train_set = Transformed(_limit(open_dataset(c.path, c.train_split), c.limit_train),
                                          TrainTransform(c.input_size, c.augment))
-            self.val_set = _limit(open_dataset(self.spec, c.val_split), c.limit_val)
+            self.val_set = _limit(open_dataset(c.path, c.val_split), c.limit_val)
 
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
         c = self.config
