@@ -14,6 +14,7 @@ from jsonargparse import ActionConfigFile, ArgumentParser
 
 from seldepth.data.datamodule import DataConfig
 from seldepth.losses.balanced import BalancedLossConfig
+from seldepth.selectivity.regularizer import SelectivityConfig
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     loss: BalancedLossConfig = field(default_factory=BalancedLossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    selectivity: SelectivityConfig = field(default_factory=SelectivityConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
     def to_dict(self) -> dict:
@@ -121,7 +123,7 @@ def parse_train_args(argv: list[str]) -> tuple[TrainConfig, bool]:
     except Exception as exc:  # jsonargparse reports unknown keys and type errors as ArgumentError
         raise ValueError(str(exc).strip()) from None
     cfg = TrainConfig(model=init.model, protocol=init.protocol, data=init.data, loss=init.loss, optim=init.optim,
-                      trainer=init.trainer)
+                      selectivity=init.selectivity, trainer=init.trainer)
     validate(cfg)
     return cfg, bool(init.resume)
 
@@ -137,6 +139,17 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.protocol not in PRESETS:
         raise ValueError(f"protocol: unknown protocol {cfg.protocol!r}; available: {', '.join(PRESETS)}")
     resolve_spec(cfg.data.path, key="data.path")
+    if cfg.selectivity.layers or cfg.selectivity.logged_layers:
+        from seldepth.models import create_model
+        from seldepth.selectivity.dissect import resolve_layers
+
+        model = create_model(cfg.model)
+        for key, names in (("selectivity.layers", cfg.selectivity.layers), ("selectivity.log_layers", cfg.selectivity.logged_layers)):
+            if names:
+                try:
+                    resolve_layers(model, list(names))
+                except ValueError as exc:
+                    raise ValueError(f"{key}: {str(exc).removeprefix('layers: ')}") from None
 
 
 def load_config(path: str) -> TrainConfig:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -31,41 +32,71 @@ from seldepth.metrics import DepthMetrics
 from seldepth.models import create_model
 from seldepth.models.preprocessing import Preprocessing
 from seldepth.protocol import get_protocol
+from seldepth.selectivity.dissect import Dissector, EmptyBinWarning
+from seldepth.selectivity.regularizer import SelectivityConfig, SelectivityRegularizer
 from seldepth.train_config import OptimConfig, TrainConfig, dump_config
 
 
+def _tuples(d: dict) -> dict:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+
+
 class DepthTrainingModule(L.LightningModule):
-    """A depth model with METER's balanced loss, AdamW + step schedule, and the evaluation metrics on validation.
+    """A depth model with METER's balanced loss, an optional selectivity regulariser, AdamW + step schedule,
+    and the evaluation metrics (and the logged layers' selectivity) on validation.
 
     The loss is computed at the prediction's resolution against ground truth reduced by a
-    masked average; validation predicts at the ground truth's resolution exactly as
-    ``seldepth eval`` does, with the same :class:`~seldepth.metrics.DepthMetrics`.
+    masked average; the regulariser bins the ground truth at the batch's resolution.
+    Validation predicts at the ground truth's resolution exactly as ``seldepth eval`` does,
+    with the same :class:`~seldepth.metrics.DepthMetrics`, and dissects the logged layers
+    with the same :class:`~seldepth.selectivity.dissect.Dissector` as ``seldepth dissect``.
+
+    Logged: ``train/loss`` (task + regulariser), the balanced loss's terms, ``train/l_assign``,
+    ``train/ds_assigned/LAYER`` (batch DS towards the assigned bins), ``val/rmse`` and the
+    other metrics, ``val/ds/LAYER`` (mean DS of the layer over the validation split).
     """
 
-    def __init__(self, model: str, preprocessing: dict, loss: dict, optim: dict, protocol: str = "synthetic"):
+    def __init__(self, model: str, preprocessing: dict, loss: dict, optim: dict, protocol: str = "synthetic",
+                 selectivity: dict | None = None):
         super().__init__()
         self.save_hyperparameters()
         self.model = create_model(model)
         self.model.preprocessing = Preprocessing.from_dict(preprocessing)
         self.loss_fn = BalancedLoss(BalancedLossConfig(**loss))
-        self.optim_config = OptimConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in optim.items()})
+        self.optim_config = OptimConfig(**_tuples(optim))
         self.val_metrics = DepthMetrics(get_protocol(protocol))
+        self.selectivity_config = SelectivityConfig(**_tuples(selectivity or {}))
+        self.regularizer = SelectivityRegularizer(self.model, self.selectivity_config)
+        logged = self.selectivity_config.logged_layers
+        self.val_dissector = (Dissector(self.model, list(logged), bins=self.selectivity_config.bins,
+                                        depth_range=self.selectivity_config.depth_range, dtype=torch.float32)
+                              if logged else None)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.model(self.model.preprocessing(image))
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        pred = self(batch["image"])
+        with self.regularizer.capture():
+            pred = self(batch["image"])
         gt, valid = masked_downsample(batch["depth"], batch["valid"], tuple(pred.shape[-2:]))
         loss, terms = self.loss_fn(pred, gt, valid)
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(pred))
-        self.log_dict({f"train/{k}": v for k, v in terms.items()}, batch_size=len(pred))
+        n = len(pred)
+        if self.selectivity_config.enabled:
+            reg = self.regularizer(batch["depth"], batch["valid"],
+                                   active=self.current_epoch >= self.selectivity_config.warmup_epochs)
+            loss = loss + reg.loss
+            self.log("train/l_assign", reg.loss, batch_size=n)
+            self.log_dict({f"train/ds_assigned/{k}": v for k, v in reg.ds.items()}, batch_size=n)
+        self.log("train/loss", loss, prog_bar=True, batch_size=n)
+        self.log_dict({f"train/{k}": v for k, v in terms.items()}, batch_size=n)
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         depth = batch["depth"]
         pred = predict_depth(self.model, batch["image"], size=tuple(depth.shape[-2:]))
         self.val_metrics.update(pred, depth, batch["valid"])
+        if self.val_dissector is not None:
+            self.val_dissector.update(self.model.preprocessing(batch["image"]), depth, batch["valid"])
 
     def on_validation_epoch_end(self) -> None:
         values = self.val_metrics.compute()  # reduced across processes by torchmetrics
@@ -73,6 +104,20 @@ class DepthTrainingModule(L.LightningModule):
         values.pop("num_images")
         self.log("val/rmse", values.pop("rmse"), prog_bar=True, sync_dist=False)
         self.log_dict({f"val/{k}": v for k, v in values.items()}, sync_dist=False)
+        if self.val_dissector is not None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", EmptyBinWarning)
+                result = self.val_dissector.compute()  # all-reduced across processes
+            self.val_dissector.reset()
+            self.log_dict({f"val/ds/{k}": layer.mean_ds for k, layer in result.layers.items()}, sync_dist=False)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.regularizer.ema:
+            checkpoint["selectivity_ema"] = self.regularizer.ema_state()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "selectivity_ema" in checkpoint:
+            self.regularizer.load_ema_state(checkpoint["selectivity_ema"])
 
     def configure_optimizers(self):
         o = self.optim_config
@@ -107,7 +152,7 @@ def write_text_atomic(path: Path, text: str) -> None:
 def build_module(cfg: TrainConfig) -> DepthTrainingModule:
     preprocessing = Preprocessing(input_size=tuple(cfg.data.input_size))
     d = cfg.to_dict()
-    return DepthTrainingModule(cfg.model, preprocessing.to_dict(), d["loss"], d["optim"], cfg.protocol)
+    return DepthTrainingModule(cfg.model, preprocessing.to_dict(), d["loss"], d["optim"], cfg.protocol, d["selectivity"])
 
 
 def build_trainer(cfg: TrainConfig, out: Path, extra_callbacks=()) -> L.Trainer:
