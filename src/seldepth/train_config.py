@@ -150,6 +150,11 @@ def validate(cfg: TrainConfig) -> None:
                     resolve_layers(model, list(names))
                 except ValueError as exc:
                     raise ValueError(f"{key}: {str(exc).removeprefix('layers: ')}") from None
+        m = getattr(model, "size_multiple", 1)
+        if any(side % m for side in cfg.data.input_size):
+            raise ValueError(f"data.input_size: {cfg.model} pads inputs to multiples of {m}, so at {list(cfg.data.input_size)} "
+                             f"its activations would not line up with the ground truth for selectivity; use sides that "
+                             f"are multiples of {m}, e.g. [128, 192] or [192, 256]")
 
 
 def load_config(path: str) -> TrainConfig:

@@ -218,7 +218,8 @@ def test_training_with_the_regularizer_raises_the_layer_selectivity():
 def test_seldepth_train_logs_selectivity_and_keeps_the_ema_in_checkpoints(tiny_splits, tmp_path):
     out = tmp_path / "run"
     args = ["train", *tiny_train_args(tiny_splits, out), "--selectivity.layers", "[enc_7,dec_3]",
-            "--selectivity.weight", "5.0", "--selectivity.statistics", "ema", "--selectivity.log_layers", "[enc_7,dec_3,enc_0]"]
+            "--selectivity.weight", "5.0", "--selectivity.statistics", "ema", "--selectivity.log_layers", "[enc_7,dec_3,enc_0]",
+            "--data.input_size", "[64,128]"]
     assert main(args) == 0
     rows = list(csv.DictReader((out / "csv" / "metrics.csv").open()))
     for col in ("train/l_assign", "train/ds_assigned/enc_7", "train/ds_assigned/dec_3", "val/ds/enc_7", "val/ds/enc_0"):
@@ -238,6 +239,7 @@ def test_seldepth_train_logs_selectivity_and_keeps_the_ema_in_checkpoints(tiny_s
     (["--selectivity.statistics", "median"], "selectivity.statistics"),
     (["--selectivity.weight", "-1"], "selectivity.weight"),
     (["--selectivity.bins", "quantile:8"], "selectivity.bins"),
+    (["--selectivity.layers", "[enc_7]"], "data.input_size: meter_xxs pads inputs to multiples of 64"),  # 64x96
 ])
 def test_bad_selectivity_config_names_the_key_before_work(argv, key, tiny_splits, tmp_path, capsys):
     out = tmp_path / "run"

@@ -15,11 +15,14 @@ class DepthModel(nn.Module):
     Subclasses set ``config`` (a dataclass, saved in model files), ``name`` (registry name)
     and ``selectivity_layers``: the default probe points for selectivity analysis, mapping a
     short layer name (e.g. ``enc_0``) to a module path of ``named_modules()``.
+    ``size_multiple``: input sides the model runs without padding (others are padded inside
+    ``forward``, so hidden activations then cover more than the image).
     """
 
     name: str = ""
     config: object = None
     selectivity_layers: dict[str, str] = {}
+    size_multiple: int = 1
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         """Number of parameters (all, or only those that require gradients)."""

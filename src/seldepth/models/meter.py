@@ -129,6 +129,7 @@ class METER(DepthModel):
         layers["dec_0"] = "decoder.input"
         layers.update({f"dec_{i}": f"decoder.up{i}" for i in (1, 2, 3)})
         self.selectivity_layers = layers
+        self.size_multiple = METER_SIZE_MULTIPLE
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         if image.ndim != 4 or image.shape[1] != 3:

@@ -1,0 +1,306 @@
+"""Experiments: train and evaluate a grid of runs from one YAML, dissect them, ablate some, and gather a table.
+
+An experiment file holds a base training config and named runs that override parts of it::
+
+    base:                      # a `seldepth train` config (any of its keys)
+      model: meter_xxs
+      data: {path: "synthetic:default:2000", input_size: [128, 192]}
+      selectivity: {bins: "sid:32", log_layers: [enc_5, enc_7, dec_3]}
+    runs:                      # name -> overrides, deep-merged into base
+      baseline: {}
+      setup1: {selectivity: {layers: [enc_7], weight: 0.1}}
+    dissect: {bins: "sid:64", split: test}                   # every run, all its selectivity layers
+    ablation: {runs: [baseline, setup1], layer: enc_7, fractions: [0, 0.25, 0.5], seeds: 3}
+    quick: {data: {path: "synthetic:default:320"}, trainer: {epochs: 2}}   # merged into base by --quick
+    jobs: 2                    # runs trained at once, each with torch threads = cores / jobs
+
+The output folder gets one run folder per run (``seldepth train``'s layout plus
+``dissect/`` and, for the ablated runs, ``ablation/``), ``summary.csv``, ``summary.md`` and
+``experiment.json``. Every run's config is checked before the first one starts. A run that
+already finished is not trained again; an interrupted one is resumed from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from seldepth.train_config import load_config
+from seldepth.training import write_text_atomic
+
+EXPERIMENT_KEYS = {"base", "runs", "dissect", "ablation", "quick", "jobs", "description"}
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    """A parsed experiment file: the merged config of each run and what to do after training."""
+
+    runs: dict[str, dict]
+    dissect: dict = field(default_factory=dict)
+    ablation: dict = field(default_factory=dict)
+    jobs: int = 1
+    description: str = ""
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """``base`` with ``override`` merged in (nested dicts merged key by key, other values replaced)."""
+    out = copy.deepcopy(base)
+    for key, value in (override or {}).items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def read_experiment(path: str | os.PathLike, quick: bool = False) -> ExperimentSpec:
+    """Read and check an experiment file (keys, run names, and every run's training config).
+
+    Raises:
+        ValueError: naming the file and the key or run at fault.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"experiment config {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a mapping with keys base and runs")
+    unknown = set(raw) - EXPERIMENT_KEYS
+    if unknown:
+        raise ValueError(f"{path}: unknown keys {', '.join(sorted(unknown))}; expected {', '.join(sorted(EXPERIMENT_KEYS))}")
+    runs = raw.get("runs")
+    if not isinstance(runs, dict) or not runs:
+        raise ValueError(f"{path}: 'runs' must map run names to config overrides")
+    for name in runs:
+        if not str(name).replace("_", "").replace("-", "").isalnum():
+            raise ValueError(f"{path}: run name {name!r} must be letters, digits, '_' or '-' (it names a folder)")
+    base = deep_merge(raw.get("base") or {}, raw.get("quick") or {}) if quick else (raw.get("base") or {})
+    merged = {str(name): deep_merge(base, overrides or {}) for name, overrides in runs.items()}
+    ablation = dict(raw.get("ablation") or {})
+    missing = [r for r in ablation.get("runs", []) if r not in merged]
+    if missing:
+        raise ValueError(f"{path}: ablation.runs names unknown runs {', '.join(missing)}; runs are {', '.join(merged)}")
+    jobs = int(raw.get("jobs", 1))
+    if jobs < 1:
+        raise ValueError(f"{path}: jobs must be >= 1, got {jobs}")
+    return ExperimentSpec(merged, dict(raw.get("dissect") or {}), ablation, jobs, str(raw.get("description", "")))
+
+
+def prepare_runs(spec: ExperimentSpec, out: Path) -> dict[str, Path]:
+    """Write each run's requested config and check it with the training parser (errors name the run)."""
+    out.mkdir(parents=True, exist_ok=True)
+    folders = {}
+    for name, cfg in spec.runs.items():
+        run_dir = out / name
+        run_dir.mkdir(exist_ok=True)
+        cfg = deep_merge(cfg, {"trainer": {"out_dir": str(run_dir)}})
+        requested = run_dir / "requested.yaml"
+        write_text_atomic(requested, yaml.safe_dump(cfg, sort_keys=False))
+        try:
+            load_config(str(requested))
+        except ValueError as exc:
+            raise ValueError(f"run {name!r}: {exc}") from None
+        folders[name] = run_dir
+    return folders
+
+
+def run_experiment(config: str | os.PathLike, out: str | os.PathLike, quick: bool = False, jobs: int | None = None,
+                   progress: bool = True) -> dict:
+    """Train, dissect and ablate every run of an experiment file, then write the summary table.
+
+    Args:
+        config: experiment YAML.
+        out: output folder (one sub-folder per run).
+        quick: merge the file's ``quick`` overrides into the base (a run of minutes).
+        jobs: runs at once (default the file's ``jobs``); each gets ``cores // jobs`` torch threads.
+        progress: print per-run progress lines.
+
+    Returns:
+        ``experiment.json``'s content.
+    """
+    return run_spec(read_experiment(config, quick), out, jobs=jobs, progress=progress, quick=quick)
+
+
+def run_spec(spec: ExperimentSpec, out: str | os.PathLike, jobs: int | None = None, progress: bool = True,
+             quick: bool = False) -> dict:
+    """Run a parsed experiment (see :func:`run_experiment`)."""
+    from seldepth.data.spec import prepare
+
+    out = Path(out)
+    folders = prepare_runs(spec, out)
+    for data_path in sorted({cfg.get("data", {}).get("path", "synthetic:default") for cfg in spec.runs.values()}):
+        prepare(data_path, key="data.path", progress=progress)  # generate once, before the runs race for it
+    jobs = jobs or spec.jobs
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    task = {"dissect": spec.dissect, "ablation": spec.ablation}
+    start = time.time()
+    pending = list(folders.items())
+    running: list[tuple[str, subprocess.Popen, float]] = []
+    failed = []
+    while pending or running:
+        while pending and len(running) < jobs:
+            name, run_dir = pending.pop(0)
+            if (run_dir / "run_done.json").exists():
+                if progress:
+                    print(f"[{name}] already done, skipped", flush=True)
+                continue
+            write_text_atomic(run_dir / "task.json", json.dumps({**task, "ablate": name in spec.ablation.get("runs", [])}))
+            env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+            log = open(run_dir / "run.log", "ab")
+            proc = subprocess.Popen([sys.executable, "-m", "seldepth.experiment", str(run_dir)], stdout=log,
+                                    stderr=subprocess.STDOUT, env=env)
+            log.close()
+            running.append((name, proc, time.time()))
+            if progress:
+                print(f"[{name}] started ({threads} threads), log {run_dir / 'run.log'}", flush=True)
+        time.sleep(0.5)
+        for item in list(running):
+            name, proc, t0 = item
+            if proc.poll() is None:
+                continue
+            running.remove(item)
+            if proc.returncode != 0:
+                failed.append(name)
+            if progress:
+                status = "done" if proc.returncode == 0 else f"FAILED (exit {proc.returncode}), see {folders[name] / 'run.log'}"
+                print(f"[{name}] {status} in {time.time() - t0:.0f} s", flush=True)
+    summary = gather(spec, folders, out, wall_seconds=time.time() - start, jobs=jobs, quick=quick)
+    if failed:
+        raise RuntimeError(f"runs failed: {', '.join(failed)} (logs in their run.log); the others are in {out / 'summary.md'}")
+    return summary
+
+
+def run_one(run_dir: Path) -> None:
+    """Worker: train one run (resuming if interrupted), dissect it, ablate it if asked; writes ``run_done.json``."""
+    import torch
+
+    from seldepth.data.spec import open_dataset
+    from seldepth.models.model_file import load_model
+    from seldepth.selectivity.dissect import dissect
+    from seldepth.training import train
+
+    task = json.loads((run_dir / "task.json").read_text())
+    cfg = load_config(str(run_dir / "requested.yaml"))
+    t0 = time.time()
+    if not (run_dir / "results.json").exists():
+        train(cfg, resume=(run_dir / "checkpoints" / "last.ckpt").exists())
+    t1 = time.time()
+    model = load_model(run_dir / "model.safetensors")
+    d = task.get("dissect") or {}
+    split = d.get("split", cfg.data.test_split)
+    dataset = open_dataset(cfg.data.path, split)
+    bins = d.get("bins", "sid:64")
+    result = dissect(model, dataset, layers=d.get("layers"), bins=bins, depth_range=tuple(cfg.selectivity.depth_range),
+                     batch_size=int(d.get("batch_size", 8)), progress=False, dtype=torch.float32)
+    result.info.update(model=str(run_dir / "model.safetensors"), data=cfg.data.path, split=split)
+    result.save(run_dir / "dissect")
+    t2 = time.time()
+    if task.get("ablate"):
+        from seldepth.selectivity.ablation import ablate
+
+        a = task["ablation"]
+        layer = a["layer"]
+        ablation = ablate(model, dataset, layer, fractions=tuple(a.get("fractions", (0, 0.1, 0.25, 0.5, 0.75))),
+                          seeds=int(a.get("seeds", 3)), mode=a.get("mode", "zero"), bins=bins,
+                          depth_range=tuple(cfg.selectivity.depth_range), protocol=cfg.protocol,
+                          batch_size=int(a.get("batch_size", 8)), progress=False,
+                          selectivity=result.layers[layer].ds if layer in result.layers else None)
+        ablation.info.update(model=str(run_dir / "model.safetensors"), data=cfg.data.path, split=split)
+        ablation.save(run_dir / "ablation")
+    done = {"train_seconds": round(t1 - t0, 1), "dissect_seconds": round(t2 - t1, 1),
+            "ablation_seconds": round(time.time() - t2, 1), "threads": torch.get_num_threads()}
+    write_text_atomic(run_dir / "run_done.json", json.dumps(done, indent=2))
+
+
+def _row(name: str, run_dir: Path, baseline_rmse: float | None) -> dict:
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    results = json.loads((run_dir / "results.json").read_text())
+    dissection = json.loads((run_dir / "dissect" / "selectivity.json").read_text())
+    done = json.loads((run_dir / "run_done.json").read_text())
+    sel = cfg.get("selectivity", {})
+    m = results["test"]["metrics"]
+    row = {"run": name, "layers": "+".join(sel.get("layers") or []) or "-",
+           "lambda": sel.get("weight") if sel.get("layers") else None,
+           "bins": sel.get("bins") if sel.get("layers") else None,
+           "statistics": sel.get("statistics") if sel.get("layers") else None,
+           "rmse": m["rmse"], "abs_rel": m["abs_rel"], "delta1": m["delta1"],
+           "rmse_change_pct": None if baseline_rmse is None else 100 * (m["rmse"] / baseline_rmse - 1),
+           "mean_ds": dissection["mean_ds"], "train_seconds": results.get("train_seconds"),
+           "run_seconds": round(sum(v for k, v in done.items() if k.endswith("_seconds")), 1)}
+    row.update({f"ds_{k}": v["mean_ds"] for k, v in dissection["layers"].items()})
+    return row
+
+
+def gather(spec: ExperimentSpec, folders: dict[str, Path], out: Path, wall_seconds: float, jobs: int, quick: bool) -> dict:
+    """Write ``summary.csv``, ``summary.md`` and ``experiment.json`` from the finished runs."""
+    finished = {n: d for n, d in folders.items() if (d / "run_done.json").exists()}
+    baseline = next(iter(finished), None)
+    base_rmse = None
+    if baseline is not None:
+        base_rmse = json.loads((finished[baseline] / "results.json").read_text())["test"]["metrics"]["rmse"]
+    rows = [_row(n, d, base_rmse) for n, d in finished.items()]
+    if rows:
+        columns = list(dict.fromkeys(k for r in rows for k in r))
+        with open(out / ".summary.csv.tmp", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(out / ".summary.csv.tmp", out / "summary.csv")
+    regularised = list(dict.fromkeys(l for cfg in spec.runs.values() for l in (cfg.get("selectivity", {}).get("layers") or [])))
+    md = format_summary(rows, regularised, baseline)
+    write_text_atomic(out / "summary.md", md)
+    summary = {"runs": rows, "baseline": baseline, "wall_seconds": round(wall_seconds, 1), "jobs": jobs, "quick": quick,
+               "ablation": _ablation_summary(finished)}
+    write_text_atomic(out / "experiment.json", json.dumps(summary, indent=2))
+    return summary
+
+
+def _ablation_summary(finished: dict[str, Path]) -> dict:
+    out = {}
+    for name, run_dir in finished.items():
+        path = run_dir / "ablation" / "ablation.json"
+        if path.exists():
+            a = json.loads(path.read_text())
+            out[name] = {"layer": a["layer"], "fractions": a["fractions"],
+                         "top_minus_random_rmse": a["top_minus_random_rmse"]}
+    return out
+
+
+def _fmt(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def format_summary(rows: list[dict], regularised: list[str], baseline: str | None) -> str:
+    """The Markdown table: metrics, RMSE change against the first run, mean DS of the regularised layers and overall."""
+    ds_cols = [f"ds_{l}" for l in regularised]
+    head = ["run", "regularised", "lambda", "bins", "RMSE (m)", "AbsRel", "delta1", "RMSE vs " + (baseline or "first"),
+            *[f"DS {l}" for l in regularised], "mean DS (all layers)", "train (s)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    base = next((r for r in rows if r["run"] == baseline), None)
+    for r in rows:
+        ds = []
+        for c in ds_cols:
+            v = r.get(c)
+            delta = "" if base is None or r is base or v is None else f" ({v - base.get(c, 0):+.3f})"
+            ds.append(_fmt(v, ".3f") + delta)
+        overall = _fmt(r["mean_ds"], ".3f") + ("" if base is None or r is base else f" ({r['mean_ds'] - base['mean_ds']:+.3f})")
+        lines.append("| " + " | ".join([
+            r["run"], r["layers"], _fmt(r["lambda"], "g"), r["bins"] or "-", f"{r['rmse']:.4f}", f"{r['abs_rel']:.4f}",
+            f"{r['delta1']:.4f}", _fmt(r["rmse_change_pct"], "+.1f") + "%", *ds, overall, _fmt(r["train_seconds"], ".0f")]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # the per-run worker started by run_experiment
+    run_one(Path(sys.argv[1]))
