@@ -208,6 +208,7 @@ def run_one(run_dir: Path) -> None:
     result.save(run_dir / "dissect")
     t2 = time.time()
     if task.get("ablate"):
+        from seldepth.report.ablation_plots import plot_ablation
         from seldepth.selectivity.ablation import ablate
 
         a = task["ablation"]
@@ -219,6 +220,7 @@ def run_one(run_dir: Path) -> None:
                           selectivity=result.layers[layer].ds if layer in result.layers else None)
         ablation.info.update(model=str(run_dir / "model.safetensors"), data=cfg.data.path, split=split)
         ablation.save(run_dir / "ablation")
+        plot_ablation(ablation.to_dict(), run_dir / "ablation" / "ablation.png")
     done = {"train_seconds": round(t1 - t0, 1), "dissect_seconds": round(t2 - t1, 1),
             "ablation_seconds": round(time.time() - t2, 1), "threads": torch.get_num_threads()}
     write_text_atomic(run_dir / "run_done.json", json.dumps(done, indent=2))
