@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 
@@ -62,6 +63,26 @@ def cmd_dissect(args: argparse.Namespace) -> None:
     print(f"wrote {paths['json']}, {paths['npz']} and {len(plots)} plots in {args.out}")
 
 
+def cmd_ablate(args: argparse.Namespace) -> None:
+    from seldepth.data.spec import open_dataset
+    from seldepth.models.model_file import load_model
+    from seldepth.report.ablation_plots import plot_ablation
+    from seldepth.selectivity.ablation import ablate, check_ablation_args
+
+    model = load_model(args.model)
+    check_ablation_args(model, args.layer, args.fractions, args.seeds, args.mode)  # fail before any data is read
+    dataset = open_dataset(args.data, split=args.split)
+    result = ablate(model, dataset, args.layer, fractions=args.fractions, seeds=args.seeds, mode=args.mode,
+                    bins=args.bins, depth_range=args.depth_range, protocol=args.protocol, batch_size=args.batch_size)
+    result.info.update(model=str(args.model), data=args.data, split=args.split)
+    print(f"model {args.model} on {args.data} ({len(dataset)} images, split {args.split})")
+    print(result.format_table())
+    print("\n".join(result.verdicts()))
+    paths = result.save(args.out)
+    plot = plot_ablation(result.to_dict(), Path(args.out) / "ablation.png")
+    print(f"wrote {paths['json']}, {paths['csv']}, {paths['md']} and {plot}")
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     from seldepth.train_config import build_parser, parse_train_args
     from seldepth.training import train
@@ -101,6 +122,23 @@ def cmd_demo(args: argparse.Namespace) -> None:
     from seldepth.demo import run_demo
 
     run_demo(quick=args.quick, out_dir=args.out)
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from seldepth.report.html import write_report
+
+    path = write_report(args.run_dirs, args.out, samples=args.samples)
+    print(path)
+
+
+def cmd_experiment(args: argparse.Namespace) -> None:
+    from seldepth.experiment import run_experiment
+
+    start = time.time()
+    summary = run_experiment(args.config, args.out, quick=args.quick, jobs=args.jobs)
+    print(f"\n{(Path(args.out) / 'summary.md').read_text()}")
+    print(f"experiment finished in {(time.time() - start) / 60:.1f} min ({summary['jobs']} runs at once); "
+          f"{args.out}/summary.csv, summary.md, experiment.json; report: seldepth report {args.out}/*/ --out report.html")
 
 
 def cmd_models(args: argparse.Namespace) -> None:
@@ -148,6 +186,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/dissect", help="output folder (default runs/dissect)")
     p.set_defaults(func=cmd_dissect)
 
+    p = sub.add_parser("ablate", help="ablate a layer's most / least / random selective units and measure depth metrics")
+    p.add_argument("--model", required=True, help="model file (.safetensors) or training checkpoint (.ckpt)")
+    p.add_argument("--data", required=True, help="data spec, e.g. nyu:PATH or synthetic:PATH")
+    p.add_argument("--layer", required=True, help="one layer name or module path, e.g. enc_7")
+    p.add_argument("--split", default="test", help="split of a folder or zip (default test)")
+    p.add_argument("--fractions", type=_floats, default=(0.0, 0.1, 0.25, 0.5, 0.75),
+                   help="fractions of the layer's units to ablate (default 0,0.1,0.25,0.5,0.75)")
+    p.add_argument("--seeds", type=int, default=3, help="random draws of the random-k curve (default 3)")
+    p.add_argument("--mode", default="zero", choices=["zero", "mean"],
+                   help="ablated units output 0 (zero) or their mean activation over the data set (mean)")
+    p.add_argument("--bins", default="sid:64", help="bin scheme of the dissection that ranks the units (default sid:64)")
+    p.add_argument("--depth-range", type=_floats, default=(1e-3, 10.0), help="valid ground truth min,max in metres (default 0.001,10)")
+    p.add_argument("--protocol", default="nyu", help="nyu (1e-3..10 m, Eigen crop), kitti, synthetic (no crop), none")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--out", default="runs/ablate", help="output folder (default runs/ablate)")
+    p.set_defaults(func=cmd_ablate)
+
     p = sub.add_parser("train", add_help=False, help="train a model from a YAML config (seldepth train --help)")
     p.set_defaults(func=cmd_train, takes_rest=True)
 
@@ -165,6 +220,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a smaller, faster run (about 3 minutes on 2 cores)")
     p.add_argument("--out", help="run folder (default runs/demo or runs/demo_quick)")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("report", help="one self-contained HTML page comparing training run folders side by side")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders written by seldepth train")
+    p.add_argument("--out", default="report.html", help="output HTML file (default report.html)")
+    p.add_argument("--samples", type=int, default=4, help="test images in the prediction grid (default 4; 0: none)")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("experiment", help="train, dissect and ablate a grid of runs from one YAML; gather a table")
+    p.add_argument("--config", required=True, help="experiment YAML, e.g. configs/experiments/selectivity_meter_xxs.yaml")
+    p.add_argument("--out", required=True, help="output folder (one sub-folder per run; finished runs are kept)")
+    p.add_argument("--quick", action="store_true", help="apply the file's quick: overrides (minutes instead of an hour)")
+    p.add_argument("--jobs", type=int, help="runs trained at once (default the file's jobs:)")
+    p.set_defaults(func=cmd_experiment)
 
     p = sub.add_parser("models", help="list registered models with their size and cost")
     p.set_defaults(func=cmd_models)
