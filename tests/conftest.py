@@ -38,6 +38,15 @@ def _seed_and_threads():
     yield
 
 
+@pytest.fixture
+def one_thread():
+    """Run torch single-threaded: on a shared 2-core machine, tiny ops otherwise wait for a busy core."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_splits(nyu_sample, tmp_path_factory) -> Path:
     """train/val/test CSVs over the shared NYU sample (6 / 3 / 1 images; train rows repeated 4x)."""

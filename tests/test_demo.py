@@ -6,7 +6,8 @@ from seldepth.cli import main
 
 
 def test_quick_demo_trains_and_beats_the_trivial_predictor(tmp_path, monkeypatch, capsys):
-    """The README's main job in its quick form (as CI runs it): data, training, evaluation, baseline."""
+    """The README's main job in its quick form (as CI runs it): data, two trainings, evaluation, baseline,
+    dissection, ablation, report."""
     monkeypatch.setenv("SELDEPTH_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--out", str(out)]) == 0
@@ -19,5 +20,14 @@ def test_quick_demo_trains_and_beats_the_trivial_predictor(tmp_path, monkeypatch
     assert model_rmse < 0.8 * base_rmse
     assert summary["rmse_reduction_vs_baseline"] == pytest.approx(1 - model_rmse / base_rmse)
     printed = capsys.readouterr().out
-    assert "lower than the trivial predictor" in printed
-    assert (out / "model.safetensors").is_file()
+    assert "lower than the trivial predictor" in printed and "top-k minus random-k" in printed
+    for run in ("baseline", "regularised"):
+        assert (out / run / "model.safetensors").is_file()
+        assert (out / run / "dissect" / "selectivity.json").is_file()
+        assert (out / run / "ablation" / "ablation.json").is_file()
+    reg = summary["regularised"]["test"]["metrics"]["rmse"]
+    assert reg < 0.9 * base_rmse  # the regularised model learns depth too
+    sel = summary["selectivity"]
+    assert set(sel) == {"baseline", "regularised"} and all(0 <= v["ds_enc_7"] <= 1 for v in sel.values())
+    html = (out / "report.html").read_text()
+    assert "baseline" in html and "regularised" in html and "data:image/png;base64," in html

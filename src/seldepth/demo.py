@@ -1,34 +1,42 @@
-"""The main job: synthetic data -> METER-xxs training -> evaluation against a trivial baseline.
+"""The main job: synthetic data -> METER-xxs with and without the selectivity regulariser -> evaluation,
+dissection, ablation and an HTML report.
 
-``seldepth demo`` generates the default synthetic set if it is not cached, trains METER-xxs
-with the balanced loss (a shortened METER recipe), evaluates the best checkpoint on the
-synthetic test split and compares it with the trivial predictor (the training set's mean depth).
+``seldepth demo`` generates the default synthetic set if it is not cached, then trains two
+METER-xxs models side by side (the experiment runner, one process each): the baseline with
+METER's balanced loss (a shortened METER recipe) and the same recipe plus the assign loss on
+enc_7 (the encoder's third skip connection). Both are evaluated on the synthetic test split
+against the trivial predictor (the training set's mean depth), dissected (all 16 layers),
+ablated on enc_7 (top-k / random-k / bottom-k units), and compared in ``report.html``.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 
-from seldepth.data.datamodule import DataConfig
 from seldepth.data.spec import open_dataset, prepare
 from seldepth.data.collate import collate_samples
 from seldepth.evaluation import evaluate, format_table
+from seldepth.experiment import ExperimentSpec, format_summary, run_spec
 from seldepth.models.base import DepthModel
 from seldepth.protocol import get_protocol
-from seldepth.train_config import OptimConfig, TrainConfig, TrainerConfig
-from seldepth.training import train, write_text_atomic
+from seldepth.atomic import write_text_atomic
 
-# (images in the synthetic set, input size, epochs, lr step) of each demo; sized for 2 CPU cores.
+# Sized for 2 CPU cores: the two runs train at once, one torch thread each.
 DEMO_SETTINGS = {
-    "full": {"num": 2000, "input_size": (192, 256), "epochs": 12, "step_epochs": 8, "batch_size": 16},
-    "quick": {"num": 320, "input_size": (96, 128), "epochs": 12, "step_epochs": 9, "batch_size": 16},
+    "full": {"num": 2000, "input_size": [128, 192], "epochs": 12, "step_epochs": 8, "limit_val": 100,
+             "fractions": [0, 0.1, 0.25, 0.5, 0.75], "seeds": 3},
+    "quick": {"num": 320, "input_size": [128, 192], "epochs": 8, "step_epochs": 6, "limit_val": 32,
+              "fractions": [0, 0.25, 0.5], "seeds": 2},
 }
+# The regularised run: assign loss on the 3rd encoder skip connection, moving-average statistics.
+DEMO_REGULARIZER = {"layers": ["enc_7"], "weight": 10.0, "bins": "sid:16", "statistics": "ema", "momentum": 0.9,
+                    "warmup_epochs": 2}
+ABLATION_LAYER = "enc_7"
 
 
 class ConstantDepth(DepthModel):
@@ -55,49 +63,73 @@ def mean_valid_depth(dataset, batch_size: int = 16) -> float:
     return total / max(count, 1)
 
 
-def demo_config(quick: bool, out_dir: str) -> TrainConfig:
+def demo_spec(quick: bool) -> ExperimentSpec:
+    """The demo as an experiment: a baseline and a regularised run of the same recipe."""
     s = DEMO_SETTINGS["quick" if quick else "full"]
-    return TrainConfig(
-        model="meter_xxs",
-        protocol="synthetic",
-        data=DataConfig(path=f"synthetic:default:{s['num']}", input_size=s["input_size"], batch_size=s["batch_size"]),
-        optim=OptimConfig(step_epochs=s["step_epochs"]),
-        trainer=TrainerConfig(epochs=s["epochs"], out_dir=out_dir),
-    )
+    base = {
+        "model": "meter_xxs", "protocol": "synthetic",
+        "data": {"path": f"synthetic:default:{s['num']}", "input_size": s["input_size"], "batch_size": 16,
+                 "limit_val": s["limit_val"]},
+        "optim": {"step_epochs": s["step_epochs"]},
+        "selectivity": {"log_layers": [ABLATION_LAYER]},
+        "trainer": {"epochs": s["epochs"], "progress_bar": False},
+    }
+    regularised = {**base, "selectivity": {**DEMO_REGULARIZER, "log_layers": [ABLATION_LAYER]}}
+    return ExperimentSpec(runs={"baseline": base, "regularised": regularised}, dissect={"bins": "sid:64", "split": "test"},
+                          ablation={"runs": ["baseline", "regularised"], "layer": ABLATION_LAYER,
+                                    "fractions": s["fractions"], "seeds": s["seeds"], "mode": "zero"},
+                          jobs=2, description="seldepth demo")
 
 
 def run_demo(quick: bool = False, out_dir: str | None = None, progress: bool = True) -> dict:
-    """Run the main job; returns and writes ``demo.json`` in the run folder."""
+    """Run the main job; returns and writes ``demo.json`` in the output folder."""
+    from seldepth.report.html import write_report
+
     start = time.time()
-    out_dir = out_dir or ("runs/demo_quick" if quick else "runs/demo")
-    cfg = demo_config(quick, out_dir)
-    cfg = replace(cfg, trainer=replace(cfg.trainer, progress_bar=progress))
-    data_path = prepare(cfg.data.path, key="data.path", progress=progress)
+    out = Path(out_dir or ("runs/demo_quick" if quick else "runs/demo"))
+    spec = demo_spec(quick)
+    data_spec = spec.runs["baseline"]["data"]["path"]
+    data_path = prepare(data_spec, key="data.path", progress=progress)
     gen_done = time.time()
-    out = Path(out_dir)
-    resume = (out / "checkpoints" / "last.ckpt").exists()
-    if resume:
-        print(f"continuing the demo run in {out} (delete it to start over)")
-    results = train(cfg, resume=resume)
-    protocol = get_protocol(cfg.protocol)
-    spec = cfg.data.path
-    baseline_value = mean_valid_depth(open_dataset(spec, "train"))
-    baseline = evaluate(ConstantDepth(baseline_value).eval(), open_dataset(spec, "test"), protocol, progress=False)
-    model_rmse, base_rmse = results["test"]["metrics"]["rmse"], baseline["metrics"]["rmse"]
+    if (out / "baseline").exists():
+        print(f"continuing the demo in {out} (finished runs are kept; delete the folder to start over)")
+    experiment = run_spec(spec, out, progress=progress)
+    rows = {r["run"]: r for r in experiment["runs"]}
+    protocol = get_protocol("synthetic")
+    baseline_value = mean_valid_depth(open_dataset(data_spec, "train"))
+    trivial = evaluate(ConstantDepth(baseline_value).eval(), open_dataset(data_spec, "test"), protocol, progress=False)
+    results = {name: json.loads((out / name / "results.json").read_text()) for name in spec.runs}
+    ablation = {name: json.loads((out / name / "ablation" / "ablation.json").read_text()) for name in spec.runs}
+    report = write_report([out / name for name in spec.runs], out / "report.html", progress=False)
+    base_rmse = trivial["metrics"]["rmse"]
     summary = {
         "quick": quick,
         "data": str(data_path),
-        "test": results["test"],
-        "baseline": {"mean_depth_m": baseline_value, **baseline},
-        "rmse_reduction_vs_baseline": 1 - model_rmse / base_rmse,
-        "seconds": {"data": round(gen_done - start, 1), "train": results["train_seconds"], "total": round(time.time() - start, 1)},
+        "test": results["baseline"]["test"],
+        "regularised": {"selectivity": DEMO_REGULARIZER, "test": results["regularised"]["test"]},
+        "baseline": {"mean_depth_m": baseline_value, **trivial},
+        "rmse_reduction_vs_baseline": 1 - results["baseline"]["test"]["metrics"]["rmse"] / base_rmse,
+        "selectivity": {name: {"ds_" + ABLATION_LAYER: rows[name][f"ds_{ABLATION_LAYER}"], "mean_ds": rows[name]["mean_ds"]}
+                        for name in rows},
+        "ablation": {name: {"fractions": a["fractions"], "top_minus_random_rmse": a["top_minus_random_rmse"]}
+                     for name, a in ablation.items()},
+        "report": str(report),
+        "seconds": {"data": round(gen_done - start, 1), "experiment": experiment["wall_seconds"],
+                    "total": round(time.time() - start, 1)},
     }
     write_text_atomic(out / "demo.json", json.dumps(summary, indent=2))
-    print(f"\nMETER-xxs on the synthetic test split ({results['test']['num_images']} images):")
-    print(format_table(results["test"], protocol))
+    print(f"\nMETER-xxs (baseline run) on the synthetic test split ({results['baseline']['test']['num_images']} images):")
+    print(format_table(results["baseline"]["test"], protocol))
     print(f"\ntrivial predictor (training mean depth {baseline_value:.2f} m): RMSE {base_rmse:.4f} m, "
-          f"AbsRel {baseline['metrics']['abs_rel']:.4f}, delta1 {baseline['metrics']['delta1']:.4f}")
-    print(f"METER-xxs RMSE {model_rmse:.4f} m: {100 * summary['rmse_reduction_vs_baseline']:.1f}% lower than the trivial predictor")
-    print(f"time: data {summary['seconds']['data']:.0f} s, training {summary['seconds']['train']:.0f} s, "
-          f"total {summary['seconds']['total']:.0f} s; run folder {out}")
+          f"AbsRel {trivial['metrics']['abs_rel']:.4f}, delta1 {trivial['metrics']['delta1']:.4f}")
+    print(f"METER-xxs RMSE {results['baseline']['test']['metrics']['rmse']:.4f} m: "
+          f"{100 * summary['rmse_reduction_vs_baseline']:.1f}% lower than the trivial predictor")
+    print(f"\nwith and without the assign loss on {ABLATION_LAYER} (lambda {DEMO_REGULARIZER['weight']:g}, "
+          f"{DEMO_REGULARIZER['bins']}, {DEMO_REGULARIZER['statistics']} statistics):")
+    print(format_summary(experiment["runs"], [ABLATION_LAYER], "baseline"))
+    for name, a in ablation.items():
+        diffs = ", ".join(f"{f:g}: {d:+.4f}" for f, d in zip(a["fractions"], a["top_minus_random_rmse"]) if f > 0)
+        print(f"ablation of {ABLATION_LAYER} in {name}: top-k minus random-k RMSE (m) by fraction ablated: {diffs}")
+    print(f"\ntime: data {summary['seconds']['data']:.0f} s, experiment {summary['seconds']['experiment']:.0f} s, "
+          f"total {summary['seconds']['total']:.0f} s; report {report}")
     return summary

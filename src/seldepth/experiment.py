@@ -35,7 +35,7 @@ from pathlib import Path
 import yaml
 
 from seldepth.train_config import load_config
-from seldepth.training import write_text_atomic
+from seldepth.atomic import write_text_atomic
 
 EXPERIMENT_KEYS = {"base", "runs", "dissect", "ablation", "quick", "jobs", "description"}
 

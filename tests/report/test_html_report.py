@@ -22,13 +22,7 @@ from seldepth.report.html import sample_indices, write_report
 from seldepth.report.run_plots import read_metrics_csv, series
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # on a shared 2-core machine, tiny ops otherwise wait for a busy core
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _hand_made_run(out: Path, splits: Path) -> Path:

@@ -38,6 +38,7 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
+from seldepth.atomic import write_text_atomic
 from seldepth.report.run_plots import (plot_ablation_curves, plot_mean_ds_comparison, plot_prediction_grid,
                                        plot_training_curves, read_metrics_csv, run_colors)
 from seldepth.report.selectivity_plots import plot_unit_responses
@@ -509,18 +510,6 @@ def generation_info(runs: list[RunFolder]) -> str:
             f"(torch {esc(torch.__version__)}) from {len(runs)} run folder{'s' if len(runs) != 1 else ''}: {folders}.")
 
 
-def write_atomic(path: Path, text: str) -> Path:
-    """Write ``text`` (UTF-8) to a temporary file beside ``path``, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
 def write_report(run_dirs: list, out: str | os.PathLike, samples: int = 4, progress: bool = True) -> Path:
     """Write one self-contained HTML page comparing training run folders.
 
@@ -569,4 +558,4 @@ def write_report(run_dirs: list, out: str | os.PathLike, samples: int = 4, progr
                 bar.update()
     names = [r.name for r in runs]
     title = "seldepth report: " + (" vs ".join(names) if len(names) <= 4 else f"{len(names)} runs")
-    return write_atomic(out, render_page(title, generation_info(runs), sections))
+    return write_text_atomic(out, render_page(title, generation_info(runs), sections))

@@ -5,8 +5,11 @@
 - :mod:`~seldepth.selectivity.responses`: per-unit per-bin sums of upsampled activations via the
   adjoint of bilinear upsampling; the one implementation shared by dissection and the regulariser.
 - :mod:`~seldepth.selectivity.dissect`: hooks, streamed float64 accumulation, R, DS, results.
+- :mod:`~seldepth.selectivity.regularizer`: the assign loss (L_assign) for training.
+- :mod:`~seldepth.selectivity.ablation`: top-k / random-k / bottom-k unit ablation.
 """
 
+from seldepth.selectivity.ablation import AblationResult, ablate
 from seldepth.selectivity.bins import BinScheme, EdgeRefinement, depth_to_bins, parse_bins, sid_edges
 from seldepth.selectivity.dissect import (
     DissectionResult,
@@ -16,6 +19,12 @@ from seldepth.selectivity.dissect import (
     dissect,
     format_table,
     resolve_layers,
+)
+from seldepth.selectivity.regularizer import (
+    SelectivityConfig,
+    SelectivityRegularizer,
+    assigned_bins,
+    assigned_selectivity,
 )
 from seldepth.selectivity.responses import (
     BinnedResponses,
@@ -31,4 +40,5 @@ __all__ = [
     "BinScheme", "BinnedResponses", "DissectionResult", "Dissector", "EdgeRefinement", "EmptyBinWarning",
     "LayerSelectivity", "Selectivity", "bin_counts", "binned_responses", "depth_to_bins", "dissect", "format_table",
     "mean_responses", "parse_bins", "project_bins", "resolve_layers", "selectivity_index", "sid_edges",
+    "SelectivityConfig", "SelectivityRegularizer", "assigned_bins", "assigned_selectivity", "AblationResult", "ablate",
 ]
