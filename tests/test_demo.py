@@ -28,6 +28,6 @@ def test_quick_demo_trains_and_beats_the_trivial_predictor(tmp_path, monkeypatch
     reg = summary["regularised"]["test"]["metrics"]["rmse"]
     assert reg < 0.9 * base_rmse  # the regularised model learns depth too
     sel = summary["selectivity"]
-    assert set(sel) == {"baseline", "regularised"} and all(0 <= v["ds_enc_7"] <= 1 for v in sel.values())
+    assert set(sel) == {"baseline", "regularised"} and all(0 <= v["ds_enc_6"] <= 1 for v in sel.values())
     html = (out / "report.html").read_text()
     assert "baseline" in html and "regularised" in html and "data:image/png;base64," in html

@@ -219,6 +219,8 @@ def run_one(run_dir: Path) -> None:
                           batch_size=int(a.get("batch_size", 8)), progress=False,
                           selectivity=result.layers[layer].ds if layer in result.layers else None)
         ablation.info.update(model=str(run_dir / "model.safetensors"), data=cfg.data.path, split=split)
+        if layer in result.layers:
+            ablation.bins = f"{result.bins.spec()} (the run's dissection)"
         ablation.save(run_dir / "ablation")
         plot_ablation(ablation.to_dict(), run_dir / "ablation" / "ablation.png")
     done = {"train_seconds": round(t1 - t0, 1), "dissect_seconds": round(t2 - t1, 1),

@@ -112,7 +112,7 @@ def test_regularizer_equals_a_reference_loop_written_from_the_formula():
         model(image)
     out = reg(depth, valid)
     expected = _reference_loss(model, image, depth, valid, ["a", "b"], parse_bins("sid:5"), 2.5)
-    assert float(out.loss) == pytest.approx(expected, abs=1e-9)
+    assert float(out.loss.detach()) == pytest.approx(expected, abs=1e-9)
     assert set(out.ds) == {"a", "b"}
     # Outside capture() nothing is recorded; calling without a captured pass is an error, not a silent 0.
     model(image)
