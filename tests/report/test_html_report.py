@@ -240,9 +240,14 @@ def test_sample_indices_spread_over_the_split():
     assert sample_indices(0, 4) == [] and sample_indices(5, 0) == []
 
 
-def test_ablation_plot_of_a_partial_document_draws_what_is_there(tmp_path):
-    from seldepth.report.html import plot_run_ablation
+def test_a_partial_ablation_document_gets_a_note_not_a_crash(tmp_path):
+    from seldepth.report.html import ablation_section
 
-    partial = {"layer": "enc_7", "curves": {"top": [{"fraction": 0.0, "rmse": 1.0}, {"fraction": 0.5, "rmse": 1.4}]}}
-    path = plot_run_ablation(partial, tmp_path / "ablation.png", "run")
-    assert Image.open(path).format == "PNG"
+    class Run:
+        name = "run"
+
+        def ablation(self):
+            return {"layer": "enc_7", "curves": {"top": [{"fraction": 0.0, "rmse": 1.0}]}}
+
+    html = ablation_section([Run()], report_html.FigureFolder(tmp_path))
+    assert "run: ablation/ablation.json lacks what the plot needs" in html

@@ -39,7 +39,8 @@ import yaml
 from tqdm.auto import tqdm
 
 from seldepth.atomic import write_text_atomic
-from seldepth.report.run_plots import (plot_ablation_curves, plot_mean_ds_comparison, plot_prediction_grid,
+from seldepth.report.ablation_plots import plot_ablation
+from seldepth.report.run_plots import (plot_mean_ds_comparison, plot_prediction_grid,
                                        plot_training_curves, read_metrics_csv, run_colors)
 from seldepth.report.selectivity_plots import plot_unit_responses
 from seldepth.selectivity.dissect import LayerSelectivity
@@ -445,21 +446,6 @@ def responses_section(runs: list[RunFolder], figures: FigureFolder, max_units: i
     return "\n".join(parts)
 
 
-def plot_run_ablation(result: dict, path: Path, title: str) -> Path:
-    """``seldepth.report.ablation_plots.plot_ablation`` where that module exists and the document has all its
-    keys, else :func:`~seldepth.report.run_plots.plot_ablation_curves` (which draws what is there)."""
-    try:
-        from seldepth.report.ablation_plots import plot_ablation
-    except ImportError:
-        plot_ablation = None
-    if plot_ablation is not None:
-        try:
-            return plot_ablation(result, path)
-        except KeyError:
-            pass
-    return plot_ablation_curves(result, path, title=title)
-
-
 def ablation_section(runs: list[RunFolder], figures: FigureFolder) -> str:
     """Ablation curves of each run with ``ablation/ablation.json``."""
     with_ablation = [r for r in runs if r.ablation() is not None]
@@ -468,7 +454,11 @@ def ablation_section(runs: list[RunFolder], figures: FigureFolder) -> str:
     parts = [note(f"{r.name}: no ablation.") for r in runs if r not in with_ablation]
     for run in with_ablation:
         result = run.ablation()
-        path = plot_run_ablation(result, figures.new(f"ablation_{run.name}"), run.name)
+        try:
+            path = plot_ablation(result, figures.new(f"ablation_{run.name}"))
+        except (KeyError, TypeError, ValueError) as exc:
+            parts.append(note(f"{run.name}: ablation/ablation.json lacks what the plot needs ({exc!r})."))
+            continue
         base = result.get("baseline") or {}
         caption = (f"{run.name}: units of {result.get('layer', '?')} ablated ({result.get('mode', '?')}) in order of DS "
                    f"(top, bottom) or at random; baseline RMSE {_fmt(base.get('rmse'), 4)} m")

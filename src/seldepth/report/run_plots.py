@@ -4,7 +4,6 @@
 - :func:`plot_training_curves`: train loss per step, val RMSE, val mean DS and train assigned DS, runs overlaid.
 - :func:`plot_prediction_grid`: RGB, ground truth, each run's prediction and |error|, one fixed depth range.
 - :func:`plot_mean_ds_comparison`: per-layer mean DS, grouped bars of several runs, regularised layers marked.
-- :func:`plot_ablation_curves`: metrics against the fraction of ablated units (top / bottom / random).
 
 Like :mod:`seldepth.report.selectivity_plots`, figures are drawn on matplotlib's Agg canvas
 directly (no pyplot, no global backend change); each ``plot_*`` writes a PNG and returns its path.
@@ -292,55 +291,3 @@ def plot_mean_ds_comparison(mean_ds: dict[str, dict[str, float]], path: str | os
     ax.legend(handles, names, fontsize=7, loc="upper left", ncol=min(4, len(handles)))
     fig.tight_layout()
     return _save(fig, path)
-
-
-def plot_ablation_curves(result: dict, path: str | os.PathLike, title: str = "") -> Path:
-    """RMSE, AbsRel and delta1 against the fraction of ablated units: top-DS, bottom-DS and random units.
-
-    Args:
-        result: an ``ablation.json`` dict (``curves`` with ``top``/``bottom``/``random`` lists of
-            {fraction, k, rmse, abs_rel, delta1, ...}; ``random`` may hold ``*_std``; ``baseline``).
-        path: output PNG.
-        title: prefix of the figure title (e.g. the run name).
-
-    Returns ``path``.
-    """
-    curves = result.get("curves") or {}
-    baseline = result.get("baseline") or {}
-    metrics = [("rmse", "RMSE (m)"), ("abs_rel", "AbsRel"), ("delta1", "delta1")]
-    styles = {"top": ("tab:red", "top DS units"), "bottom": ("tab:blue", "bottom DS units"),
-              "random": ("0.35", "random units")}
-    fig = Figure(figsize=(11.0, 3.3))
-    axes = fig.subplots(1, len(metrics))
-    for ax, (key, label) in zip(axes, metrics):
-        for curve, (color, name) in styles.items():
-            points = [p for p in curves.get(curve) or [] if key in p and "fraction" in p]
-            if not points:
-                continue
-            points.sort(key=lambda p: p["fraction"])
-            fx = np.array([p["fraction"] for p in points], dtype=float)
-            fy = np.array([p[key] for p in points], dtype=float)
-            ax.plot(fx, fy, "o-", ms=3, lw=1.3, color=color, label=name)
-            std = [p.get(f"{key}_std") for p in points]
-            if all(s is not None for s in std):
-                s = np.array(std, dtype=float)
-                ax.fill_between(fx, fy - s, fy + s, color=color, alpha=0.2, lw=0)
-        if key in baseline:
-            ax.axhline(baseline[key], color="black", lw=0.8, ls="--", label="no ablation")
-        ax.set_xlabel("fraction of units ablated", fontsize=8)
-        ax.set_ylabel(label, fontsize=8)
-        ax.tick_params(labelsize=7)
-        if ax.has_data():
-            ax.legend(fontsize=7)
-        else:
-            _no_data(ax, f"no {key} in the curves")
-    units = result.get("num_units")
-    details = ", ".join(str(s) for s in (
-        f"layer {result['layer']}" if "layer" in result else None,
-        f"{units} units" if units is not None else None,
-        f"mode {result['mode']}" if "mode" in result else None,
-        f"{result['seeds']} random seeds" if "seeds" in result else None) if s)
-    fig.suptitle(f"{title + ': ' if title else ''}ablation, {details}", fontsize=9)
-    fig.tight_layout()
-    return _save(fig, path)
-
