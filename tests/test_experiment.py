@@ -1,0 +1,79 @@
+"""The experiment file: merging, checks before any work, and the summary table (the runs themselves: test_demo)."""
+
+import pytest
+import yaml
+
+from seldepth.cli import main
+from seldepth.experiment import deep_merge, format_summary, prepare_runs, read_experiment
+from helpers import REPO
+
+
+def _write(tmp_path, content: dict):
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(content))
+    return path
+
+
+def test_deep_merge_merges_nested_keys_and_replaces_the_rest():
+    base = {"data": {"path": "a", "input_size": [1, 2]}, "selectivity": {"layers": ["x"], "weight": 1}}
+    out = deep_merge(base, {"data": {"path": "b"}, "selectivity": {"layers": ["y", "z"]}})
+    assert out == {"data": {"path": "b", "input_size": [1, 2]}, "selectivity": {"layers": ["y", "z"], "weight": 1}}
+    assert base["data"]["path"] == "a"  # the base is not modified
+
+
+def test_the_shipped_grid_parses_and_quick_only_shrinks_data_and_epochs():
+    path = REPO / "configs" / "experiments" / "selectivity_meter_xxs.yaml"
+    full, quick = read_experiment(path), read_experiment(path, quick=True)
+    assert list(full.runs) == list(quick.runs) and "baseline" in full.runs and full.jobs == 2
+    assert full.runs["setup1_skip3"]["selectivity"]["layers"] == ["enc_7"]
+    assert full.runs["seed001_l100_nb24"]["selectivity"] == {**full.runs["baseline"]["selectivity"], "layers": ["enc_6"],
+                                                            "weight": 100, "bins": "sid:24"}
+    assert quick.runs["baseline"]["trainer"]["epochs"] < full.runs["baseline"]["trainer"]["epochs"]
+    assert quick.runs["ours_enc6_l100_warm"]["selectivity"] == full.runs["ours_enc6_l100_warm"]["selectivity"]
+    assert set(full.ablation["runs"]) <= set(full.runs)
+
+
+@pytest.mark.parametrize("content, message", [
+    ({"runs": {"a": {}}, "jobz": 2}, "unknown keys jobz"),
+    ({"runs": {}}, "'runs' must map run names"),
+    ({"runs": {"a b": {}}}, "run name 'a b'"),
+    ({"runs": {"a": {}}, "ablation": {"runs": ["b"], "layer": "enc_7"}}, "ablation.runs names unknown runs b"),
+    ({"runs": {"a": {}}, "jobs": 0}, "jobs must be >= 1"),
+])
+def test_bad_experiment_files_are_named(tmp_path, content, message):
+    with pytest.raises(ValueError, match=message):
+        read_experiment(_write(tmp_path, content))
+
+
+def test_a_bad_run_config_names_the_run_and_key_before_any_training(tmp_path, capsys):
+    path = _write(tmp_path, {"base": {"data": {"path": "synthetic:default:320", "input_size": [128, 192]},
+                                      "trainer": {"epochs": 1}},
+                             "runs": {"good": {}, "bad": {"selectivity": {"layers": ["enc_99"]}}}})
+    out = tmp_path / "out"
+    assert main(["experiment", "--config", str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "run 'bad'" in err and "selectivity.layers: no layer 'enc_99'" in err
+    assert not (out / "good" / "checkpoints").exists()  # nothing trained
+
+
+def test_prepare_runs_writes_each_runs_merged_config(tmp_path):
+    spec = read_experiment(_write(tmp_path, {"base": {"data": {"path": "synthetic:default:320"}, "optim": {"lr": 0.01}},
+                                             "runs": {"a": {}, "b": {"optim": {"lr": 0.02}}}}))
+    folders = prepare_runs(spec, tmp_path / "out")
+    b = yaml.safe_load((folders["b"] / "requested.yaml").read_text())
+    assert b["optim"]["lr"] == 0.02 and b["trainer"]["out_dir"] == str(tmp_path / "out" / "b")
+    assert b["data"]["path"] == "synthetic:default:320"
+
+
+def test_summary_table_shows_changes_against_the_baseline():
+    rows = [
+        {"run": "base", "layers": "-", "lambda": None, "bins": None, "rmse": 0.5, "abs_rel": 0.1, "delta1": 0.9,
+         "rmse_change_pct": 0.0, "mean_ds": 0.40, "train_seconds": 10.0, "ds_enc_6": 0.30},
+        {"run": "reg", "layers": "enc_6", "lambda": 100.0, "bins": "sid:32", "rmse": 0.51, "abs_rel": 0.1, "delta1": 0.9,
+         "rmse_change_pct": 2.0, "mean_ds": 0.45, "train_seconds": 11.0, "ds_enc_6": 0.55},
+    ]
+    lines = format_summary(rows, ["enc_6"], "base").splitlines()
+    assert lines[0].startswith("| run | regularised | lambda | bins | RMSE (m)") and "DS enc_6" in lines[0]
+    assert "| reg | enc_6 | 100 | sid:32 | 0.5100 |" in lines[3]
+    assert "+2.0%" in lines[3] and "0.550 (+0.250)" in lines[3] and "0.450 (+0.050)" in lines[3]
+    assert "(+" not in lines[2]  # the baseline row has no deltas
