@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import io
 import json
 import os
 import subprocess
@@ -228,7 +229,8 @@ def run_one(run_dir: Path) -> None:
     write_text_atomic(run_dir / "run_done.json", json.dumps(done, indent=2))
 
 
-def _row(name: str, run_dir: Path, baseline_rmse: float | None) -> dict:
+def _row(name: str, run_dir: Path) -> dict:
+    """One finished run's line of the summary (``rmse_change_pct`` is filled in by :func:`gather`)."""
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
     results = json.loads((run_dir / "results.json").read_text())
     dissection = json.loads((run_dir / "dissect" / "selectivity.json").read_text())
@@ -240,7 +242,7 @@ def _row(name: str, run_dir: Path, baseline_rmse: float | None) -> dict:
            "bins": sel.get("bins") if sel.get("layers") else None,
            "statistics": sel.get("statistics") if sel.get("layers") else None,
            "rmse": m["rmse"], "abs_rel": m["abs_rel"], "delta1": m["delta1"],
-           "rmse_change_pct": None if baseline_rmse is None else 100 * (m["rmse"] / baseline_rmse - 1),
+           "rmse_change_pct": None,
            "mean_ds": dissection["mean_ds"], "train_seconds": results.get("train_seconds"),
            "run_seconds": round(sum(v for k, v in done.items() if k.endswith("_seconds")), 1)}
     row.update({f"ds_{k}": v["mean_ds"] for k, v in dissection["layers"].items()})
@@ -250,18 +252,16 @@ def _row(name: str, run_dir: Path, baseline_rmse: float | None) -> dict:
 def gather(spec: ExperimentSpec, folders: dict[str, Path], out: Path, wall_seconds: float, jobs: int, quick: bool) -> dict:
     """Write ``summary.csv``, ``summary.md`` and ``experiment.json`` from the finished runs."""
     finished = {n: d for n, d in folders.items() if (d / "run_done.json").exists()}
-    baseline = next(iter(finished), None)
-    base_rmse = None
-    if baseline is not None:
-        base_rmse = json.loads((finished[baseline] / "results.json").read_text())["test"]["metrics"]["rmse"]
-    rows = [_row(n, d, base_rmse) for n, d in finished.items()]
+    baseline = next(iter(finished), None)  # the first finished run is the reference of the changes
+    rows = [_row(n, d) for n, d in finished.items()]
+    for row in rows:
+        row["rmse_change_pct"] = 100 * (row["rmse"] / rows[0]["rmse"] - 1)
     if rows:
-        columns = list(dict.fromkeys(k for r in rows for k in r))
-        with open(out / ".summary.csv.tmp", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(out / ".summary.csv.tmp", out / "summary.csv")
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
+        writer.writeheader()
+        writer.writerows(rows)
+        write_text_atomic(out / "summary.csv", text.getvalue())
     regularised = list(dict.fromkeys(l for cfg in spec.runs.values() for l in (cfg.get("selectivity", {}).get("layers") or [])))
     md = format_summary(rows, regularised, baseline)
     write_text_atomic(out / "summary.md", md)

@@ -20,6 +20,17 @@ def model_preprocessing(model: torch.nn.Module) -> Preprocessing:
     return getattr(model, "preprocessing", None) or Preprocessing()
 
 
+def model_input(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """The model's preprocessed input batch, on its device and in its (float) dtype.
+
+    Args:
+        images: (B, 3, H, W) float RGB in [0, 1].
+    """
+    param = next(iter([*model.parameters(), *model.buffers()]), images)
+    x = model_preprocessing(model)(images.to(param.device))
+    return x.to(param.dtype) if param.is_floating_point() else x
+
+
 @torch.no_grad()
 def predict_depth(model: torch.nn.Module, images: torch.Tensor, flip: bool = False,
                   size: tuple[int, int] | None = None) -> torch.Tensor:
@@ -34,8 +45,7 @@ def predict_depth(model: torch.nn.Module, images: torch.Tensor, flip: bool = Fal
     Returns:
         (B, 1, H, W) depth in metres.
     """
-    param = next(iter([*model.parameters(), *model.buffers()]), images)
-    x = model_preprocessing(model)(images.to(param.device)).to(param.dtype)
+    x = model_input(model, images)
     if flip:
         both = model(torch.cat([x, x.flip(-1)]))
         depth = 0.5 * (both[: len(x)] + both[len(x):].flip(-1))

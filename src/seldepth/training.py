@@ -16,6 +16,7 @@ import json
 import os
 import time
 import warnings
+from contextlib import nullcontext
 from pathlib import Path
 
 import lightning as L
@@ -94,10 +95,11 @@ class DepthTrainingModule(L.LightningModule):
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         depth = batch["depth"]
-        pred = predict_depth(self.model, batch["image"], size=tuple(depth.shape[-2:]))
+        # the logged layers are dissected on the same forward pass that scores the prediction
+        observe = self.val_dissector.observing(depth, batch["valid"]) if self.val_dissector is not None else nullcontext()
+        with observe:
+            pred = predict_depth(self.model, batch["image"], size=tuple(depth.shape[-2:]))
         self.val_metrics.update(pred, depth, batch["valid"])
-        if self.val_dissector is not None:
-            self.val_dissector.update(self.model.preprocessing(batch["image"]), depth, batch["valid"])
 
     def on_validation_epoch_end(self) -> None:
         values = self.val_metrics.compute()  # reduced across processes by torchmetrics

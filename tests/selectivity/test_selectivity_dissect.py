@@ -164,3 +164,25 @@ def test_two_processes_give_the_same_ds_as_one(tmp_path):
         np.testing.assert_array_equal(d[f"single/{name}/counts"], d[f"ddp/{name}/counts"])
         np.testing.assert_allclose(d[f"ddp/{name}/sums"], d[f"single/{name}/sums"], rtol=1e-6, atol=1e-6)
         np.testing.assert_allclose(d[f"ddp/{name}/ds"], d[f"single/{name}/ds"], atol=1e-6, rtol=0)
+
+
+def test_observing_a_callers_forward_pass_equals_update(nyu_sample):
+    """Training validation dissects inside predict_depth's own pass; it must equal a separate update()."""
+    from seldepth.data.spec import open_dataset
+    from seldepth.inference import model_input, predict_depth
+
+    model = create_model("meter_xxs").eval()
+    sample = open_dataset(f"nyu:{nyu_sample}", "test")[0]
+    images, depth, valid = sample["image"][None], sample["depth"][None], sample["valid"][None]
+    separate = Dissector(model, ["enc_7", "dec_3"], bins="sid:16")
+    separate.update(model_input(model, images), depth, valid)
+    inside = Dissector(model, ["enc_7", "dec_3"], bins="sid:16")
+    with inside.observing(depth, valid):
+        predict_depth(model, images, size=tuple(depth.shape[-2:]))
+    assert inside.num_images == separate.num_images == 1
+    for name in ("enc_7", "dec_3"):
+        torch.testing.assert_close(inside.sums[name], separate.sums[name], rtol=0, atol=0)
+        assert inside.sums[name].abs().sum() > 0
+    with pytest.raises(RuntimeError), inside.observing(depth, valid):  # a failed pass is not counted
+        raise RuntimeError("boom")
+    assert inside.num_images == 1

@@ -33,6 +33,7 @@ Example:
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -50,6 +51,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from seldepth.selectivity.bins import BinScheme, parse_bins
+from seldepth.atomic import write_text_atomic
+from seldepth.inference import model_input
 from seldepth.selectivity.dissect import _check_range, dissect, resolve_layers
 
 CURVES = ("top", "random", "bottom")
@@ -146,15 +149,6 @@ class _StopForward(Exception):
     """Raised by a hook to end a forward pass once the probed layer has run."""
 
 
-def _model_input(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """The preprocessed input batch, on the model's device and in its dtype (as ``predict_depth``)."""
-    from seldepth.inference import model_preprocessing
-
-    param = next(iter([*model.parameters(), *model.buffers()]), images)
-    x = model_preprocessing(model)(images.to(param.device))
-    return x.to(param.dtype) if param.is_floating_point() else x
-
-
 @torch.no_grad()
 def _run_until(model: nn.Module, module: nn.Module, x: torch.Tensor, on_output) -> bool:
     """Forward ``x`` until ``module`` has produced its output; ``on_output(output)`` sees it. False if it never ran."""
@@ -222,7 +216,7 @@ def channel_means(model: nn.Module, dataset: Dataset, layer: str, batch_size: in
     try:
         loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate_samples)
         for batch in tqdm(loader, desc=f"means {layer}", unit="batch", disable=not progress):
-            _run_until(model, module, _model_input(model, batch["image"]), lambda out: acc(module, (), out))
+            _run_until(model, module, model_input(model, batch["image"]), lambda out: acc(module, (), out))
     finally:
         model.train(was_training)
     return acc.means()
@@ -433,21 +427,19 @@ class AblationResult:
             {"json": path, "csv": path, "md": path}.
         """
         out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
         doc = self.to_dict()
-        json_path = out / "ablation.json"
-        json_path.write_text(json.dumps(doc, indent=1))
-        csv_path = out / "ablation.csv"
-        with csv_path.open("w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["curve", "fraction", "k", "rmse", "rmse_std", "abs_rel", "delta1", "seeds"])
-            for curve in CURVES:
-                for row in doc["curves"][curve]:
-                    n = len(row.get("rmse_per_seed", [None]))
-                    writer.writerow([curve, row["fraction"], row["k"], row["rmse"], row.get("rmse_std", 0.0),
-                                     row["abs_rel"], row["delta1"], n])
-        md_path = out / "ablation.md"
-        md_path.write_text(self.format_table() + "\n\n" + "\n".join(f"- {line}" for line in self.verdicts()) + "\n")
+        table = io.StringIO()
+        writer = csv.writer(table)
+        writer.writerow(["curve", "fraction", "k", "rmse", "rmse_std", "abs_rel", "delta1", "seeds"])
+        for curve in CURVES:
+            for row in doc["curves"][curve]:
+                n = len(row.get("rmse_per_seed", [None]))
+                writer.writerow([curve, row["fraction"], row["k"], row["rmse"], row.get("rmse_std", 0.0),
+                                 row["abs_rel"], row["delta1"], n])
+        json_path = write_text_atomic(out / "ablation.json", json.dumps(doc, indent=1))
+        csv_path = write_text_atomic(out / "ablation.csv", table.getvalue())
+        md_path = write_text_atomic(out / "ablation.md", self.format_table() + "\n\n"
+                                    + "\n".join(f"- {line}" for line in self.verdicts()) + "\n")
         return {"json": json_path, "csv": csv_path, "md": md_path}
 
 
@@ -564,7 +556,7 @@ def ablate(model: nn.Module, dataset: Dataset, layer: str, fractions=DEFAULT_FRA
     model.eval()
     try:
         widths = []
-        first = _model_input(model, dataset[0]["image"][None])
+        first = model_input(model, dataset[0]["image"][None])
         if not _run_until(model, module, first, lambda out: widths.append(out)):
             raise ValueError(f"layer: {layer!r} ({path}) did not run in the model's forward pass")
         out = widths[0]

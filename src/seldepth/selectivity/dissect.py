@@ -30,6 +30,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import warnings
@@ -43,6 +44,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
+from seldepth.atomic import write_text_atomic
 from seldepth.selectivity.bins import BinScheme, EdgeRefinement, bin_centres, parse_bins
 from seldepth.selectivity.responses import _project_slots, binned_responses, mean_responses, selectivity_index
 
@@ -200,16 +202,20 @@ class DissectionResult:
             {"json": path, "npz": path}.
         """
         out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        json_path = out / "selectivity.json"
-        json_path.write_text(json.dumps(self.to_dict(), indent=1))
+        json_path = write_text_atomic(out / "selectivity.json", json.dumps(self.to_dict(), indent=1))
         arrays = {}
         for name, layer in self.layers.items():
             arrays.update({f"{name}/R": layer.responses.numpy(), f"{name}/sums": layer.sums.numpy(),
                            f"{name}/counts": layer.counts.numpy(), f"{name}/ds": layer.ds.numpy(),
                            f"{name}/preferred_bin": layer.preferred_bin.numpy(), f"{name}/edges": layer.edges.numpy()})
         npz_path = out / "selectivity.npz"
-        np.savez(npz_path, **arrays)
+        tmp = npz_path.with_name(f".{npz_path.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+            os.replace(tmp, npz_path)
+        finally:
+            tmp.unlink(missing_ok=True)
         return {"json": json_path, "npz": npz_path}
 
 
@@ -346,12 +352,32 @@ class Dissector:
             depth: (B, 1, H, W) ground truth, metres, at its own resolution.
             valid: optional (B, 1, H, W) bool; combined with the depth range.
         """
+        param = next(iter([*self.model.parameters(), *self.model.buffers()]), None)
+        if param is not None and param.is_floating_point():
+            inputs = inputs.to(device=param.device, dtype=param.dtype)
+        with self.observing(depth, valid):
+            self.model(inputs)
+
+    @contextlib.contextmanager
+    def observing(self, depth: torch.Tensor, valid: torch.Tensor | None = None):
+        """Accumulate the probed layers' responses of the ONE forward pass of a batch run inside the block.
+
+        For a caller that runs the model itself (e.g. a validation step that also scores the
+        prediction), so that dissection needs no second pass. The batch is counted when the
+        block ends without an error.
+
+        Args:
+            depth: (B, 1, H, W) ground truth, metres, at its own resolution.
+            valid: optional (B, 1, H, W) bool; combined with the depth range.
+
+        Example:
+            >>> with dissector.observing(depth, valid):
+            ...     pred = predict_depth(model, images, size=depth.shape[-2:])
+        """
         if depth.ndim != 4 or depth.shape[1] != 1:
             raise ValueError(f"depth: expected (B, 1, H, W) metres, got shape {tuple(depth.shape)}")
         param = next(iter([*self.model.parameters(), *self.model.buffers()]), None)
-        device = param.device if param is not None else inputs.device
-        if param is not None and param.is_floating_point():
-            inputs = inputs.to(device=device, dtype=param.dtype)
+        device = param.device if param is not None else depth.device
         depth = depth.to(device)
         lo, hi = self.depth_range
         mask = (depth > lo) & (depth < hi)
@@ -362,7 +388,7 @@ class Dissector:
         state = {"depth": depth[:, 0], "valid": mask[:, 0], "proj": {}, "counts": {}}
         handles = [self._modules[path].register_forward_hook(self._hook(name, state)) for name, path in self.layers.items()]
         try:
-            self.model(inputs)
+            yield self
         finally:
             for handle in handles:
                 handle.remove()
