@@ -16,6 +16,28 @@ def _floats(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
+def _open_data(args: argparse.Namespace):
+    """Open ``--data`` (split, on-error policy) and print the layout found, before any work."""
+    from seldepth.data.spec import describe_dataset, open_dataset
+
+    dataset = open_dataset(args.data, split=args.split, on_error=args.on_error, key="--data")
+    print(f"{args.data} (split {args.split}): {describe_dataset(dataset)}")
+    return dataset
+
+
+def _report_skipped(dataset, shown: int = 10) -> None:
+    """Print how many samples ``--on-error skip`` left out, and which."""
+    from seldepth.data.skipping import skipped_of
+
+    skipped = skipped_of(dataset)
+    if skipped:
+        print(f"skipped {len(skipped)} bad samples (--on-error skip):")
+        for message in skipped[:shown]:
+            print(f"  {message}")
+        if len(skipped) > shown:
+            print(f"  ... and {len(skipped) - shown} more")
+
+
 def cmd_import_meter(args: argparse.Namespace) -> None:
     from seldepth.models.import_meter import import_meter
 
@@ -25,19 +47,19 @@ def cmd_import_meter(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from seldepth.data.spec import open_dataset
     from seldepth.evaluation import evaluate, format_table
     from seldepth.models.model_file import load_model
     from seldepth.protocol import get_protocol
 
     protocol = get_protocol(args.protocol, flip=args.flip, caps=args.caps)
     model = load_model(args.model)
-    dataset = open_dataset(args.data, split=args.split)
+    dataset = _open_data(args)
     result = evaluate(model, dataset, protocol, batch_size=args.batch_size, num_workers=args.workers)
     result["model"] = str(args.model)
     result["data"] = args.data
     print(f"model {args.model} on {args.data} ({len(dataset)} images, split {args.split})")
     print(format_table(result, protocol))
+    _report_skipped(dataset)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2))
@@ -45,39 +67,39 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_dissect(args: argparse.Namespace) -> None:
-    from seldepth.data.spec import open_dataset
     from seldepth.models.model_file import load_model
     from seldepth.report.selectivity_plots import save_selectivity_plots
     from seldepth.selectivity.dissect import dissect, format_table, resolve_layers
 
     model = load_model(args.model)
     resolve_layers(model, args.layers)  # unknown names fail before any data is read
-    dataset = open_dataset(args.data, split=args.split)
+    dataset = _open_data(args)
     result = dissect(model, dataset, layers=args.layers, bins=args.bins, depth_range=args.depth_range,
                      batch_size=args.batch_size, num_workers=args.workers)
     result.info.update(model=str(args.model), data=args.data, split=args.split)
     print(f"model {args.model} on {args.data} ({len(dataset)} images, split {args.split})")
     print(format_table(result))
+    _report_skipped(dataset)
     paths = result.save(args.out)
     plots = save_selectivity_plots(result, args.out)
     print(f"wrote {paths['json']}, {paths['npz']} and {len(plots)} plots in {args.out}")
 
 
 def cmd_ablate(args: argparse.Namespace) -> None:
-    from seldepth.data.spec import open_dataset
     from seldepth.models.model_file import load_model
     from seldepth.report.ablation_plots import plot_ablation
     from seldepth.selectivity.ablation import ablate, check_ablation_args
 
     model = load_model(args.model)
     check_ablation_args(model, args.layer, args.fractions, args.seeds, args.mode)  # fail before any data is read
-    dataset = open_dataset(args.data, split=args.split)
+    dataset = _open_data(args)
     result = ablate(model, dataset, args.layer, fractions=args.fractions, seeds=args.seeds, mode=args.mode,
                     bins=args.bins, depth_range=args.depth_range, protocol=args.protocol, batch_size=args.batch_size)
     result.info.update(model=str(args.model), data=args.data, split=args.split)
     print(f"model {args.model} on {args.data} ({len(dataset)} images, split {args.split})")
     print(result.format_table())
     print("\n".join(result.verdicts()))
+    _report_skipped(dataset)
     paths = result.save(args.out)
     plot = plot_ablation(result.to_dict(), Path(args.out) / "ablation.png")
     print(f"wrote {paths['json']}, {paths['csv']}, {paths['md']} and {plot}")
@@ -150,6 +172,18 @@ def cmd_models(args: argparse.Namespace) -> None:
               "(2 FLOPs per multiply-add)")
 
 
+DATA_HELP = ("data spec KIND:PATH[?key=value&...]: nyu:PATH (labeled .mat, DenseDepth folder/zip/CSV, BTS sync "
+             "list, .h5 files, annotation JSON, or a folder), kitti:PATH (raw drives via a file list or folder, "
+             "annotation JSON), folder:PATH?scale=1000, synthetic:PATH or synthetic:default")
+
+
+def _add_data_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help=DATA_HELP)
+    p.add_argument("--split", default="test", help="split where the layout has several (default test)")
+    p.add_argument("--on-error", default="stop", choices=["stop", "skip"],
+                   help="a bad file stops with its name (stop, default) or is skipped, counted and listed at the end (skip)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seldepth", description="Efficient, interpretable monocular depth estimation.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -163,8 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="evaluate a model on a data set under a protocol")
     p.add_argument("--model", required=True, help="model file (.safetensors) or training checkpoint (.ckpt)")
-    p.add_argument("--data", required=True, help="data spec, e.g. nyu:PATH or synthetic:PATH")
-    p.add_argument("--split", default="test", help="split of a folder or zip (default test)")
+    _add_data_arguments(p)
     p.add_argument("--protocol", default="nyu", help="nyu (1e-3..10 m, Eigen crop), kitti (1e-3..80 m, Garg crop), none")
     p.add_argument("--flip", action="store_true", help="horizontal-flip test-time averaging")
     p.add_argument("--caps", type=_floats, default=(), help="extra depth caps in metres, e.g. 4,6,8")
@@ -175,8 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("dissect", help="depth selectivity of a model's units over a data set (JSON, NPZ, plots)")
     p.add_argument("--model", required=True, help="model file (.safetensors) or training checkpoint (.ckpt)")
-    p.add_argument("--data", required=True, help="data spec, e.g. nyu:PATH or synthetic:PATH")
-    p.add_argument("--split", default="test", help="split of a folder or zip (default test)")
+    _add_data_arguments(p)
     p.add_argument("--layers", help="comma-separated layer names or module paths (default the model's selectivity layers)")
     p.add_argument("--bins", default="sid:64", help="bin scheme, e.g. sid:64, linear:32, log:32, quantile:64, "
                    "sid:64:alpha=3,beta=80 (layer with K units: min(N, K) bins)")
@@ -188,9 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ablate", help="ablate a layer's most / least / random selective units and measure depth metrics")
     p.add_argument("--model", required=True, help="model file (.safetensors) or training checkpoint (.ckpt)")
-    p.add_argument("--data", required=True, help="data spec, e.g. nyu:PATH or synthetic:PATH")
+    _add_data_arguments(p)
     p.add_argument("--layer", required=True, help="one layer name or module path, e.g. enc_7")
-    p.add_argument("--split", default="test", help="split of a folder or zip (default test)")
     p.add_argument("--fractions", type=_floats, default=(0.0, 0.1, 0.25, 0.5, 0.75),
                    help="fractions of the layer's units to ablate (default 0,0.1,0.25,0.5,0.75)")
     p.add_argument("--seeds", type=int, default=3, help="random draws of the random-k curve (default 3)")

@@ -7,6 +7,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from seldepth.data.collate import collate_samples
+from seldepth.data.skipping import sample_batches
 from seldepth.inference import predict_depth
 from seldepth.metrics import METRIC_NAMES, DepthMetrics
 from seldepth.protocol import Protocol
@@ -23,7 +24,7 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, protocol: Protocol, batch
     model.eval()
     metric = DepthMetrics(protocol)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_samples)
-    for batch in tqdm(loader, desc="eval", unit="batch", disable=not progress):
+    for batch in tqdm(sample_batches(loader), total=len(loader), desc="eval", unit="batch", disable=not progress):
         depth = batch["depth"]
         pred = predict_depth(model, batch["image"], flip=protocol.flip, size=tuple(depth.shape[-2:]))
         metric.update(pred.cpu(), depth, batch["valid"])

@@ -24,7 +24,9 @@ import torch
 from torch.utils.data import Dataset
 
 from seldepth.data.errors import DatasetError
+from seldepth.data.files import FileSource
 from seldepth.data.images import open_image, read_depth_png, read_rgb
+from seldepth.data.sample import intrinsics_matrix, make_sample
 
 # NYU Depth v2 Kinect colour intrinsics at 640x480 (fx, fy, cx, cy).
 NYU_INTRINSICS = (518.8579, 519.4696, 325.5824, 253.7362)
@@ -35,48 +37,10 @@ def nyu_intrinsics(height: int, width: int) -> torch.Tensor:
     """NYU's intrinsics matrix (3, 3) scaled to an image of ``height`` x ``width``."""
     fx, fy, cx, cy = NYU_INTRINSICS
     sx, sy = width / NYU_SIZE[1], height / NYU_SIZE[0]
-    return torch.tensor([[fx * sx, 0.0, cx * sx], [0.0, fy * sy, cy * sy], [0.0, 0.0, 1.0]])
+    return intrinsics_matrix(fx * sx, fy * sy, cx * sx, cy * sy)
 
 
-class _Files:
-    """Uniform access to files in a folder or a zip archive (the zip is opened lazily, once per process)."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        self.is_zip = root.is_file() and zipfile.is_zipfile(root)
-        self._zip: zipfile.ZipFile | None = None
-        self._zip_pid: int | None = None
-        self._names: set[str] | None = None
-
-    def _archive(self) -> zipfile.ZipFile:
-        if self._zip is None or self._zip_pid != os.getpid():
-            self._zip = zipfile.ZipFile(self.root)
-            self._zip_pid = os.getpid()
-        return self._zip
-
-    def names(self) -> set[str]:
-        if self._names is None:
-            self._names = set(self._archive().namelist())
-        return self._names
-
-    def exists(self, rel: str) -> bool:
-        return rel in self.names() if self.is_zip else (self.root / rel).is_file()
-
-    def read(self, rel: str) -> bytes:
-        if self.is_zip:
-            return self._archive().read(rel)
-        return (self.root / rel).read_bytes()
-
-    def describe(self, rel: str) -> str:
-        return f"{self.root}:{rel}" if self.is_zip else str(self.root / rel)
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state["_zip"] = None
-        return state
-
-
-def _find_csv(files: _Files, split: str) -> str:
+def _find_csv(files: FileSource, split: str) -> str:
     candidates = [f"nyu2_{split}.csv", f"data/nyu2_{split}.csv", f"{split}.csv", f"data/{split}.csv"]
     for c in candidates:
         if files.exists(c):
@@ -91,6 +55,8 @@ class NYUDenseDepth(Dataset):
         path: the extracted folder, ``nyu_data.zip``, or a CSV file.
         split: which CSV to use in a folder or zip (``test`` -> ``nyu2_test.csv`` or ``test.csv``).
         max_depth_8bit: metres that an 8-bit depth value of 255 stands for (DenseDepth: 10).
+        on_error: ``stop`` raises on a listed file that does not exist; ``skip`` leaves the pair
+            out and records the message in ``skipped``.
 
     Each item is a sample dict::
 
@@ -106,21 +72,26 @@ class NYUDenseDepth(Dataset):
             the files when RGB and depth differ in size or a file is not an image.
     """
 
-    def __init__(self, path: str | os.PathLike, split: str = "test", max_depth_8bit: float = 10.0):
+    layout = "DenseDepth (nyu2_*.csv + PNGs, folder or zip)"
+
+    def __init__(self, path: str | os.PathLike, split: str = "test", max_depth_8bit: float = 10.0,
+                 on_error: str = "stop"):
         path = Path(path)
         if not path.exists():
             raise DatasetError(f"{path}: no such file or folder")
         if path.suffix.lower() == ".csv" and path.is_file():
-            self.files = _Files(path.parent)
+            self.files = FileSource(path.parent)
             csv_rel = path.name
         else:
-            self.files = _Files(path)
+            self.files = FileSource(path)
             if not self.files.is_zip and not path.is_dir():
                 raise DatasetError(f"{path}: expected a folder, a zip archive or a CSV file")
             csv_rel = _find_csv(self.files, split)
         self.csv_path = self.files.describe(csv_rel)
         self.split = split
         self.max_depth_8bit = max_depth_8bit
+        self.on_error = on_error
+        self.skipped: list[str] = []
         self.pairs = self._read_pairs(csv_rel)
         if not self.pairs:
             raise DatasetError(f"{self.csv_path}: lists no image pairs")
@@ -146,10 +117,28 @@ class NYUDenseDepth(Dataset):
                         resolved.append(rel)
                         break
                 else:
-                    raise DatasetError(f"{self.csv_path}, line {lineno}: file {entry!r} not found "
-                                       f"(looked under {self.files.root} and beside the CSV)")
-            pairs.append((resolved[0], resolved[1]))
+                    message = (f"{self.csv_path}, line {lineno}: file {entry!r} not found "
+                               f"(looked under {self.files.root} and beside the CSV)")
+                    if self.on_error != "skip":
+                        raise DatasetError(message)
+                    self.skipped.append(message)
+                    break
+            if len(resolved) == 2:
+                pairs.append((resolved[0], resolved[1]))
         return pairs
+
+    @classmethod
+    def probe(cls, path: Path) -> bool:
+        """Whether ``path`` looks like this layout: a CSV, or a folder/zip with a ``nyu2_*.csv``/``train.csv``/``test.csv``."""
+        if path.is_file() and path.suffix.lower() == ".csv":
+            return True
+        if path.is_dir():
+            return any(path.glob("nyu2_*.csv")) or any(path.glob("data/nyu2_*.csv")) or any(
+                (path / f).is_file() for f in ("train.csv", "test.csv", "val.csv"))
+        if path.is_file() and zipfile.is_zipfile(path):
+            names = zipfile.ZipFile(path).namelist()
+            return any(n.endswith(".csv") for n in names)
+        return False
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -159,22 +148,14 @@ class NYUDenseDepth(Dataset):
         rgb_name, depth_name = self.files.describe(rgb_rel), self.files.describe(depth_rel)
         image = read_rgb(self.files.read(rgb_rel), rgb_name)
         depth = read_depth_png(self.files.read(depth_rel), depth_name, 1000.0, self.max_depth_8bit)
-        if image.shape[-2:] != depth.shape[-2:]:
-            raise DatasetError(f"RGB {rgb_name} is {tuple(image.shape[-2:])} but depth {depth_name} is "
-                               f"{tuple(depth.shape[-2:])} (H, W); they must be the same size")
-        h, w = depth.shape[-2:]
-        sample = {
-            "image": image,
-            "depth": depth,
-            "valid": (depth > 0) & torch.isfinite(depth),
-            "K": self._intrinsics(rgb_rel, h, w),
-            "meta": {"rgb": rgb_name, "depth": depth_name, "index": index},
-        }
+        semantics = None
         if self.has_semantics:
             sem_rel = rgb_rel.replace("_colors.", "_semantics.")
             sem = np.asarray(open_image(self.files.read(sem_rel), self.files.describe(sem_rel)))
-            sample["semantics"] = torch.from_numpy(sem.astype(np.int64))
-        return sample
+            semantics = torch.from_numpy(sem.astype(np.int64))
+        h, w = depth.shape[-2:]
+        return make_sample(image, depth, self._intrinsics(rgb_rel, h, w),
+                           {"rgb": rgb_name, "depth": depth_name, "index": index}, semantics)
 
     def _intrinsics(self, rgb_rel: str, h: int, w: int) -> torch.Tensor:
         if "_colors." in rgb_rel:

@@ -1,16 +1,101 @@
-"""Data set spec strings of the command line and configs: ``nyu:PATH``, ``synthetic:PATH``, ``synthetic:default``."""
+"""Data set spec strings of the command line and configs: ``KIND:PATH[?key=value&...]``.
+
+Kinds: ``nyu`` and ``kitti`` (the layout is detected, see :data:`LAYOUTS`), ``folder`` (image/depth
+pairs matched by name; ``?scale=`` required for PNG depth), ``synthetic`` (a set written by
+``seldepth synth``; ``synthetic:default[:N]`` is the cached default set). Options after ``?``
+go to the layout's reader, e.g. ``kitti:eigen_test_files.txt?gt_root=data_depth_annotated&crop=kb``,
+``nyu:nyu_depth_v2_labeled.mat?splits=splits.mat``, ``folder:pairs?scale=1000``.
+"""
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from torch.utils.data import Dataset
 
 from seldepth.data.errors import DatasetError
-from seldepth.data.nyu import NYUDenseDepth
+from seldepth.data.skipping import SkipBadSamples, check_on_error
 
-KINDS = ("nyu", "synthetic")
+KINDS = ("nyu", "kitti", "folder", "synthetic")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A reader that a kind of spec may resolve to: ``module.cls``, tried when ``cls.probe(path)`` holds.
+
+    ``defaults`` are options given to the reader unless the spec sets them.
+    """
+
+    module: str
+    cls: str
+    defaults: dict = field(default_factory=dict)
+
+    def reader(self):
+        return getattr(importlib.import_module(f"seldepth.data.{self.module}"), self.cls)
+
+
+def _nyu_default_K(height: int, width: int):
+    from seldepth.data.nyu import nyu_intrinsics
+
+    return nyu_intrinsics(height, width)
+
+
+# Tried in order; the first whose probe accepts the path is used.
+LAYOUTS: dict[str, list[Layout]] = {
+    "nyu": [Layout("nyu_labeled", "NYULabeled"), Layout("nyu_h5", "NYUH5"), Layout("nyu", "NYUDenseDepth"),
+            Layout("annotations", "AnnotatedPairs"), Layout("nyu_sync", "NYUSync"),
+            Layout("folder", "FolderPairs", {"scale": 1000.0, "default_K": _nyu_default_K})],
+    "kitti": [Layout("annotations", "AnnotatedPairs"), Layout("kitti", "KITTIRaw"),
+              Layout("folder", "FolderPairs", {"scale": 256.0})],
+    "folder": [Layout("folder", "FolderPairs")],
+    "synthetic": [Layout("nyu", "NYUDenseDepth")],
+}
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """A parsed spec: kind, path and reader options."""
+
+    kind: str
+    path: str
+    options: dict
+
+    def __str__(self) -> str:
+        query = "&".join(f"{k}={v}" for k, v in self.options.items())
+        return f"{self.kind}:{self.path}" + (f"?{query}" if query else "")
+
+
+def _value(text: str):
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    return None if text.lower() in ("none", "null") else text
+
+
+def parse_spec(spec: str, key: str = "data") -> DataSpec:
+    """Split ``KIND:PATH?a=1&b=x`` into its parts (numbers converted).
+
+    Raises:
+        DatasetError: naming ``key``, for an unknown kind or a malformed option.
+    """
+    kind, sep, rest = str(spec).partition(":")
+    if not sep or kind not in KINDS:
+        raise DatasetError(f"{key}: data spec {spec!r}: expected KIND:PATH with KIND one of {', '.join(KINDS)}")
+    path, _, query = rest.partition("?")
+    options = {}
+    for item in filter(None, query.split("&")):
+        name, eq, text = item.partition("=")
+        if not eq or not name:
+            raise DatasetError(f"{key}: data spec {spec!r}: option {item!r} is not NAME=VALUE")
+        options[name] = _value(text)
+    return DataSpec(kind, path, options)
+
 
 # The embedded default data set: generated on first use, then cached.
 DEFAULT_SYNTHETIC = {"num": 2000, "size": (192, 256), "seed": 0}
@@ -37,12 +122,11 @@ def ensure_synthetic(path: Path, num: int, progress: bool = True) -> Path:
     return path
 
 
-def _default_count(spec: str) -> int | None:
+def _default_count(spec: DataSpec) -> int | None:
     """N for ``synthetic:default`` / ``synthetic:default:N``, else None."""
-    kind, _, path = spec.partition(":")
-    if kind != "synthetic" or not (path == "default" or path.startswith("default:")):
+    if spec.kind != "synthetic" or not (spec.path == "default" or spec.path.startswith("default:")):
         return None
-    return int(path.split(":")[1]) if ":" in path else DEFAULT_SYNTHETIC["num"]
+    return int(spec.path.split(":")[1]) if ":" in spec.path else DEFAULT_SYNTHETIC["num"]
 
 
 def resolve_spec(spec: str, key: str = "data") -> Path:
@@ -51,31 +135,72 @@ def resolve_spec(spec: str, key: str = "data") -> Path:
     Raises:
         DatasetError: naming ``key`` and the spec, for an unknown kind or a missing path.
     """
-    kind, sep, path = spec.partition(":")
-    if not sep or kind not in KINDS:
-        raise DatasetError(f"{key}: data spec {spec!r}: expected KIND:PATH with KIND one of {', '.join(KINDS)}")
-    num = _default_count(spec)
+    parsed = parse_spec(spec, key)
+    num = _default_count(parsed)
     if num is not None:
         return default_synthetic_dir(num)
-    if not Path(path).exists():
-        raise DatasetError(f"{key}: data spec {spec!r}: {path} does not exist")
-    return Path(path)
+    if not Path(parsed.path).exists():
+        raise DatasetError(f"{key}: data spec {spec!r}: {parsed.path} does not exist")
+    return Path(parsed.path)
 
 
 def prepare(spec: str, key: str = "data", progress: bool = True) -> Path:
     """Resolve a spec, generating the default synthetic set first if it is the one named and is missing."""
     path = resolve_spec(spec, key)
-    num = _default_count(spec)
+    num = _default_count(parse_spec(spec, key))
     if num is not None:
         ensure_synthetic(path, num, progress)
     return path
 
 
-def open_dataset(spec: str, split: str = "test") -> Dataset:
-    """Open the data set named by ``spec``; ``split`` picks the CSV of a folder or zip.
+def detect_layout(spec: str, key: str = "data") -> Layout:
+    """The first layout of the spec's kind whose probe accepts its path.
 
-    ``nyu:PATH``: DenseDepth layout (folder, ``nyu_data.zip`` or a CSV).
-    ``synthetic:PATH``: a set written by ``seldepth synth`` (same layout, with semantics and intrinsics).
-    ``synthetic:default``: the cached default synthetic set (generated on first use).
+    Raises:
+        DatasetError: listing the layouts looked for.
     """
-    return NYUDenseDepth(prepare(spec, progress=False), split=split)
+    parsed = parse_spec(spec, key)
+    path = prepare(spec, key, progress=False)
+    for layout in LAYOUTS[parsed.kind]:
+        if layout.reader().probe(path):
+            return layout
+    names = "; ".join(layout.reader().layout for layout in LAYOUTS[parsed.kind])
+    raise DatasetError(f"{key}: data spec {spec!r}: {path} matches no {parsed.kind} layout; looked for: {names}")
+
+
+def open_dataset(spec: str, split: str = "test", on_error: str = "stop", key: str = "data") -> Dataset:
+    """Open the data set named by ``spec`` (layout detected); ``split`` picks the split where the layout has several.
+
+    Args:
+        spec: ``KIND:PATH[?options]``, see the module docstring.
+        split: ``train``, ``val``, ``test`` (readers without splits ignore it).
+        on_error: ``stop`` raises on the first bad file; ``skip`` returns a
+            :class:`~seldepth.data.skipping.SkipBadSamples` that leaves bad samples out and counts them.
+
+    The reader's ``layout`` attribute names the layout found (print it with :func:`describe_dataset`).
+
+    Raises:
+        DatasetError: naming the spec, option or file at fault.
+    """
+    check_on_error(on_error)
+    parsed = parse_spec(spec, key)
+    layout = detect_layout(spec, key)
+    reader = layout.reader()
+    accepted = [p for p in inspect.signature(reader).parameters if p not in ("path", "on_error", "default_K")]
+    unknown = [name for name in parsed.options if name not in accepted]
+    if unknown:
+        raise DatasetError(f"{key}: data spec {spec!r}: option {unknown[0]!r} is not known to the {reader.layout} "
+                           f"reader; it accepts {', '.join(accepted)}")
+    options = {**layout.defaults, **parsed.options}
+    if "split" in inspect.signature(reader).parameters:
+        options.setdefault("split", split)
+    dataset = reader(prepare(spec, key, progress=False), on_error=on_error, **options)
+    return SkipBadSamples(dataset) if on_error == "skip" else dataset
+
+
+def describe_dataset(dataset: Dataset) -> str:
+    """One line: the layout found and the number of samples."""
+    layout = getattr(dataset, "layout", type(dataset).__name__)
+    skipped = len(getattr(dataset, "skipped", []) or [])
+    extra = f", {skipped} entries left out when opened" if skipped else ""
+    return f"layout: {layout}; {len(dataset)} samples{extra}"

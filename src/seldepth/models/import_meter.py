@@ -2,6 +2,15 @@
 
 The official NYU checkpoint predicts centimetres; the scale is folded into the last conv
 (no bias) so that the imported model predicts metres.
+
+The KITTI checkpoint's preprocessing and unit are not documented; they were found by
+measurement on ``data/kitti_sample/annotated`` (3 images, Garg crop, 1e-3 < gt < 80 m). It
+expects RGB in [0, 1] with NO ImageNet normalisation (with it, the prediction correlates with
+the ground truth at only r = 0.4), the whole 375x1242 frame resized to 192x640 by plain
+bilinear sampling (no antialiasing), and predicts decimetres: median(gt) / median(raw output)
+= 0.0981, 0.0971, 0.0978 on the three images (0.1 expected for decimetres), AbsRel 0.059 after
+per-image median scaling. The scale depends on the input size (a scene-size cue the network
+learned): at 192x640 with antialiased resizing the ratio is 0.093; at 256x832, 0.071.
 """
 
 from __future__ import annotations
@@ -49,8 +58,16 @@ _RULES: list[tuple[str, str]] = [
 ]
 
 # Output unit of each official checkpoint, in metres per output unit (SPEC.md section 1).
-OFFICIAL_OUTPUT_SCALE = {"nyu": 0.01, "kitti": 0.01}
-OFFICIAL_INPUT_SIZE = {"nyu": (192, 256), "kitti": (192, 640)}
+OFFICIAL_OUTPUT_SCALE = {"nyu": 0.01, "kitti": 0.1}
+OFFICIAL_UNIT = {"nyu": "centimetres", "kitti": "decimetres, measured"}
+OFFICIAL_PREPROCESSING = {
+    "nyu": Preprocessing(input_size=(192, 256)),
+    "kitti": Preprocessing(input_size=(192, 640), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), resize="bilinear"),
+}
+KITTI_CHARACTERISATION = ("measured on data/kitti_sample/annotated (3 images, Garg crop, 1e-3..80 m): RGB in [0,1] "
+                          "without normalisation, whole frame resized to 192x640 with plain bilinear sampling; raw "
+                          "output in decimetres (median gt / median raw = 0.098, 0.097, 0.098); AbsRel 0.059 after "
+                          "median scaling. ImageNet normalisation breaks it (r = 0.4).")
 
 
 def rename_official_key(key: str) -> str:
@@ -120,15 +137,17 @@ def import_meter(weights: str | os.PathLike, variant: str = "xxs", dataset: str 
     scale = OFFICIAL_OUTPUT_SCALE[dataset]
     with torch.no_grad():
         model.decoder.output.weight.mul_(scale)
-    model.preprocessing = Preprocessing(input_size=OFFICIAL_INPUT_SIZE[dataset])
+    model.preprocessing = OFFICIAL_PREPROCESSING[dataset]
     provenance = {
         "source": Path(weights).name,
         "sha256": sha256_of(weights),
         "origin": "official METER checkpoint (Papa et al., MIT licence)",
         "dataset": dataset,
         "variant": variant,
-        "unit_conversion": f"official output x {scale} -> metres, folded into decoder.output.weight",
+        "unit_conversion": f"official output ({OFFICIAL_UNIT[dataset]}) x {scale} -> metres, folded into decoder.output.weight",
     }
+    if dataset == "kitti":
+        provenance["characterisation"] = KITTI_CHARACTERISATION
     model.metadata = {"architecture": model.name, "provenance": provenance, "output_unit": "m"}
     if out is not None:
         save_model_file(model, out, model.preprocessing, provenance)

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+RESIZE_METHODS = ("bilinear-antialias", "bilinear")
 
 
 @dataclass(frozen=True)
@@ -18,7 +19,8 @@ class Preprocessing:
     Attributes:
         input_size: (H, W) the network sees; ``None`` keeps the image's own size.
         mean, std: per-channel normalisation.
-        resize: interpolation used to reach ``input_size`` (``bilinear-antialias``).
+        resize: interpolation used to reach ``input_size``: ``bilinear-antialias`` (area-weighted
+            when shrinking) or ``bilinear`` (plain bilinear sampling, as OpenCV's ``INTER_LINEAR``).
     """
 
     input_size: tuple[int, int] | None = (192, 256)
@@ -39,9 +41,10 @@ class Preprocessing:
             raise ValueError(f"expected an RGB batch (B, 3, H, W) in [0, 1], got shape {tuple(image.shape)}")
         image = image.float()
         if self.input_size is not None and tuple(image.shape[-2:]) != tuple(self.input_size):
-            if self.resize != "bilinear-antialias":
-                raise ValueError(f"unknown resize method {self.resize!r}")
-            image = F.interpolate(image, size=tuple(self.input_size), mode="bilinear", align_corners=False, antialias=True)
+            if self.resize not in RESIZE_METHODS:
+                raise ValueError(f"unknown resize method {self.resize!r}; available: {', '.join(RESIZE_METHODS)}")
+            image = F.interpolate(image, size=tuple(self.input_size), mode="bilinear", align_corners=False,
+                                  antialias=self.resize == "bilinear-antialias")
         mean = image.new_tensor(self.mean).view(1, 3, 1, 1)
         std = image.new_tensor(self.std).view(1, 3, 1, 1)
         return (image - mean) / std

@@ -207,6 +207,7 @@ def channel_means(model: nn.Module, dataset: Dataset, layer: str, batch_size: in
         (K,) float64 mean of each output channel.
     """
     from seldepth.data.collate import collate_samples
+    from seldepth.data.skipping import sample_batches
 
     path = resolve_layers(model, [layer])[layer]
     module = dict(model.named_modules())[path]
@@ -215,7 +216,7 @@ def channel_means(model: nn.Module, dataset: Dataset, layer: str, batch_size: in
     model.eval()
     try:
         loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate_samples)
-        for batch in tqdm(loader, desc=f"means {layer}", unit="batch", disable=not progress):
+        for batch in tqdm(sample_batches(loader), total=len(loader), desc=f"means {layer}", unit="batch", disable=not progress):
             _run_until(model, module, model_input(model, batch["image"]), lambda out: acc(module, (), out))
     finally:
         model.train(was_training)
@@ -531,6 +532,7 @@ def ablate(model: nn.Module, dataset: Dataset, layer: str, fractions=DEFAULT_FRA
             ``seeds`` < 1, an unknown ``mode``, a ``selectivity`` of the wrong shape, ...
     """
     from seldepth.data.collate import collate_samples
+    from seldepth.data.skipping import sample_batches
     from seldepth.inference import predict_depth
     from seldepth.metrics import DepthMetrics
     from seldepth.protocol import Protocol, get_protocol
@@ -598,7 +600,7 @@ def ablate(model: nn.Module, dataset: Dataset, layer: str, fractions=DEFAULT_FRA
         bar = tqdm(total=len(loader) * len(metrics), desc=f"ablate {layer} ({mode})", unit="pass", disable=not progress)
         checked = False
         try:
-            for batch in loader:
+            for batch in sample_batches(loader):
                 images, gt, valid = batch["image"], batch["depth"], batch["valid"]
                 size = tuple(gt.shape[-2:])
                 with replay.record():

@@ -530,6 +530,7 @@ def dissect(model: nn.Module, dataset: Dataset, layers=None, bins: str | BinSche
         :class:`DissectionResult`.
     """
     from seldepth.data.collate import collate_samples  # the loader of ``evaluate``
+    from seldepth.data.skipping import sample_batches
     from seldepth.inference import model_preprocessing
 
     depth_range = _check_range(depth_range)
@@ -544,7 +545,7 @@ def dissect(model: nn.Module, dataset: Dataset, layers=None, bins: str | BinSche
     was_training = model.training
     model.eval()
     try:
-        for batch in tqdm(loader, desc="dissect", unit="batch", disable=not progress):
+        for batch in tqdm(sample_batches(loader), total=len(loader), desc="dissect", unit="batch", disable=not progress):
             dissector.update(preprocess(batch["image"]), batch["depth"], batch["valid"])
         if dissector.num_images == 0 and len(dataset):
             dissector.probe(preprocess(dataset[0]["image"][None]))
