@@ -90,3 +90,30 @@ def test_load_model_rejects_non_model_files(tmp_path):
         load_model(bad)
     with pytest.raises(FileNotFoundError, match="missing.safetensors"):
         load_model(tmp_path / "missing.safetensors")
+
+
+def test_official_kitti_checkpoint_predicts_metric_depth(shared, tmp_path, capsys):
+    """The measured KITTI preprocessing (no normalisation, plain bilinear 192x640) and unit (dm) give metric depth."""
+    import json
+
+    from seldepth.data.spec import open_dataset
+    from seldepth.inference import predict_depth
+    from seldepth.protocol import crop_mask
+
+    out = tmp_path / "kitti.safetensors"
+    assert main(["import-meter", str(shared / "weights/meter/build_model_best_kitti_xxs"), "--dataset", "kitti",
+                 "--out", str(out)]) == 0
+    meta = read_metadata(out)
+    assert meta["preprocessing"] == {"input_size": [192, 640], "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0],
+                                     "resize": "bilinear"}
+    assert "decimetres" in meta["provenance"]["unit_conversion"] and "characterisation" in meta["provenance"]
+    model = load_model(out).eval()
+    data = f"kitti:{shared / 'data/kitti_sample/annotated'}"
+    for sample in open_dataset(data):
+        pred = predict_depth(model, sample["image"][None])[0]
+        mask = sample["valid"] & (sample["depth"] < 80) & crop_mask("garg", *sample["depth"].shape[-2:])
+        ratio = sample["depth"][mask].median() / pred[mask].median()
+        assert 0.95 < ratio.item() < 1.05  # medians agree without any scaling
+    assert main(["eval", "--model", str(out), "--data", data, "--protocol", "kitti", "--json", str(tmp_path / "r.json")]) == 0
+    metrics = json.loads((tmp_path / "r.json").read_text())["metrics"]
+    assert metrics["abs_rel"] < 0.1 and metrics["delta1"] > 0.9
