@@ -101,3 +101,55 @@ def test_skipped_samples_are_counted_through_loader_workers(nyu_sample, tmp_path
     result = evaluate(ConstantDepth(2.0).eval(), ds, get_protocol("nyu"), batch_size=3, num_workers=1, progress=False)
     assert result["num_images"] == 8
     assert len(skipped_of(ds)) == 2  # recorded in this process although the samples failed in a worker
+
+
+def test_written_layouts_detected_through_specs(shared, tmp_path):
+    """.mat v7.3, .h5 tree, BTS NYU list and a KITTI BTS list with options, each opened from its spec string."""
+    import io
+
+    import h5py
+    import scipy.io
+
+    # labeled .mat (MATLAB axes as h5py shows them) + splits.mat beside it
+    depths = np.stack([np.full((8, 6), 1.0 + n, np.float32) for n in range(3)])
+    with h5py.File(tmp_path / "nyu_depth_v2_labeled.mat", "w") as f:
+        f.create_dataset("images", data=np.zeros((3, 3, 8, 6), np.uint8))
+        f.create_dataset("depths", data=depths)
+    scipy.io.savemat(tmp_path / "splits.mat", {"testNdxs": np.array([[3]]), "trainNdxs": np.array([[1], [2]])})
+    ds = open_dataset(f"nyu:{tmp_path / 'nyu_depth_v2_labeled.mat'}")
+    assert "labeled .mat" in ds.layout and len(ds) == 1 and ds[0]["depth"][0, 5, 7].item() == 3.0
+    assert len(open_dataset(f"nyu:{tmp_path / 'nyu_depth_v2_labeled.mat'}", split="train")) == 2
+
+    # sparse-to-dense .h5 tree
+    h5_root = tmp_path / "nyudepthv2"
+    (h5_root / "val/official").mkdir(parents=True)
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as f:
+        f.create_dataset("rgb", data=np.zeros((3, 4, 5), np.uint8))
+        f.create_dataset("depth", data=np.full((4, 5), 2.25, np.float32))
+    (h5_root / "val/official/00001.h5").write_bytes(buffer.getvalue())
+    ds = open_dataset(f"nyu:{h5_root}")
+    assert ".h5" in ds.layout and ds[0]["depth"][0, 3, 4].item() == 2.25
+
+    # BTS sync list over the shared sample, with the data root as an option
+    sync = shared / "data/nyu_sync_sample/metric3d"
+    listing = tmp_path / "nyudepthv2_test_files_with_gt.txt"
+    listing.write_text("rgb/rgb_00050.jpg depth/sync_depth_00050.png 518.8579\n")
+    ds = open_dataset(f"nyu:{listing}?root={sync}")
+    raw = np.asarray(Image.open(sync / "depth/sync_depth_00050.png")).astype(np.float64)
+    assert "BTS" in ds.layout and ds[0]["depth"][0, 200, 300].item() == pytest.approx(raw[200, 300] / 1000)
+
+    # KITTI BTS list: raw frames under root=, annotated GT under gt_root=, KB crop
+    drive = "2011_09_26_drive_0001_sync"
+    (tmp_path / "raw/2011_09_26" / drive / "image_02/data").mkdir(parents=True)
+    Image.fromarray(np.zeros((375, 1242, 3), np.uint8)).save(tmp_path / "raw/2011_09_26" / drive / "image_02/data/0000000005.png")
+    gt = np.zeros((375, 1242), np.uint16)
+    gt[370, 600] = 2560
+    (tmp_path / "gt" / drive / "proj_depth/groundtruth/image_02").mkdir(parents=True)
+    Image.fromarray(gt).save(tmp_path / "gt" / drive / "proj_depth/groundtruth/image_02/0000000005.png")
+    kitti_list = tmp_path / "eigen_test.txt"
+    kitti_list.write_text(f"2011_09_26/{drive}/image_02/data/0000000005.png {drive}/proj_depth/groundtruth/image_02/0000000005.png 721.5377\n")
+    ds = open_dataset(f"kitti:{kitti_list}?root={tmp_path / 'raw'}&gt_root={tmp_path / 'gt'}&crop=kb")
+    s = ds[0]
+    assert "KITTI raw" in ds.layout and s["depth"].shape == (1, 352, 1216)
+    assert s["depth"][0, 370 - 23, 600 - 13].item() == 10.0  # KB crop: top 375-352, left (1242-1216)//2

@@ -19,7 +19,7 @@ def open_image(source: str | Path | bytes, name: str) -> Image.Image:
         return img
     except FileNotFoundError:
         raise DatasetError(f"{name}: file not found") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError, EOFError) as exc:
         raise DatasetError(f"{name}: not a readable image ({exc})") from None
 
 
