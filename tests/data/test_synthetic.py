@@ -12,10 +12,10 @@ import pytest
 from PIL import Image
 
 from seldepth.data.synthetic import CLASSES, generate, parse_size, render_frame
+from seldepth.data.synthetic.camera import camera_pose, intrinsics
 from seldepth.data.synthetic.geometry import Box, Light
 from seldepth.data.synthetic.render import render, render_sequence
 from seldepth.data.synthetic.scene import sample_scene
-from seldepth.data.synthetic.camera import camera_pose, intrinsics
 
 SMALL = (48, 64)  # (H, W)
 

@@ -3,7 +3,14 @@ import itertools
 import pytest
 import torch
 
-from seldepth.data.transforms import AugmentConfig, TrainTransform, crop, hflip, masked_downsample, resize
+from seldepth.data.transforms import (
+    AugmentConfig,
+    TrainTransform,
+    crop,
+    hflip,
+    masked_downsample,
+    resize,
+)
 
 
 def _sample(h=12, w=16):

@@ -24,6 +24,7 @@ from torch.utils.data import Dataset
 from seldepth.data.errors import DatasetError
 from seldepth.data.images import read_depth_png, read_rgb
 from seldepth.data.sample import intrinsics_matrix, make_sample
+from seldepth.data.skipping import check_on_error
 
 ANNOTATION_NAMES = ("test_annotations.json", "train_annotations.json", "val_annotations.json", "annotations.json")
 
@@ -52,6 +53,7 @@ class AnnotatedPairs(Dataset):
     layout = "annotation JSON (Metric3D *_annotations.json: rgb, depth, depth_scale, cam_in)"
 
     def __init__(self, path: str | os.PathLike, split: str = "test", on_error: str = "stop"):
+        check_on_error(on_error, "on_error")
         path = Path(path)
         self.json_path = path if path.is_file() else _find_annotations(path, split)
         self.root = self.json_path.parent

@@ -29,6 +29,7 @@ from torch.utils.data import Dataset
 from seldepth.data.errors import DatasetError
 from seldepth.data.images import read_depth_png, read_rgb
 from seldepth.data.sample import intrinsics_matrix, make_sample
+from seldepth.data.skipping import check_on_error
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 DEPTH_WORDS = {"depth", "depths", "gt", "groundtruth"}
@@ -91,6 +92,7 @@ class FolderPairs(Dataset):
                  fy: float | None = None, cx: float | None = None, cy: float | None = None,
                  default_K: Callable[[int, int], torch.Tensor] | None = None, split: str = "test",
                  on_error: str = "stop"):
+        check_on_error(on_error, "on_error")
         root = Path(path)
         if not root.is_dir():
             raise DatasetError(f"{root}: not a folder")

@@ -50,6 +50,7 @@ from seldepth.data.kitti_calib import (
     velo_to_image,
 )
 from seldepth.data.sample import intrinsics_matrix, make_sample
+from seldepth.data.skipping import check_on_error
 from seldepth.data.transforms import crop as crop_sample
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg")
@@ -267,8 +268,7 @@ class KITTIRaw(Dataset):
             raise ValueError(f"depth must be one of {', '.join(DEPTH_MODES)}, got {depth!r}")
         if crop not in (None, "kb"):
             raise ValueError(f"crop must be None or 'kb', got {crop!r}")
-        if on_error not in ("stop", "skip"):
-            raise ValueError(f"on_error must be 'stop' or 'skip', got {on_error!r}")
+        check_on_error(on_error, "on_error")
         if camera not in (0, 1, 2, 3):
             raise ValueError(f"camera must be 0, 1, 2 or 3, got {camera!r}")
         path = Path(path)

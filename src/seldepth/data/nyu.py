@@ -27,6 +27,7 @@ from seldepth.data.errors import DatasetError
 from seldepth.data.files import FileSource
 from seldepth.data.images import open_image, read_depth_png, read_rgb
 from seldepth.data.sample import intrinsics_matrix, make_sample
+from seldepth.data.skipping import check_on_error
 
 # NYU Depth v2 Kinect colour intrinsics at 640x480 (fx, fy, cx, cy).
 NYU_INTRINSICS = (518.8579, 519.4696, 325.5824, 253.7362)
@@ -76,6 +77,7 @@ class NYUDenseDepth(Dataset):
 
     def __init__(self, path: str | os.PathLike, split: str = "test", max_depth_8bit: float = 10.0,
                  on_error: str = "stop"):
+        check_on_error(on_error, "on_error")
         path = Path(path)
         if not path.exists():
             raise DatasetError(f"{path}: no such file or folder")

@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 from seldepth.data.errors import DatasetError
 from seldepth.data.nyu import nyu_intrinsics
 from seldepth.data.sample import make_sample
+from seldepth.data.skipping import check_on_error
 
 SPLITS = ("train", "val", "test", "all")
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -148,8 +149,7 @@ class NYUH5(Dataset):
     layout = "sparse-to-dense / FastDepth HDF5 (rgb + depth per .h5 file)"
 
     def __init__(self, path: str | os.PathLike, split: str = "test", on_error: str = "stop"):
-        if on_error not in ("stop", "skip"):
-            raise ValueError(f"on_error must be 'stop' or 'skip', got {on_error!r}")
+        check_on_error(on_error, "on_error")
         path = Path(path)
         self.split = split
         self.on_error = on_error

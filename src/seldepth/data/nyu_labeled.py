@@ -26,6 +26,7 @@ from torch.utils.data import Dataset
 from seldepth.data.errors import DatasetError
 from seldepth.data.nyu import nyu_intrinsics
 from seldepth.data.sample import make_sample
+from seldepth.data.skipping import check_on_error
 
 SPLITS = ("train", "test", "all")
 SPLIT_KEYS = {"train": "trainNdxs", "test": "testNdxs"}
@@ -34,10 +35,6 @@ DEFAULT_SPLITS_NAME = "splits.mat"
 # Errors h5py raises for files and datasets it cannot read (DatasetError, a ValueError, is re-raised first).
 _H5_ERRORS = (OSError, KeyError, ValueError, TypeError, RuntimeError)
 
-
-def _check_on_error(on_error: str) -> None:
-    if on_error not in ("stop", "skip"):
-        raise ValueError(f"on_error must be 'stop' or 'skip', got {on_error!r}")
 
 
 def read_split_indices(path: str | os.PathLike, split: str) -> list[tuple[int, str]]:
@@ -148,7 +145,7 @@ class NYULabeled(Dataset):
 
     def __init__(self, path: str | os.PathLike, split: str = "test", splits: str | os.PathLike | None = None,
                  depth_key: str = "depths", semantics: bool = False, on_error: str = "stop"):
-        _check_on_error(on_error)
+        check_on_error(on_error, "on_error")
         self.path = Path(path)
         self.split = split
         self.depth_key = depth_key

@@ -21,11 +21,7 @@ from seldepth.data.errors import DatasetError
 from seldepth.data.images import read_depth_png, read_rgb
 from seldepth.data.nyu import NYU_INTRINSICS, NYU_SIZE
 from seldepth.data.sample import intrinsics_matrix, make_sample
-
-
-def _check_on_error(on_error: str) -> None:
-    if on_error not in ("stop", "skip"):
-        raise ValueError(f"on_error must be 'stop' or 'skip', got {on_error!r}")
+from seldepth.data.skipping import check_on_error
 
 
 def _parse_focal(text: str) -> float | None:
@@ -89,7 +85,7 @@ class NYUSync(Dataset):
 
     def __init__(self, path: str | os.PathLike, split: str = "test", root: str | os.PathLike | None = None,
                  on_error: str = "stop"):
-        _check_on_error(on_error)
+        check_on_error(on_error, "on_error")
         path = Path(path)
         if path.is_dir():
             path = find_list(path, split)

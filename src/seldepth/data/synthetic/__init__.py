@@ -13,9 +13,20 @@ Example::
 
 from seldepth.data.synthetic.camera import camera_pose, intrinsics
 from seldepth.data.synthetic.geometry import CLASSES, Scene
-from seldepth.data.synthetic.render import MAX_DEPTH, MIN_DEPTH, render, render_frame, render_sequence
+from seldepth.data.synthetic.render import (
+    MAX_DEPTH,
+    MIN_DEPTH,
+    render,
+    render_frame,
+    render_sequence,
+)
 from seldepth.data.synthetic.scene import sample_camera, sample_scene, sample_trajectory
-from seldepth.data.synthetic.writer import generate, parse_size, split_of_scenes, write_preview
+from seldepth.data.synthetic.writer import (
+    generate,
+    parse_size,
+    split_of_scenes,
+    write_preview,
+)
 
 __all__ = [
     "CLASSES",

@@ -16,7 +16,14 @@ from collections.abc import Sequence
 import numpy as np
 
 from seldepth.data.synthetic.camera import camera_rays, intrinsics
-from seldepth.data.synthetic.geometry import CEILING, CLASSES, FLOOR, WALL, Scene, room_hits
+from seldepth.data.synthetic.geometry import (
+    CEILING,
+    CLASSES,
+    FLOOR,
+    WALL,
+    Scene,
+    room_hits,
+)
 from seldepth.data.synthetic.scene import sample_scene, sample_trajectory
 from seldepth.data.synthetic.textures import albedo
 

@@ -29,7 +29,12 @@ import numpy as np
 from PIL import Image
 
 from seldepth.data.synthetic.geometry import CLASSES
-from seldepth.data.synthetic.render import MAX_DEPTH, MIN_DEPTH, _check_size, render_sequence
+from seldepth.data.synthetic.render import (
+    MAX_DEPTH,
+    MIN_DEPTH,
+    _check_size,
+    render_sequence,
+)
 
 SPLITS = ("train", "val", "test")
 FORMAT_VERSION = 1
