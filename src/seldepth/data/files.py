@@ -9,6 +9,22 @@ from pathlib import Path
 from seldepth.data.errors import DatasetError
 
 
+def read_bytes(source: str | os.PathLike | bytes, name: str, what: str = "file") -> bytes:
+    """The bytes of a file (bytes pass through); ``what`` names the kind of file in errors.
+
+    Raises:
+        DatasetError: naming ``name``, when the file is missing or cannot be read.
+    """
+    if isinstance(source, bytes):
+        return source
+    try:
+        return Path(source).read_bytes()
+    except FileNotFoundError:
+        raise DatasetError(f"{name}: {what} not found") from None
+    except OSError as exc:
+        raise DatasetError(f"{name}: {what} cannot be read ({exc})") from None
+
+
 class FileSource:
     """Files under a folder, or members of a zip archive (opened lazily, once per process).
 

@@ -15,7 +15,6 @@ horizontal field of view) at the image centre.
 
 from __future__ import annotations
 
-import io
 import math
 import os
 import re
@@ -28,7 +27,7 @@ from torch.utils.data import Dataset
 
 from seldepth.data.errors import DatasetError
 from seldepth.data.images import read_depth_png, read_rgb
-from seldepth.data.sample import intrinsics_matrix, make_sample
+from seldepth.data.sample import intrinsics_matrix, make_sample, read_intrinsics_file
 from seldepth.data.skipping import check_on_error
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
@@ -59,19 +58,6 @@ def _role(rel: Path) -> str | None:
 def _key(rel: Path) -> tuple[str, ...]:
     words = [w for part in (*rel.parent.parts, rel.stem) for w in _words(part) if w not in ROLE_WORDS]
     return tuple(words)
-
-
-def read_matrix(path: Path) -> torch.Tensor:
-    """A 3x3 matrix from ``.npy`` or whitespace text."""
-    try:
-        data = path.read_bytes()
-        arr = np.load(io.BytesIO(data)) if path.suffix == ".npy" else np.loadtxt(io.StringIO(data.decode()))
-        arr = np.asarray(arr, dtype=np.float64)
-        if arr.shape != (3, 3):
-            raise ValueError(f"shape {arr.shape}")
-    except (OSError, ValueError, UnicodeDecodeError, EOFError) as exc:
-        raise DatasetError(f"{path}: expected a 3x3 intrinsics matrix ({exc})") from None
-    return torch.from_numpy(arr).float()
 
 
 class FolderPairs(Dataset):
@@ -131,7 +117,7 @@ class FolderPairs(Dataset):
             raise DatasetError(f"{root}: scale: the depth PNGs need a depth scale (value per metre), e.g. "
                                f"folder:{root}?scale=1000 for millimetres or ?scale=256 for KITTI")
         self.K_file = next((root / n for n in INTRINSICS_FILES if (root / n).is_file()), None)
-        self.fixed_K = read_matrix(self.K_file) if self.K_file is not None else None
+        self.fixed_K = read_intrinsics_file(self.K_file) if self.K_file is not None else None
         self.focal = (fx, fy, cx, cy)
         if self.fixed_K is None and any(v is not None for v in self.focal) and any(v is None for v in self.focal):
             raise DatasetError("fx, fy, cx, cy: give all four intrinsics or none")

@@ -49,7 +49,7 @@ from seldepth.data.kitti_calib import (
     read_velodyne,
     velo_to_image,
 )
-from seldepth.data.sample import intrinsics_matrix, make_sample
+from seldepth.data.sample import intrinsics_matrix, make_sample, read_intrinsics_file
 from seldepth.data.skipping import check_on_error
 from seldepth.data.transforms import crop as crop_sample
 
@@ -451,7 +451,7 @@ class KITTIRaw(Dataset):
                 return self._calib_K[key]
         cam_txt = rgb.parent.parent / "cam.txt"
         if cam_txt not in self._cam_txt:
-            self._cam_txt[cam_txt] = _read_cam_txt(cam_txt) if cam_txt.is_file() else None
+            self._cam_txt[cam_txt] = read_intrinsics_file(cam_txt) if cam_txt.is_file() else None
         return self._cam_txt[cam_txt]
 
     # ----- Dataset
@@ -513,12 +513,3 @@ class KITTIRaw(Dataset):
         points = read_velodyne(item.depth_path)
         return torch.from_numpy(project_points(points, self._projections[key], size))[None]
 
-
-def _read_cam_txt(path: Path) -> torch.Tensor:
-    try:
-        K = np.loadtxt(path, dtype=np.float64)
-    except (ValueError, OSError) as exc:
-        raise DatasetError(f"{path}: not a 3x3 intrinsics matrix ({exc})") from None
-    if K.shape != (3, 3) or not np.isfinite(K).all():
-        raise DatasetError(f"{path}: expected a finite 3x3 intrinsics matrix, got shape {K.shape}")
-    return torch.from_numpy(K.astype(np.float32))

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from seldepth.data.errors import DatasetError
+from seldepth.data.files import read_bytes
 
 CAM_TO_CAM = "calib_cam_to_cam.txt"
 VELO_TO_CAM = "calib_velo_to_cam.txt"
@@ -54,12 +55,7 @@ def read_calib_file(source: str | os.PathLike | bytes, name: str | None = None) 
         DatasetError: naming the file, when it is missing or cannot be read.
     """
     name = name or str(source)
-    try:
-        raw = source if isinstance(source, bytes) else Path(source).read_bytes()
-    except FileNotFoundError:
-        raise DatasetError(f"{name}: calibration file not found") from None
-    except OSError as exc:
-        raise DatasetError(f"{name}: calibration file cannot be read ({exc})") from None
+    raw = read_bytes(source, name, "calibration file")
     data: dict[str, np.ndarray] = {}
     for line in raw.decode("utf-8", errors="replace").splitlines():
         key, sep, values = line.partition(":")
@@ -138,12 +134,7 @@ def read_velodyne(source: str | os.PathLike | bytes, name: str | None = None) ->
             16-byte points.
     """
     name = name or str(source)
-    try:
-        raw = source if isinstance(source, bytes) else Path(source).read_bytes()
-    except FileNotFoundError:
-        raise DatasetError(f"{name}: Velodyne scan not found") from None
-    except OSError as exc:
-        raise DatasetError(f"{name}: Velodyne scan cannot be read ({exc})") from None
+    raw = read_bytes(source, name, "Velodyne scan")
     if len(raw) % 16:
         raise DatasetError(f"{name}: not a Velodyne scan: {len(raw)} bytes is not a multiple of 16 "
                            "(4 float32 per point)")

@@ -7,6 +7,10 @@ intrinsics of the wrong shape. Depth is never resized here.
 
 from __future__ import annotations
 
+import io
+from pathlib import Path
+
+import numpy as np
 import torch
 
 from seldepth.data.errors import DatasetError
@@ -66,3 +70,20 @@ def make_sample(image: torch.Tensor, depth: torch.Tensor, K: torch.Tensor, meta:
 def intrinsics_matrix(fx: float, fy: float, cx: float, cy: float) -> torch.Tensor:
     """The (3, 3) pinhole matrix of ``fx, fy, cx, cy``."""
     return torch.tensor([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]], dtype=torch.float32)
+
+
+def read_intrinsics_file(path: Path) -> torch.Tensor:
+    """A finite 3x3 intrinsics matrix from ``.npy`` or whitespace-separated text.
+
+    Raises:
+        DatasetError: naming the file, when it is unreadable or not a finite 3x3 matrix.
+    """
+    try:
+        data = Path(path).read_bytes()
+        arr = np.load(io.BytesIO(data), allow_pickle=False) if str(path).endswith(".npy") else np.loadtxt(io.StringIO(data.decode()))
+        arr = np.asarray(arr, dtype=np.float64)
+    except (OSError, ValueError, UnicodeDecodeError, EOFError) as exc:
+        raise DatasetError(f"{path}: expected a 3x3 intrinsics matrix ({exc})") from None
+    if arr.shape != (3, 3) or not np.isfinite(arr).all():
+        raise DatasetError(f"{path}: expected a finite 3x3 intrinsics matrix, got shape {arr.shape}")
+    return torch.from_numpy(arr).float()
