@@ -80,6 +80,10 @@ def test_clamp_prediction_handles_inf_and_nan():
 def test_crops_at_native_resolution():
     assert crop_bounds("eigen_nyu", 480, 640) == (45, 471, 41, 601)
     assert crop_bounds("garg", 375, 1242) == (153, 371, 44, 1197)
+    assert crop_bounds("eigen_kitti", 375, 1242) == (124, 342, 44, 1197)
+    from seldepth.protocol import get_protocol
+
+    assert get_protocol("kitti_eigen").crop == "eigen_kitti" and get_protocol("kitti_eigen").max_depth == 80.0
 
 
 def test_metric_averages_per_image_not_per_pixel():

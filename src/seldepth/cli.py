@@ -198,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate a model on a data set under a protocol")
     p.add_argument("--model", required=True, help="model file (.safetensors) or training checkpoint (.ckpt)")
     _add_data_arguments(p)
-    p.add_argument("--protocol", default="nyu", help="nyu (1e-3..10 m, Eigen crop), kitti (1e-3..80 m, Garg crop), none")
+    p.add_argument("--protocol", default="nyu", help="nyu (1e-3..10 m, Eigen crop), kitti (1e-3..80 m, Garg crop), kitti_eigen (Eigen crop), synthetic, none")
     p.add_argument("--flip", action="store_true", help="horizontal-flip test-time averaging")
     p.add_argument("--caps", type=_floats, default=(), help="extra depth caps in metres, e.g. 4,6,8")
     p.add_argument("--batch-size", type=int, default=4)

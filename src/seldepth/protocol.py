@@ -3,6 +3,7 @@
 Presets (SPEC.md section 3):
     ``nyu``    1e-3 < gt < 10 m, Eigen crop (rows 45:471, cols 41:601 of 480x640)
     ``kitti``  1e-3 < gt < 80 m, Garg crop
+    ``kitti_eigen``  1e-3 < gt < 80 m, Eigen crop
     ``synthetic``  1e-3 < gt < 10 m, no crop (rendered images have no border)
 Crops are stored as fractions of the image, so they apply to any resolution and give the
 exact published pixel ranges at the data sets' native sizes.
@@ -90,6 +91,7 @@ class Protocol:
 PRESETS = {
     "nyu": Protocol("nyu", 1e-3, 10.0, "eigen_nyu"),
     "kitti": Protocol("kitti", 1e-3, 80.0, "garg"),
+    "kitti_eigen": Protocol("kitti_eigen", 1e-3, 80.0, "eigen_kitti"),
     "synthetic": Protocol("synthetic", 1e-3, 10.0, None),
     "none": Protocol("none", 1e-3, 1e6, None),
 }
