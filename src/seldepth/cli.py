@@ -163,6 +163,15 @@ def cmd_experiment(args: argparse.Namespace) -> None:
           f"{args.out}/summary.csv, summary.md, experiment.json; report: seldepth report {args.out}/*/ --out report.html")
 
 
+def cmd_predict(args: argparse.Namespace) -> None:
+    from seldepth.prediction import predict_paths, resolve_intrinsics
+
+    intrinsics = resolve_intrinsics(args.fx, args.fy, args.cx, args.cy, args.fov)
+    summary = predict_paths(args.model, args.inputs, args.out, batch_size=args.batch_size, depth_range=args.range,
+                            ply=args.ply, intrinsics=intrinsics, flip=args.flip, video_npy=args.video_npy)
+    print(summary.format(args.out))
+
+
 def cmd_models(args: argparse.Namespace) -> None:
     from seldepth.models import create_model, list_models
 
@@ -170,6 +179,49 @@ def cmd_models(args: argparse.Namespace) -> None:
         model = create_model(name)
         print(f"{name:12s} {model.num_parameters():>10,} parameters  {model.flops(192, 256) / 1e9:6.3f} GFLOPs at 192x256 "
               "(2 FLOPs per multiply-add)")
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from seldepth.export import check_export_args, export_onnx, quantize_int8
+    from seldepth.models.model_file import load_model
+
+    check_export_args(args.format, args.int8, args.calibration)
+    model = load_model(args.model)
+    dataset = None
+    if args.int8:
+        from seldepth.data.spec import describe_dataset, open_dataset
+
+        dataset = open_dataset(args.calibration, split=args.split, key="--calibration")
+        print(f"calibration {args.calibration}: {describe_dataset(dataset)}")
+    out = Path(args.out)
+    fp32_out = out.with_name(out.stem + "_fp32.onnx") if args.int8 else out
+    check = [dataset[i]["image"] for i in range(min(2, len(dataset)))] if dataset is not None else None
+    info = export_onnx(model, fp32_out, dynamic=args.dynamic, opset=args.opset, check_images=check, source=args.model)
+    print(f"wrote {fp32_out}: {model.name}, opset {info['opset']}, input {'dynamic batch and HxW (multiples of ' + str(getattr(model, 'size_multiple', 1)) + ')' if args.dynamic else 'x'.join(map(str, info['input_size']))}; "
+          f"max abs diff vs torch {info['max_abs_diff_m']:.2e} m over {info['checked_inputs']} inputs")
+    if args.int8:
+        q = quantize_int8(fp32_out, out, dataset, num_images=args.calibration_images)
+        print(f"wrote {out}: INT8 ({q['settings']['quant_format']}, per-channel {q['settings']['per_channel']}, "
+              f"{q['num_images']} calibration images); vs FP32 max abs diff {q['max_abs_diff_m']:.3f} m, "
+              f"mean {q['mean_abs_diff_m']:.4f} m")
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    from seldepth.bench import benchmark, check_benchmark_args, format_benchmark, parse_size
+
+    size = parse_size(args.size)
+    check_benchmark_args(args.model, size, args.threads, args.runs, args.warmup)
+    if not Path(args.model).is_file():
+        raise FileNotFoundError(f"model file not found: {args.model}")
+    result = benchmark(args.model, size=size, threads=args.threads, runs=args.runs, warmup=args.warmup,
+                       int8_calibration=args.calibration, int8_images=args.calibration_images,
+                       compile=not args.no_compile, compile_budget_s=args.compile_budget, progress=True)
+    print(format_benchmark(result))
+    if args.json:
+        from seldepth.atomic import write_text_atomic
+
+        write_text_atomic(args.json, json.dumps(result, indent=2))
+        print(f"wrote {args.json}")
 
 
 DATA_HELP = ("data spec KIND:PATH[?key=value&...]: nyu:PATH (labeled .mat, DenseDepth folder/zip/CSV, BTS sync "
@@ -265,8 +317,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, help="runs trained at once (default the file's jobs:)")
     p.set_defaults(func=cmd_experiment)
 
+    p = sub.add_parser("predict", help="depth for images, folders, list files and videos: .npy, 16-bit PNG, colour map, PLY, .mp4")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="image file, folder (searched recursively), text file listing image paths, or video (.mp4/.avi/.mov/.mkv/.webm)")
+    p.add_argument("--model", required=True, help="model file (.safetensors) or training checkpoint (.ckpt)")
+    p.add_argument("--out", required=True, help="output folder (sub-folders of a folder input are kept)")
+    p.add_argument("--batch-size", type=int, default=4, help="images or video frames per forward pass (default 4)")
+    p.add_argument("--range", help="fixed colour range MIN,MAX in metres (default: per image; per video from its first frames)")
+    p.add_argument("--ply", action="store_true", help="also write NAME.ply point clouds (needs intrinsics)")
+    p.add_argument("--fx", type=float, help="focal length in pixels (with --fy --cx --cy) for --ply")
+    p.add_argument("--fy", type=float, help="default --fx")
+    p.add_argument("--cx", type=float, help="principal point in pixels (default the image centre)")
+    p.add_argument("--cy", type=float)
+    p.add_argument("--fov", type=float, help="horizontal field of view in degrees instead of --fx/--fy (principal point at the centre)")
+    p.add_argument("--video-npy", action="store_true", help="also save each video's depth frames as NAME_depth.npy (T, H, W)")
+    p.add_argument("--flip", action="store_true", help="horizontal-flip test-time averaging")
+    p.set_defaults(func=cmd_predict)
+
     p = sub.add_parser("models", help="list registered models with their size and cost")
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("export", help="export a model to ONNX (checked against torch), optionally INT8-quantised")
+    p.add_argument("--model", required=True, help="model file (.safetensors) or training checkpoint (.ckpt)")
+    p.add_argument("--format", default="onnx", help="export format (only onnx)")
+    p.add_argument("--out", required=True, help="output .onnx file (with --int8 the FP32 file goes beside it as *_fp32.onnx)")
+    p.add_argument("--dynamic", action="store_true", help="dynamic batch, height and width (multiples of the model's size multiple)")
+    p.add_argument("--opset", type=int, help="ONNX opset (default the exporter's)")
+    p.add_argument("--int8", action="store_true", help="static INT8 quantisation with ONNX Runtime (needs --calibration)")
+    p.add_argument("--calibration", help="data spec of calibration images, e.g. nyu:PATH (see seldepth eval --help)")
+    p.add_argument("--calibration-images", type=int, default=16, help="calibration images (default 16)")
+    p.add_argument("--split", default="test", help="split of the calibration data (default test)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("bench", help="parameters, FLOPs and CPU latency: eager, torch.compile, ORT FP32 and INT8 side by side")
+    p.add_argument("--model", required=True, help="model file (.safetensors) or training checkpoint (.ckpt)")
+    p.add_argument("--size", default="192x256", help="network input HxW (default 192x256)")
+    p.add_argument("--threads", type=int, default=2, help="torch and ONNX Runtime intra-op threads (default 2)")
+    p.add_argument("--runs", type=int, default=50, help="timed calls per backend (default 50)")
+    p.add_argument("--warmup", type=int, default=10, help="untimed calls per backend first (default 10)")
+    p.add_argument("--calibration", help="data spec of INT8 calibration images (default: no INT8)")
+    p.add_argument("--calibration-images", type=int, default=16, help="calibration images (default 16)")
+    p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    p.add_argument("--compile-budget", type=float, default=180.0, help="seconds torch.compile's first call may take (default 180)")
+    p.add_argument("--json", help="also write the results as JSON here")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -85,7 +85,7 @@ def load_state_dict_checked(model: torch.nn.Module, state: dict[str, torch.Tenso
 
 
 def load_model(path: str | os.PathLike) -> DepthModel:
-    """Load a model file (``.safetensors``) or a Lightning checkpoint (``.ckpt``), in eval mode.
+    """Load a model file (``.safetensors``), a Lightning checkpoint (``.ckpt``) or an ONNX export (``.onnx``), in eval mode.
 
     The returned model carries ``preprocessing`` (:class:`Preprocessing`) and ``metadata`` (dict).
 
@@ -98,6 +98,10 @@ def load_model(path: str | os.PathLike) -> DepthModel:
         raise FileNotFoundError(f"model file not found: {path}")
     if path.suffix == ".ckpt":
         return _load_lightning_checkpoint(path)
+    if path.suffix == ".onnx":
+        from seldepth.onnx_model import OnnxDepthModel  # ONNX Runtime session with the same interface
+
+        return OnnxDepthModel(path)
     meta = read_metadata(path)
     model = create_model(meta["architecture"])
     load_state_dict_checked(model, load_file(str(path)), str(path))

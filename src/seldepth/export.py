@@ -1,0 +1,384 @@
+"""Exporting a depth model to ONNX (checked against torch) and quantising it to INT8 with ONNX Runtime.
+
+The ONNX graph takes the *preprocessed* image ``image: (B, 3, h, w)`` float32 and returns
+``depth: (B, 1, h', w')`` in metres. Its ``metadata_props`` record what is needed to use it
+(all strings, JSON where structured):
+
+    ``format``          ``seldepth-onnx-1``
+    ``architecture``    registry name of the source model, e.g. ``meter_xxs``
+    ``config``          the architecture's dataclass config
+    ``preprocessing``   :class:`~seldepth.models.preprocessing.Preprocessing` as a dict
+    ``output_unit``     ``m``
+    ``size_multiple``   input sides the graph accepts (dynamic export) without padding
+    ``dynamic``         ``true`` if batch, height and width are dynamic
+    ``precision``       ``fp32`` or ``int8``
+    ``provenance``      the source model file's provenance plus the export's (source file, check)
+
+Example:
+    >>> info = export_onnx(load_model("meter_xxs_nyu.safetensors"), "meter.onnx")
+    >>> info["max_abs_diff_m"] < 1e-4
+    True
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from seldepth.models.preprocessing import Preprocessing
+
+ONNX_FORMAT = "seldepth-onnx-1"
+EXPORT_FORMATS = ("onnx",)
+FP32_TOLERANCE_M = 1e-4
+
+
+class ExportError(ValueError):
+    """A bad export request (format, options) or an export that failed its check."""
+
+
+def check_export_args(fmt: str, int8: bool = False, calibration: str | None = None) -> None:
+    """Fail before any work on an unknown format or ``int8`` without calibration data."""
+    if fmt not in EXPORT_FORMATS:
+        raise ExportError(f"unknown export format {fmt!r}; available: {', '.join(EXPORT_FORMATS)}")
+    if int8 and not calibration:
+        raise ExportError("--int8 needs --calibration DATA_SPEC (images to calibrate the activation ranges)")
+
+
+def _tmp_beside(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def _save_onnx_atomic(proto, path: Path) -> None:
+    import onnx
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_beside(path)
+    try:
+        onnx.save_model(proto, str(tmp))
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _quiet():
+    """Silence the exporter's progress lines and warnings (they go to stdout, stderr and logging)."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+    stack.enter_context(warnings.catch_warnings())
+    warnings.simplefilter("ignore")
+    for name in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript"):
+        logger = logging.getLogger(name)
+        old = logger.level
+        logger.setLevel(logging.ERROR)
+        stack.callback(logger.setLevel, old)
+    return stack
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Replicate-pad (bottom, right) a (B, C, H, W) batch so that H and W are multiples of ``multiple``."""
+    ph, pw = (-x.shape[-2]) % multiple, (-x.shape[-1]) % multiple
+    return F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
+
+
+def ort_session(path: str | os.PathLike, threads: int | None = None, optimization: str = "all"):
+    """An ONNX Runtime CPU session on ``path`` with ``threads`` intra-op threads (None: ORT's default)."""
+    import onnxruntime as ort
+
+    levels = {"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+              "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
+    if optimization not in levels:
+        raise ValueError(f"unknown graph optimisation level {optimization!r}; available: {', '.join(levels)}")
+    so = ort.SessionOptions()
+    so.graph_optimization_level = levels[optimization]
+    so.log_severity_level = 3
+    if threads:
+        so.intra_op_num_threads = int(threads)
+        so.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def _preprocessing_of(model) -> Preprocessing:
+    return getattr(model, "preprocessing", None) or Preprocessing()
+
+
+def export_onnx(model: torch.nn.Module, path: str | os.PathLike, input_size: tuple[int, int] | None = None,
+                dynamic: bool = False, opset: int | None = None, check_images: list[torch.Tensor] | None = None,
+                source: str | os.PathLike | None = None, verbose: bool = False) -> dict:
+    """Export a depth model to ONNX with the dynamo exporter and check it against torch with ONNX Runtime.
+
+    Args:
+        model: a :class:`~seldepth.models.base.DepthModel` (e.g. from ``load_model``; its
+            ``preprocessing`` and ``metadata`` are recorded).
+        path: output ``.onnx`` file (written atomically).
+        input_size: (h, w) of the network input; default ``model.preprocessing.input_size``.
+        dynamic: make batch, height and width dynamic. Height and width then must be multiples
+            of ``model.size_multiple`` (64 for METER: its internal padding to 64 does not
+            export with symbolic sizes); :class:`~seldepth.onnx_model.OnnxDepthModel` pads
+            other sizes itself, as METER's ``forward`` does. Otherwise all sizes are fixed (batch 1).
+        opset: ONNX opset (default the exporter's).
+        check_images: optional (3, H, W) RGB images in [0, 1]; preprocessed and checked too.
+        source: the model file the model came from (recorded in the provenance).
+
+    Returns:
+        ``{"path", "max_abs_diff_m", "checked_inputs", "input_size", "dynamic", "opset"}``.
+
+    Raises:
+        ExportError: the ONNX output differs from torch by more than 1e-4 m.
+    """
+    import onnx
+
+    path = Path(path)
+    prep = _preprocessing_of(model)
+    size = tuple(input_size or prep.input_size or (192, 256))
+    if len(size) != 2 or min(size) < 1:
+        raise ExportError(f"input_size must be (h, w) with positive sides, got {size}")
+    multiple = int(getattr(model, "size_multiple", 1) or 1)
+    if dynamic and (size[0] % multiple or size[1] % multiple):
+        raise ExportError(f"a dynamic export traces at sides that are multiples of {multiple}; got input size {size}")
+    was_training = model.training
+    model.eval()
+    batch = 2 if dynamic else 1
+    example = torch.randn(batch, 3, *size, generator=torch.Generator().manual_seed(0))
+    kwargs = {"dynamo": True, "input_names": ["image"], "output_names": ["depth"], "verbose": False}
+    if opset is not None:
+        kwargs["opset_version"] = int(opset)
+    if dynamic:
+        from torch.export import Dim
+
+        arg = "image" if "image" in _forward_arg_names(model) else _forward_arg_names(model)[0]
+        if multiple > 1:
+            hd = multiple * Dim("height_blocks", min=1, max=max(2, 4096 // multiple))
+            wd = multiple * Dim("width_blocks", min=1, max=max(2, 4096 // multiple))
+        else:
+            hd, wd = Dim("height", min=2, max=4096), Dim("width", min=2, max=4096)
+        kwargs["dynamic_shapes"] = {arg: {0: Dim("batch", min=1, max=1024), 2: hd, 3: wd}}
+    tmp = _tmp_beside(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with (contextlib.nullcontext() if verbose else _quiet()):
+            torch.onnx.export(model, (example,), str(tmp), **kwargs)
+        proto = onnx.load(str(tmp))
+    finally:
+        tmp.unlink(missing_ok=True)
+        model.train(was_training)
+
+    meta = getattr(model, "metadata", None) or {}
+    provenance = dict(meta.get("provenance") or {})
+    provenance["onnx_export"] = {"source_file": str(source) if source else None, "exporter": "torch.onnx.export(dynamo=True)",
+                                 "torch": torch.__version__, "input_size": list(size), "dynamic": dynamic}
+    props = {
+        "format": ONNX_FORMAT,
+        "architecture": getattr(model, "name", "") or type(model).__name__,
+        "config": json.dumps(model.config_dict() if hasattr(model, "config_dict") else meta.get("config", {})),
+        "preprocessing": json.dumps(prep.to_dict()),
+        "output_unit": "m",
+        "size_multiple": str(multiple),
+        "dynamic": "true" if dynamic else "false",
+        "precision": "fp32",
+        "provenance": json.dumps(provenance),
+    }
+    onnx.helper.set_model_props(proto, props)
+    opset_used = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+
+    # check against torch before the file lands at its final path
+    inputs = [example]
+    if dynamic:
+        other = (size[0] + multiple if multiple > 1 else size[0] + 8, size[1] + multiple if multiple > 1 else size[1] + 8)
+        inputs.append(torch.randn(1, 3, *other, generator=torch.Generator().manual_seed(1)))
+    else:
+        inputs.append(torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(1)))
+    fixed_prep = Preprocessing(size, prep.mean, prep.std, prep.resize)
+    for image in check_images or []:
+        inputs.append(fixed_prep(image[None].float()))
+    with tempfile.TemporaryDirectory() as tmpdir:
+        candidate = Path(tmpdir) / "model.onnx"
+        onnx.save_model(proto, str(candidate))
+        diff = max_abs_difference(model, candidate, inputs)
+    if not diff <= FP32_TOLERANCE_M:
+        raise ExportError(f"ONNX export of {props['architecture']} differs from torch by {diff:.3g} m "
+                          f"(> {FP32_TOLERANCE_M:g} m); not written to {path}")
+    provenance["onnx_export"]["max_abs_diff_m"] = diff
+    onnx.helper.set_model_props(proto, {**props, "provenance": json.dumps(provenance)})
+    _save_onnx_atomic(proto, path)
+    return {"path": str(path), "max_abs_diff_m": diff, "checked_inputs": len(inputs), "input_size": list(size),
+            "dynamic": dynamic, "opset": opset_used}
+
+
+def _forward_arg_names(model) -> list[str]:
+    import inspect
+
+    return [p for p in inspect.signature(model.forward).parameters]
+
+
+@torch.no_grad()
+def max_abs_difference(model: torch.nn.Module, onnx_path: str | os.PathLike, inputs: list[torch.Tensor],
+                       threads: int | None = None) -> float:
+    """Largest |torch - ONNX Runtime| over preprocessed ``inputs`` (each (B, 3, h, w)), in metres."""
+    session = ort_session(onnx_path, threads=threads)
+    name = session.get_inputs()[0].name
+    was_training = model.training
+    model.eval()
+    try:
+        worst = 0.0
+        for x in inputs:
+            ref = model(x.float()).numpy()
+            out = session.run(None, {name: x.float().numpy()})[0]
+            if out.shape != ref.shape:
+                raise ExportError(f"ONNX output shape {out.shape} differs from torch's {ref.shape} for input {tuple(x.shape)}")
+            worst = max(worst, float(np.abs(out - ref).max()))
+    finally:
+        model.train(was_training)
+    return worst
+
+
+def read_onnx_props(path: str | os.PathLike) -> dict[str, str]:
+    """The raw ``metadata_props`` of an ONNX file."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    return {p.key: p.value for p in proto.metadata_props}
+
+
+def calibration_inputs(dataset, preprocessing: Preprocessing, num_images: int, size_multiple: int = 1) -> list[np.ndarray]:
+    """The first ``num_images`` images of ``dataset``, preprocessed as the model records: (1, 3, h, w) float32 arrays."""
+    n = min(int(num_images), len(dataset))
+    if n < 1:
+        raise ExportError(f"calibration data set has no images (asked for {num_images})")
+    out = []
+    for i in range(n):
+        image = dataset[i]["image"]
+        x = preprocessing(image[None].float())
+        out.append(pad_to_multiple(x, size_multiple).contiguous().numpy().astype(np.float32))
+    return out
+
+
+def quantize_int8(onnx_path: str | os.PathLike, out_path: str | os.PathLike, calibration_dataset, num_images: int = 16,
+                  per_channel: bool = True, quant_format: str = "QOperator", calibrate_method: str = "MinMax",
+                  op_types: tuple[str, ...] | None = ("Conv",), exclude_last: bool = True, reduce_range: bool = False,
+                  activation_type: str = "QUInt8", pre_process: bool = True) -> dict:
+    """Static INT8 quantisation with ONNX Runtime, calibrated on images of a data set.
+
+    Each calibration image is preprocessed with the preprocessing recorded in ``onnx_path``.
+    Defaults (measured fastest on x64): QOperator format (QLinearConv), weights signed INT8 per output
+    channel, activations unsigned INT8 (the U8S8 kernels), Conv nodes only; activation
+    ranges from ``calibrate_method`` (``MinMax``, ``Entropy``, ``Percentile``). The model is
+    first run through ``quant_pre_process`` (shape inference and ORT graph optimisation).
+
+    Args:
+        onnx_path: an FP32 export of :func:`export_onnx`.
+        out_path: output ``.onnx`` (written atomically), with the FP32 file's metadata
+            (``precision`` = ``int8``, quantisation settings in ``provenance``).
+        calibration_dataset: a data set of sample dicts (``image`` (3, H, W) in [0, 1]).
+        num_images: calibration images (the first ones of the data set).
+        quant_format: ``QDQ`` (QuantizeLinear/DequantizeLinear pairs) or ``QOperator`` (QLinearConv ...).
+        op_types: op types to quantise (None: all that ORT supports).
+        exclude_last: keep the last node producing the depth output (the output conv) in FP32.
+        activation_type: ``QInt8`` (asymmetric, signed) or ``QUInt8`` (the x64 U8S8 kernels' input type).
+
+    Returns:
+        ``{"path", "num_images", "max_abs_diff_m", "mean_abs_diff_m", "settings"}``: the difference
+        to the FP32 model on the calibration images.
+    """
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    onnx_path, out_path = Path(onnx_path), Path(out_path)
+    props = read_onnx_props(onnx_path)
+    if "preprocessing" not in props:
+        raise ExportError(f"{onnx_path}: no 'preprocessing' in the ONNX metadata; export it with seldepth export")
+    formats = {"QDQ": QuantFormat.QDQ, "QOperator": QuantFormat.QOperator}
+    methods = {"MinMax": CalibrationMethod.MinMax, "Entropy": CalibrationMethod.Entropy,
+               "Percentile": CalibrationMethod.Percentile}
+    if quant_format not in formats:
+        raise ExportError(f"unknown quant_format {quant_format!r}; available: {', '.join(formats)}")
+    if activation_type not in ("QInt8", "QUInt8"):
+        raise ExportError(f"unknown activation_type {activation_type!r}; available: QInt8, QUInt8")
+    if calibrate_method not in methods:
+        raise ExportError(f"unknown calibrate_method {calibrate_method!r}; available: {', '.join(methods)}")
+    prep = Preprocessing.from_dict(json.loads(props["preprocessing"]))
+    multiple = int(props.get("size_multiple", "1"))
+    inputs = calibration_inputs(calibration_dataset, prep, num_images, multiple)
+    input_name = ort_session(onnx_path).get_inputs()[0].name
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self._it = iter(inputs)
+
+        def get_next(self):
+            x = next(self._it, None)
+            return None if x is None else {input_name: x}
+
+    settings = {"per_channel": per_channel, "quant_format": quant_format, "calibrate_method": calibrate_method,
+                "op_types": list(op_types) if op_types else None, "exclude_last": exclude_last,
+                "reduce_range": reduce_range, "activation_type": activation_type, "weight_type": "QInt8",
+                "calibration_images": len(inputs), "pre_process": pre_process}
+    with tempfile.TemporaryDirectory() as tmpdir:
+        source = onnx_path
+        if pre_process:
+            source = Path(tmpdir) / "pre.onnx"
+            with _quiet():
+                quant_pre_process(str(onnx_path), str(source), skip_symbolic_shape=True)
+        model = onnx.load(str(source))
+        exclude = []
+        if exclude_last:
+            out_name = model.graph.output[0].name
+            exclude = [n.name for n in model.graph.node if out_name in n.output or _feeds_only_output(model, n, out_name)]
+        settings["nodes_excluded"] = exclude
+        qpath = Path(tmpdir) / "int8.onnx"
+        with _quiet():
+            quantize_static(str(source), str(qpath), Reader(), quant_format=formats[quant_format],
+                            op_types_to_quantize=list(op_types) if op_types else None, per_channel=per_channel,
+                            reduce_range=reduce_range, activation_type=getattr(QuantType, activation_type), weight_type=QuantType.QInt8,
+                            nodes_to_exclude=exclude, calibrate_method=methods[calibrate_method],
+                            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+        qmodel = onnx.load(str(qpath))
+        fp32 = ort_session(onnx_path)
+        int8 = ort_session(qpath)
+        diffs = []
+        for x in inputs:
+            a = fp32.run(None, {input_name: x})[0]
+            b = int8.run(None, {input_name: x})[0]
+            diffs.append(np.abs(a - b))
+        max_diff = float(max(d.max() for d in diffs))
+        mean_diff = float(np.mean([d.mean() for d in diffs]))
+        provenance = json.loads(props.get("provenance", "{}"))
+        provenance["int8_quantization"] = {**settings, "source_file": str(onnx_path), "max_abs_diff_m": max_diff,
+                                           "mean_abs_diff_m": mean_diff}
+        del qmodel.metadata_props[:]
+        onnx.helper.set_model_props(qmodel, {**props, "precision": "int8", "provenance": json.dumps(provenance)})
+        _save_onnx_atomic(qmodel, out_path)
+    return {"path": str(out_path), "num_images": len(inputs), "max_abs_diff_m": max_diff, "mean_abs_diff_m": mean_diff,
+            "settings": settings}
+
+
+def _feeds_only_output(model, node, out_name: str) -> bool:
+    """True for a Conv whose output flows to the graph output through shape-only / element-wise nodes (e.g. a crop)."""
+    if node.op_type != "Conv":
+        return False
+    consumers = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    frontier = list(node.output)
+    seen = 0
+    while frontier and seen < 8:
+        name = frontier.pop()
+        seen += 1
+        if name == out_name:
+            return True
+        for n in consumers.get(name, []):
+            if n.op_type in ("Slice", "Identity", "Relu", "Sigmoid", "Mul", "Add", "Clip"):
+                frontier.extend(n.output)
+    return False

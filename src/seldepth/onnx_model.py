@@ -1,0 +1,140 @@
+"""A depth model run by ONNX Runtime, usable wherever a torch depth model is (``predict_depth``, ``evaluate``)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from seldepth.export import ONNX_FORMAT, pad_to_multiple, ort_session
+from seldepth.models.preprocessing import Preprocessing
+
+
+class OnnxDepthModel:
+    """An ONNX export of :func:`seldepth.export.export_onnx` behind the interface of a torch depth model.
+
+    ``model(x)`` takes the preprocessed batch ``x: (B, 3, h, w)`` (torch, float) and returns depth
+    ``(B, 1, h', w')`` in metres as a CPU torch tensor. ``preprocessing``, ``name`` and ``metadata``
+    come from the file's metadata. It has no parameters or buffers, is always in eval mode, and
+    ``eval()`` / ``train()`` return itself, so :func:`~seldepth.inference.predict_depth` and
+    :func:`~seldepth.evaluation.evaluate` take it unchanged.
+
+    A fixed-size export runs batches of any size (one run per fixed batch) but only its input size;
+    a dynamic export (multiples of ``size_multiple``) pads other sizes (replicate, bottom and
+    right) and crops the output back, as METER's ``forward`` does.
+
+    Args:
+        path: the ``.onnx`` file.
+        threads: ONNX Runtime intra-op threads (None: ORT's default, all cores).
+        optimization: ORT graph optimisation level: ``disable``, ``basic``, ``extended``, ``all``.
+
+    Example:
+        >>> model = OnnxDepthModel("meter_xxs_nyu.onnx", threads=2)
+        >>> depth = predict_depth(model, images)   # (B, 1, H, W) metres
+    """
+
+    training = False
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None, optimization: str = "all"):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"ONNX model not found: {self.path}")
+        try:
+            self.session = ort_session(self.path, threads=threads, optimization=optimization)
+        except Exception as exc:  # ORT raises its own exception types for unreadable files
+            raise ValueError(f"{self.path}: not a loadable ONNX model ({type(exc).__name__}: {exc})") from None
+        props = dict(self.session.get_modelmeta().custom_metadata_map)
+        if "preprocessing" not in props:
+            raise ValueError(f"{self.path}: the ONNX metadata has no 'preprocessing' (keys: {', '.join(sorted(props)) or 'none'}); "
+                             f"export the model with `seldepth export` so that its preprocessing is recorded")
+        meta = dict(props)
+        for key in ("config", "preprocessing", "provenance"):
+            try:
+                meta[key] = json.loads(props.get(key, "{}"))
+            except json.JSONDecodeError:
+                raise ValueError(f"{self.path}: ONNX metadata {key!r} is not valid JSON") from None
+        if meta.get("output_unit", "m") != "m":
+            raise ValueError(f"{self.path}: output unit {meta['output_unit']!r}; seldepth models output metres ('m')")
+        self.metadata = meta
+        self.preprocessing = Preprocessing.from_dict(meta["preprocessing"])
+        self.name = meta.get("architecture") or self.path.stem
+        self.threads = threads
+        self.size_multiple = int(meta.get("size_multiple", "1") or 1)
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        self.input_shape = tuple(d if isinstance(d, int) else None for d in inp.shape)
+
+    # the parts of nn.Module that the library's functions use
+    def eval(self) -> "OnnxDepthModel":
+        return self
+
+    def train(self, mode: bool = True) -> "OnnxDepthModel":
+        return self
+
+    def to(self, *args, **kwargs) -> "OnnxDepthModel":
+        return self
+
+    def parameters(self):
+        return iter(())
+
+    def buffers(self):
+        return iter(())
+
+    def num_parameters(self) -> int:
+        """Number of weights stored in the graph's initialisers (INT8 weights count once)."""
+        import onnx
+
+        proto = onnx.load(str(self.path), load_external_data=False)
+        return int(sum(math.prod(t.dims) for t in proto.graph.initializer if len(t.dims) > 1 or
+                       (len(t.dims) == 1 and t.dims[0] > 1 and t.data_type in (1, 3, 6))))
+
+    def __repr__(self) -> str:
+        return (f"OnnxDepthModel({str(self.path)!r}, {self.name}, {self.metadata.get('precision', 'fp32')}, "
+                f"input {self.input_shape})")
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Depth for a preprocessed batch.
+
+        Args:
+            x: (B, 3, h, w) float, normalised as ``preprocessing`` does.
+
+        Returns:
+            (B, 1, h', w') float32 depth in metres (CPU).
+        """
+        if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"expected a preprocessed batch (B, 3, h, w), got {getattr(x, 'shape', type(x).__name__)}")
+        x = x.detach().cpu().float()
+        fixed_b, fixed_h, fixed_w = self.input_shape[0], self.input_shape[2], self.input_shape[3]
+        h, w = x.shape[-2:]
+        crop = None
+        if fixed_h is not None and fixed_w is not None:
+            if (h, w) != (fixed_h, fixed_w):
+                raise ValueError(f"{self.path} was exported for a fixed input of {fixed_h}x{fixed_w}, got {h}x{w}; "
+                                 f"preprocess with its preprocessing or export with --dynamic")
+        elif self.size_multiple > 1 and (h % self.size_multiple or w % self.size_multiple):
+            x = pad_to_multiple(x, self.size_multiple)
+            crop = (h, w)
+        chunk = fixed_b or len(x)
+        if len(x) % chunk:
+            raise ValueError(f"{self.path} was exported for batches of {fixed_b}; got a batch of {len(x)}")
+        outs = [self.session.run(None, {self.input_name: np.ascontiguousarray(x[i:i + chunk].numpy())})[0]
+                for i in range(0, len(x), chunk)]
+        depth = torch.from_numpy(np.concatenate(outs) if len(outs) > 1 else outs[0])
+        if crop is not None:
+            ph, pw = x.shape[-2:]
+            depth = depth[..., : math.ceil(crop[0] * depth.shape[-2] / ph), : math.ceil(crop[1] * depth.shape[-1] / pw)]
+        return depth
+
+    forward = __call__
+
+
+def load_onnx_model(path: str | os.PathLike, threads: int | None = None) -> OnnxDepthModel:
+    """Load an ONNX export as an :class:`OnnxDepthModel`."""
+    return OnnxDepthModel(path, threads=threads)
+
+
+__all__ = ["OnnxDepthModel", "load_onnx_model", "ONNX_FORMAT"]

@@ -1,0 +1,143 @@
+"""Per-image outputs of ``seldepth predict``: depth as .npy (metres) and 16-bit PNG (mm), a colour map, a PLY.
+
+Every file is written to a temporary name beside its target and renamed into place, so a run
+killed at any moment leaves whole files only.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from seldepth.report.colormap import colorize_depth
+
+PNG_SCALE = 1000.0  # 16-bit PNG holds millimetres (NYU convention); 0 = invalid
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike):
+    """Yield a temporary path beside ``path``; on success rename it to ``path``, on error remove it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_npy(path: str | os.PathLike, array: np.ndarray) -> Path:
+    """``np.save`` atomically (the name is kept as given)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, array)
+    return Path(path)
+
+
+def save_png(path: str | os.PathLike, image: Image.Image | np.ndarray) -> Path:
+    """Save a PIL image or a uint8 / uint16 array as PNG, atomically."""
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        image.save(f, format="PNG")
+    return Path(path)
+
+
+def depth_to_png16(depth: np.ndarray) -> np.ndarray:
+    """(H, W) metres -> (H, W) uint16 millimetres: round(depth * 1000) clipped to 65535; 0 where not finite or <= 0."""
+    d = np.asarray(depth, dtype=np.float64)
+    valid = np.isfinite(d) & (d > 0)
+    mm = np.clip(np.rint(np.where(valid, d, 0.0) * PNG_SCALE), 0, 65535)
+    return mm.astype(np.uint16)
+
+
+def parse_range(value) -> tuple[float, float] | None:
+    """A colour range ``(min, max)`` in metres from ``"MIN,MAX"`` or a pair; ``None`` stays ``None``.
+
+    Raises:
+        ValueError: not two finite numbers with min < max.
+    """
+    if value is None:
+        return None
+    try:
+        parts = [float(x) for x in value.split(",")] if isinstance(value, str) else [float(x) for x in value]
+    except (TypeError, ValueError):
+        raise ValueError(f"--range expects MIN,MAX in metres, e.g. 0.5,10; got {value!r}") from None
+    if len(parts) != 2 or not all(math.isfinite(x) for x in parts) or parts[0] >= parts[1]:
+        raise ValueError(f"--range expects MIN,MAX in metres with MIN < MAX, e.g. 0.5,10; got {value!r}")
+    return parts[0], parts[1]
+
+
+def write_image_outputs(out_dir: str | os.PathLike, name: str, depth: np.ndarray, rgb: np.ndarray | None = None,
+                        depth_range: tuple[float, float] | None = None, intrinsics=None) -> list[Path]:
+    """Write ``NAME_depth.npy``, ``NAME_depth.png``, ``NAME_color.png`` and, with ``intrinsics``, ``NAME.ply``.
+
+    Args:
+        out_dir: output folder; ``name`` may contain sub-folders (``sub/img``).
+        depth: (H, W) metres (non-finite or <= 0 = invalid).
+        rgb: (H, W, 3) uint8 colours of the PLY points (needed with ``intrinsics``).
+        depth_range: fixed colour range (min, max) in metres; default each image's 2nd-98th percentile.
+        intrinsics: an :class:`~seldepth.prediction.pointcloud.Intrinsics`; ``None`` writes no PLY.
+
+    Returns:
+        The paths written.
+    """
+    from seldepth.prediction.pointcloud import write_depth_ply
+
+    depth = np.asarray(depth, dtype=np.float32)
+    if depth.ndim != 2:
+        raise ValueError(f"expected a (H, W) depth map in metres, got shape {depth.shape}")
+    base = Path(out_dir) / name
+    vmin, vmax = depth_range if depth_range is not None else (None, None)
+    paths = [save_npy(base.with_name(base.name + "_depth.npy"), depth),
+             save_png(base.with_name(base.name + "_depth.png"), depth_to_png16(depth)),
+             save_png(base.with_name(base.name + "_color.png"), colorize_depth(depth, vmin, vmax))]
+    if intrinsics is not None:
+        if rgb is None:
+            raise ValueError("a PLY needs the image's colours (rgb)")
+        paths.append(write_depth_ply(base.with_name(base.name + ".ply"), depth, rgb, intrinsics))
+    return paths
+
+
+class NpyStackWriter:
+    """Frames (H, W) appended one at a time into one (T, H, W) float32 ``.npy``, without holding them in memory.
+
+    Frames go to a raw temporary file; :meth:`close` writes the ``.npy`` (header with the final T,
+    then the data) atomically and removes the raw file. :meth:`abort` removes everything.
+    """
+
+    def __init__(self, path: str | os.PathLike, height: int, width: int):
+        self.path = Path(path)
+        self.shape = (height, width)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.raw_path = self.path.with_name(f".{self.path.name}.{os.getpid()}.raw")
+        self.raw = open(self.raw_path, "wb")  # noqa: SIM115 (open until close() or abort())
+        self.frames = 0
+
+    def append(self, frame: np.ndarray) -> None:
+        frame = np.ascontiguousarray(frame, dtype="<f4")
+        if frame.shape != self.shape:
+            raise ValueError(f"expected a {self.shape} frame, got {frame.shape}")
+        self.raw.write(frame.tobytes())
+        self.frames += 1
+
+    def close(self) -> Path:
+        self.raw.close()
+        try:
+            with atomic_path(self.path) as tmp, open(tmp, "wb") as out, open(self.raw_path, "rb") as raw:
+                np.lib.format.write_array_header_1_0(
+                    out, {"descr": "<f4", "fortran_order": False, "shape": (self.frames, *self.shape)})
+                while chunk := raw.read(1 << 24):
+                    out.write(chunk)
+        finally:
+            self.raw_path.unlink(missing_ok=True)
+        return self.path
+
+    def abort(self) -> None:
+        self.raw.close()
+        self.raw_path.unlink(missing_ok=True)
