@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 from seldepth.data.errors import DatasetError
 from seldepth.data.images import read_depth_png, read_rgb
 from seldepth.data.sample import intrinsics_matrix, make_sample
-from seldepth.data.skipping import check_on_error
+from seldepth.data.skipping import check_on_error, leave_out
 
 ANNOTATION_NAMES = ("test_annotations.json", "train_annotations.json", "val_annotations.json", "annotations.json")
 
@@ -69,9 +69,7 @@ class AnnotatedPairs(Dataset):
             try:
                 self.entries.append(self._parse(i, entry))
             except DatasetError as exc:
-                if on_error != "skip":
-                    raise
-                self.skipped.append(str(exc))
+                leave_out(str(exc), on_error, self.skipped)
         if not self.entries:
             raise DatasetError(f"{self.json_path}: lists no usable pairs")
 

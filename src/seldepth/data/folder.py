@@ -28,7 +28,7 @@ from torch.utils.data import Dataset
 from seldepth.data.errors import DatasetError
 from seldepth.data.images import read_depth_png, read_rgb
 from seldepth.data.sample import intrinsics_matrix, make_sample, read_intrinsics_file
-from seldepth.data.skipping import check_on_error
+from seldepth.data.skipping import check_on_error, leave_out
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 DEPTH_WORDS = {"depth", "depths", "gt", "groundtruth"}
@@ -107,10 +107,8 @@ class FolderPairs(Dataset):
             if key in depths:
                 self.pairs.append((image, depths[key]))
                 continue
-            message = f"{image}: no depth map matches it by name (key {'_'.join(key) or '(empty)'!r})"
-            if on_error != "skip":
-                raise DatasetError(message)
-            self.skipped.append(message)
+            leave_out(f"{image}: no depth map matches it by name (key {'_'.join(key) or '(empty)'!r})",
+                      on_error, self.skipped)
         if not self.pairs:
             raise DatasetError(f"{root}: found no image/depth pairs ({len(images)} images, {len(depths)} depth maps)")
         if self.scale is None and any(d.suffix.lower() != ".npy" for _, d in self.pairs):

@@ -50,7 +50,7 @@ from seldepth.data.kitti_calib import (
     velo_to_image,
 )
 from seldepth.data.sample import intrinsics_matrix, make_sample, read_intrinsics_file
-from seldepth.data.skipping import check_on_error
+from seldepth.data.skipping import check_on_error, leave_out
 from seldepth.data.transforms import crop as crop_sample
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg")
@@ -348,7 +348,7 @@ class KITTIRaw(Dataset):
             candidates = [c for rel in row.rgb for c in _with_image_exts(rel)]
             rgb = next((p for p in (self._under(root, c) for c in dict.fromkeys(candidates)) if p.is_file()), None)
             if rgb is None:
-                self._missing(f"{where}: image {row.rgb[0]!r} not found under {root}")
+                leave_out(f"{where}: image {row.rgb[0]!r} not found under {root}", self.on_error, self.skipped)
                 continue
             self._add(rgb, row, where)
 
@@ -364,11 +364,6 @@ class KITTIRaw(Dataset):
         p = Path(rel)
         return p if p.is_absolute() else base / p
 
-    def _missing(self, message: str) -> None:
-        if self.on_error == "stop":
-            raise DatasetError(message)
-        self.skipped.append(message)
-
     def _add(self, rgb: Path, row: _Row, where: str) -> None:
         camera_match = _CAMERA_DIR.match(rgb.parent.parent.name) if rgb.parent.name == "data" else None
         camera = int(camera_match.group(1)) if camera_match else None
@@ -376,14 +371,14 @@ class KITTIRaw(Dataset):
         frame = rgb.stem if camera_match else None
         found = self._find_depth(rgb, row, drive_dir, camera, frame)
         if isinstance(found, str):
-            self._missing(f"{where}: no ground truth ({self.depth}) for {rgb}: {found}")
+            leave_out(f"{where}: no ground truth ({self.depth}) for {rgb}: {found}", self.on_error, self.skipped)
             return
         kind, depth_path = found
         K = self._intrinsics(rgb, drive_dir, camera)
         if K is None and row.focal is None:
-            self._missing(f"{where}: no intrinsics for {rgb}: no {CAM_TO_CAM} in "
-                          f"{drive_dir.parent if drive_dir else rgb.parent}, no cam.txt beside the image folder, "
-                          "and no focal length in the list")
+            leave_out(f"{where}: no intrinsics for {rgb}: no {CAM_TO_CAM} in "
+                      f"{drive_dir.parent if drive_dir else rgb.parent}, no cam.txt beside the image folder, "
+                      "and no focal length in the list", self.on_error, self.skipped)
             return
         self.items.append(_Item(rgb, kind, depth_path, camera, drive_dir.name if drive_dir else None, frame, K,
                                 row.focal))

@@ -27,7 +27,7 @@ from seldepth.data.errors import DatasetError
 from seldepth.data.files import FileSource
 from seldepth.data.images import open_image, read_depth_png, read_rgb
 from seldepth.data.sample import intrinsics_matrix, make_sample
-from seldepth.data.skipping import check_on_error
+from seldepth.data.skipping import check_on_error, leave_out
 
 # NYU Depth v2 Kinect colour intrinsics at 640x480 (fx, fy, cx, cy).
 NYU_INTRINSICS = (518.8579, 519.4696, 325.5824, 253.7362)
@@ -121,9 +121,7 @@ class NYUDenseDepth(Dataset):
                 else:
                     message = (f"{self.csv_path}, line {lineno}: file {entry!r} not found "
                                f"(looked under {self.files.root} and beside the CSV)")
-                    if self.on_error != "skip":
-                        raise DatasetError(message)
-                    self.skipped.append(message)
+                    leave_out(message, self.on_error, self.skipped)
                     break
             if len(resolved) == 2:
                 pairs.append((resolved[0], resolved[1]))

@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 from seldepth.data.errors import DatasetError
 from seldepth.data.nyu import nyu_intrinsics
 from seldepth.data.sample import make_sample
-from seldepth.data.skipping import check_on_error
+from seldepth.data.skipping import check_on_error, leave_out
 
 SPLITS = ("train", "val", "test", "all")
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -168,10 +168,7 @@ class NYUH5(Dataset):
             if _looks_like_hdf5(file):
                 self.files.append(file)
                 continue
-            message = f"{file}: not an HDF5 file"
-            if on_error != "skip":
-                raise DatasetError(message)
-            self.skipped.append(message)
+            leave_out(f"{file}: not an HDF5 file", on_error, self.skipped)
         if not self.files:
             raise DatasetError(f"{self.folder}: no readable .h5 file ({len(self.skipped)} left out)")
 

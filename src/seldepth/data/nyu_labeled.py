@@ -26,7 +26,7 @@ from torch.utils.data import Dataset
 from seldepth.data.errors import DatasetError
 from seldepth.data.nyu import nyu_intrinsics
 from seldepth.data.sample import make_sample
-from seldepth.data.skipping import check_on_error
+from seldepth.data.skipping import check_on_error, leave_out
 
 SPLITS = ("train", "test", "all")
 SPLIT_KEYS = {"train": "trainNdxs", "test": "testNdxs"}
@@ -170,10 +170,7 @@ class NYULabeled(Dataset):
             if 1 <= k <= self.num_images:
                 self.indices.append(k)
                 continue
-            message = f"{origin}: image index {k} is outside 1..{self.num_images} of {self.path}"
-            if on_error != "skip":
-                raise DatasetError(message)
-            self.skipped.append(message)
+            leave_out(f"{origin}: image index {k} is outside 1..{self.num_images} of {self.path}", on_error, self.skipped)
         if not self.indices:
             raise DatasetError(f"{self.splits_path}: no valid image index for split {split!r}")
 

@@ -21,7 +21,7 @@ from seldepth.data.errors import DatasetError
 from seldepth.data.images import read_depth_png, read_rgb
 from seldepth.data.nyu import NYU_INTRINSICS, NYU_SIZE
 from seldepth.data.sample import intrinsics_matrix, make_sample
-from seldepth.data.skipping import check_on_error
+from seldepth.data.skipping import check_on_error, leave_out
 
 
 def _parse_focal(text: str) -> float | None:
@@ -124,10 +124,7 @@ class NYUSync(Dataset):
                 file = self.root / entry.lstrip("/")
                 if entry == "None" or not file.is_file():
                     what = "has no ground truth ('None')" if entry == "None" else f"file {entry!r} not found (looked at {file})"
-                    message = f"{where}: {what}"
-                    if self.on_error != "skip":
-                        raise DatasetError(message)
-                    self.skipped.append(message)
+                    leave_out(f"{where}: {what}", self.on_error, self.skipped)
                     break
                 files.append(file)
             if len(files) == 2:

@@ -24,6 +24,17 @@ def check_on_error(value: str, key: str = "--on-error") -> str:
     return value
 
 
+def leave_out(message: str, on_error: str, skipped: list[str]) -> None:
+    """A listed entry a reader cannot use (missing file, bad index): raise under ``stop``, record it under ``skip``.
+
+    Raises:
+        DatasetError: with ``message``, unless ``on_error`` is ``skip``.
+    """
+    if on_error != "skip":
+        raise DatasetError(message)
+    skipped.append(message)
+
+
 class SkipBadSamples(Dataset):
     """A data set whose unreadable samples become ``{"skipped": message, "index": i}`` markers.
 
