@@ -35,6 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from seldepth.atomic import atomic_path
 from seldepth.models.preprocessing import Preprocessing
 
 ONNX_FORMAT = "seldepth-onnx-1"
@@ -54,21 +55,12 @@ def check_export_args(fmt: str, int8: bool = False, calibration: str | None = No
         raise ExportError("--int8 needs --calibration DATA_SPEC (images to calibrate the activation ranges)")
 
 
-def _tmp_beside(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
-
-
 def _save_onnx_atomic(proto, path: Path) -> None:
     import onnx
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_beside(path)
-    try:
+    with atomic_path(path) as tmp:
         onnx.save_model(proto, str(tmp))
         os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _quiet():
@@ -163,35 +155,7 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, input_size: tup
         else:
             hd, wd = Dim("height", min=2, max=4096), Dim("width", min=2, max=4096)
         kwargs["dynamic_shapes"] = {arg: {0: Dim("batch", min=1, max=1024), 2: hd, 3: wd}}
-    tmp = _tmp_beside(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with (contextlib.nullcontext() if verbose else _quiet()):
-            torch.onnx.export(model, (example,), str(tmp), **kwargs)
-        proto = onnx.load(str(tmp))
-    finally:
-        tmp.unlink(missing_ok=True)
-        model.train(was_training)
-
-    meta = getattr(model, "metadata", None) or {}
-    provenance = dict(meta.get("provenance") or {})
-    provenance["onnx_export"] = {"source_file": str(source) if source else None, "exporter": "torch.onnx.export(dynamo=True)",
-                                 "torch": torch.__version__, "input_size": list(size), "dynamic": dynamic}
-    props = {
-        "format": ONNX_FORMAT,
-        "architecture": getattr(model, "name", "") or type(model).__name__,
-        "config": json.dumps(model.config_dict() if hasattr(model, "config_dict") else meta.get("config", {})),
-        "preprocessing": json.dumps(prep.to_dict()),
-        "output_unit": "m",
-        "size_multiple": str(multiple),
-        "dynamic": "true" if dynamic else "false",
-        "precision": "fp32",
-        "provenance": json.dumps(provenance),
-    }
-    onnx.helper.set_model_props(proto, props)
-    opset_used = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
-
-    # check against torch before the file lands at its final path
+    # check against torch before anything lands at ``path``
     inputs = [example]
     if dynamic:
         other = (size[0] + multiple if multiple > 1 else size[0] + 8, size[1] + multiple if multiple > 1 else size[1] + 8)
@@ -203,13 +167,35 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, input_size: tup
         inputs.append(fixed_prep(image[None].float()))
     with tempfile.TemporaryDirectory() as tmpdir:
         candidate = Path(tmpdir) / "model.onnx"
-        onnx.save_model(proto, str(candidate))
-        diff = max_abs_difference(model, candidate, inputs)
+        try:
+            with (contextlib.nullcontext() if verbose else _quiet()):
+                torch.onnx.export(model, (example,), str(candidate), **kwargs)
+            proto = onnx.load(str(candidate))
+            diff = max_abs_difference(model, candidate, inputs)
+        finally:
+            model.train(was_training)
+    arch = getattr(model, "name", "") or type(model).__name__
     if not diff <= FP32_TOLERANCE_M:
-        raise ExportError(f"ONNX export of {props['architecture']} differs from torch by {diff:.3g} m "
+        raise ExportError(f"ONNX export of {arch} differs from torch by {diff:.3g} m "
                           f"(> {FP32_TOLERANCE_M:g} m); not written to {path}")
-    provenance["onnx_export"]["max_abs_diff_m"] = diff
-    onnx.helper.set_model_props(proto, {**props, "provenance": json.dumps(provenance)})
+
+    meta = getattr(model, "metadata", None) or {}
+    provenance = dict(meta.get("provenance") or {})
+    provenance["onnx_export"] = {"source_file": str(source) if source else None, "exporter": "torch.onnx.export(dynamo=True)",
+                                 "torch": torch.__version__, "input_size": list(size), "dynamic": dynamic,
+                                 "max_abs_diff_m": diff}
+    onnx.helper.set_model_props(proto, {
+        "format": ONNX_FORMAT,
+        "architecture": arch,
+        "config": json.dumps(model.config_dict() if hasattr(model, "config_dict") else meta.get("config", {})),
+        "preprocessing": json.dumps(prep.to_dict()),
+        "output_unit": "m",
+        "size_multiple": str(multiple),
+        "dynamic": "true" if dynamic else "false",
+        "precision": "fp32",
+        "provenance": json.dumps(provenance),
+    })
+    opset_used = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
     _save_onnx_atomic(proto, path)
     return {"path": str(path), "max_abs_diff_m": diff, "checked_inputs": len(inputs), "input_size": list(size),
             "dynamic": dynamic, "opset": opset_used}

@@ -8,28 +8,15 @@ from __future__ import annotations
 
 import math
 import os
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from seldepth.atomic import atomic_path
 from seldepth.report.colormap import colorize_depth
 
 PNG_SCALE = 1000.0  # 16-bit PNG holds millimetres (NYU convention); 0 = invalid
-
-
-@contextmanager
-def atomic_path(path: str | os.PathLike):
-    """Yield a temporary path beside ``path``; on success rename it to ``path``, on error remove it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def save_npy(path: str | os.PathLike, array: np.ndarray) -> Path:

@@ -135,7 +135,7 @@ def write_ply(path: str | os.PathLike, points: np.ndarray, colors: np.ndarray | 
         points: (N, 3) metres.
         colors: (N, 3) uint8 RGB.
     """
-    from seldepth.prediction.outputs import atomic_path
+    from seldepth.atomic import atomic_path
 
     points = np.asarray(points, dtype=np.float32)
     if points.ndim != 2 or points.shape[1] != 3:

@@ -9,7 +9,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from seldepth.prediction.outputs import atomic_path
+from seldepth.atomic import atomic_path
 from seldepth.report.colormap import colorize_depth
 
 PREFERRED_CODECS = ("libx264", "mpeg4")

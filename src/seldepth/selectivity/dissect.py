@@ -44,7 +44,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
-from seldepth.atomic import write_text_atomic
+from seldepth.atomic import atomic_path, write_text_atomic
 from seldepth.selectivity.bins import BinScheme, EdgeRefinement, bin_centres, parse_bins
 from seldepth.selectivity.responses import _project_slots, binned_responses, mean_responses, selectivity_index
 
@@ -209,13 +209,8 @@ class DissectionResult:
                            f"{name}/counts": layer.counts.numpy(), f"{name}/ds": layer.ds.numpy(),
                            f"{name}/preferred_bin": layer.preferred_bin.numpy(), f"{name}/edges": layer.edges.numpy()})
         npz_path = out / "selectivity.npz"
-        tmp = npz_path.with_name(f".{npz_path.name}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                np.savez(f, **arrays)
-            os.replace(tmp, npz_path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with atomic_path(npz_path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **arrays)
         return {"json": json_path, "npz": npz_path}
 
 
