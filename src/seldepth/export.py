@@ -33,9 +33,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from seldepth.atomic import atomic_path
+from seldepth.models.base import pad_to_multiple
 from seldepth.models.preprocessing import Preprocessing
 
 ONNX_FORMAT = "seldepth-onnx-1"
@@ -75,12 +75,6 @@ def _quiet():
         logger.setLevel(logging.ERROR)
         stack.callback(logger.setLevel, old)
     return stack
-
-
-def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Replicate-pad (bottom, right) a (B, C, H, W) batch so that H and W are multiples of ``multiple``."""
-    ph, pw = (-x.shape[-2]) % multiple, (-x.shape[-1]) % multiple
-    return F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
 
 
 def ort_session(path: str | os.PathLike, threads: int | None = None, optimization: str = "all"):

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from seldepth.export import ONNX_FORMAT, pad_to_multiple, ort_session
+from seldepth.export import ONNX_FORMAT, ort_session
+from seldepth.models.base import pad_to_multiple
 from seldepth.models.preprocessing import Preprocessing
 
 

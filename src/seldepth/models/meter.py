@@ -10,10 +10,9 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from seldepth.models.base import DepthModel
+from seldepth.models.base import DepthModel, pad_to_multiple
 from seldepth.models.blocks import MV2Block, METERBlock, UpBlock, conv_pointwise_bn_relu, conv_bn_relu
 from seldepth.models.registry import register_model
 
@@ -135,12 +134,9 @@ class METER(DepthModel):
         if image.ndim != 4 or image.shape[1] != 3:
             raise ValueError(f"METER expects an image batch of shape (B, 3, H, W), got {tuple(image.shape)}")
         h, w = image.shape[-2:]
-        ph = (-h) % METER_SIZE_MULTIPLE
-        pw = (-w) % METER_SIZE_MULTIPLE
-        if ph or pw:
-            image = F.pad(image, (0, pw, 0, ph), mode="replicate")
-        depth = self.decoder(*self.encoder(image))
-        if ph or pw:
+        padded = pad_to_multiple(image, METER_SIZE_MULTIPLE)
+        depth = self.decoder(*self.encoder(padded))
+        if padded.shape[-2:] != (h, w):
             depth = depth[..., : math.ceil(h / 4), : math.ceil(w / 4)]
         return depth
 
