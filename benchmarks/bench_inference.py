@@ -22,7 +22,7 @@ import torch
 
 from seldepth.data.spec import open_dataset
 from seldepth.evaluation import evaluate
-from seldepth.bench import BLOCK, time_calls
+from seldepth.bench import BLOCK, parse_size, time_calls
 from seldepth.export import export_onnx, quantize_int8
 from seldepth.models.model_file import load_model
 from seldepth.onnx_model import OnnxDepthModel
@@ -42,7 +42,7 @@ def main() -> None:
     parser.add_argument("--calibration", help="INT8 calibration data spec (default: --data)")
     parser.add_argument("--calibration-images", type=int, default=16)
     args = parser.parse_args()
-    size = tuple(int(v) for v in args.size.lower().split("x"))
+    size = parse_size(args.size)
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
