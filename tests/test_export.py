@@ -100,13 +100,16 @@ def test_int8_close_to_fp32(fp32_onnx, nyu, tmp_path):
     props = read_onnx_props(path)
     assert props["precision"] == "int8" and props["preprocessing"] == read_onnx_props(fp32_onnx[0])["preprocessing"]
     assert any(n.op_type in ("QuantizeLinear", "QLinearConv") for n in onnx.load(str(path)).graph.node)
-    # measured: mean |INT8 - FP32| ~0.1 m on NYU images whose depth is 1-10 m; bound with margin
-    assert info["mean_abs_diff_m"] < 0.3
+    # the output stage (back to the last skip Concat) stays FP32; quantising it shifted depth by ~-5%
+    assert [n.op_type for n in onnx.load(str(path)).graph.node][-1] == "Conv"
+    # measured 0.033 m on the 3 calibration images (0.2 m with the output stage in INT8)
+    assert info["mean_abs_diff_m"] < 0.06
     fp32, int8 = OnnxDepthModel(fp32_onnx[0], threads=1), OnnxDepthModel(path, threads=1)
     images = torch.stack([nyu[i]["image"] for i in range(3, 6)])
     a = predict_depth(fp32, images).flatten().numpy()
     b = predict_depth(int8, images).flatten().numpy()
-    assert np.corrcoef(a, b)[0, 1] > 0.9
+    assert np.corrcoef(a, b)[0, 1] > 0.98  # measured 0.993 on these held-out images
+    assert abs(b.mean() / a.mean() - 1) < 0.035  # measured -2.2% (3 calibration images; -0.1% with 16)
 
 
 def test_bench_cli_writes_json(meter_nyu_file, nyu_sample, tmp_path, capsys):
@@ -158,3 +161,19 @@ def test_export_refuses_a_bad_export(meter, tmp_path, monkeypatch):
     with pytest.raises(ExportError, match="differs from torch"):
         export_onnx(meter, tmp_path / "bad.onnx")
     assert not (tmp_path / "bad.onnx").exists()
+
+
+def test_output_stage_nodes_walks_back_to_the_last_concat():
+    from onnx import TensorProto, helper
+
+    from seldepth.export import output_stage_nodes
+
+    w = helper.make_tensor("w", TensorProto.FLOAT, [1, 2, 1, 1], [1.0, 1.0])
+    nodes = [helper.make_node("Relu", ["x"], ["a"], name="enc"),
+             helper.make_node("Concat", ["a", "x"], ["cat"], axis=1, name="skip"),
+             helper.make_node("Relu", ["cat"], ["r"], name="act"),
+             helper.make_node("Conv", ["r", "w"], ["y"], name="head")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 4, 4])], [w])
+    assert output_stage_nodes(helper.make_model(graph)) == ["head", "act", "skip"]
+    assert output_stage_nodes(helper.make_model(graph), max_nodes=2) == ["head", "act"]
