@@ -77,3 +77,22 @@ def test_summary_table_shows_changes_against_the_baseline():
     assert "| reg | enc_6 | 100 | sid:32 | 0.5100 |" in lines[3]
     assert "+2.0%" in lines[3] and "0.550 (+0.250)" in lines[3] and "0.450 (+0.050)" in lines[3]
     assert "(+" not in lines[2]  # the baseline row has no deltas
+
+
+def test_runs_without_regulariser_are_described_by_their_overrides(tmp_path):
+    spec = read_experiment(_write(tmp_path, {"base": {"data": {"path": "synthetic:default:320"}},
+                                             "runs": {"a": {}, "b": {"teacher": {"depth": "runs/t/m.safetensors",
+                                                                                 "depth_mode": "replace"},
+                                                                     "optim": {"lr": 0.02}}}}))
+    assert spec.settings == {"a": "", "b": "optim.lr=0.02, teacher.depth=m.safetensors, teacher.depth_mode=replace"}
+    rows = [
+        {"run": "a", "layers": "-", "lambda": None, "bins": None, "rmse": 0.5, "abs_rel": 0.1, "delta1": 0.9,
+         "rmse_change_pct": 0.0, "mean_ds": 0.40, "train_seconds": 10.0, "setting": ""},
+        {"run": "b", "layers": "-", "lambda": None, "bins": None, "rmse": 0.4, "abs_rel": 0.1, "delta1": 0.9,
+         "rmse_change_pct": -20.0, "mean_ds": 0.40, "train_seconds": 10.0, "setting": spec.settings["b"]},
+    ]
+    lines = format_summary(rows, [], "a").splitlines()
+    assert lines[0].startswith("| run | setting | RMSE (m)") and "regularised" not in lines[0]
+    assert lines[2].startswith("| a | (base) | 0.5000 |")
+    assert lines[3].startswith("| b | optim.lr=0.02, teacher.depth=m.safetensors, teacher.depth_mode=replace | 0.4000 |")
+    assert "-20.0%" in lines[3]

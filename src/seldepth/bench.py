@@ -104,7 +104,8 @@ def time_calls(calls: dict, runs: int, warmup: int) -> dict:
 
 def benchmark(model_path: str | os.PathLike, size: tuple[int, int] = (192, 256), threads: int = 2, runs: int = 50,
               warmup: int = 10, int8_calibration: str | None = None, int8_images: int = 16, compile: bool = True,
-              compile_budget_s: float = 180.0, work_dir: str | os.PathLike | None = None, progress: bool = False) -> dict:
+              compile_budget_s: float = 180.0, work_dir: str | os.PathLike | None = None, progress: bool = False,
+              head: str | None = None) -> dict:
     """Parameters, FLOPs and batch-1 latency (p50 / p90, ms) of a model under each backend.
 
     Args:
@@ -117,6 +118,7 @@ def benchmark(model_path: str | os.PathLike, size: tuple[int, int] = (192, 256),
         int8_images: calibration images used.
         compile: also time ``torch.compile`` (its first call must finish within ``compile_budget_s``).
         work_dir: where the ONNX files go (default a temporary folder, removed afterwards).
+        head: output head of a multi-head model (``realtime_depth``: L, M, S, XS); None: the model as saved.
 
     Returns:
         ``{"model", "architecture", "size", "threads", "runs", "warmup", "parameters", "flops", "flops_note",
@@ -138,8 +140,10 @@ def benchmark(model_path: str | os.PathLike, size: tuple[int, int] = (192, 256),
         work_dir = tmp.name
     work_dir = Path(work_dir)
     try:
-        model = load_model(model_path)
-        result = {"model": str(model_path), "architecture": getattr(model, "name", ""), "size": list(size),
+        from seldepth.models.base import with_head
+
+        model = with_head(load_model(model_path), head)
+        result = {"model": str(model_path), "architecture": getattr(model, "name", ""), "head": head, "size": list(size),
                   "threads": threads, "runs": runs, "warmup": warmup, "batch": 1,
                   "parameters": int(model.num_parameters()), "flops": int(model.flops(*size)), "flops_note": FLOPS_NOTE,
                   "latency_ms": {}, "onnx": {}}

@@ -51,8 +51,10 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from seldepth.models.model_file import load_model
     from seldepth.protocol import get_protocol
 
+    from seldepth.models.base import with_head
+
     protocol = get_protocol(args.protocol, flip=args.flip, caps=args.caps)
-    model = load_model(args.model)
+    model = with_head(load_model(args.model), args.head)
     dataset = _open_data(args)
     result = evaluate(model, dataset, protocol, batch_size=args.batch_size, num_workers=args.workers)
     result["model"] = str(args.model)
@@ -185,8 +187,10 @@ def cmd_export(args: argparse.Namespace) -> None:
     from seldepth.export import check_export_args, export_onnx, quantize_int8
     from seldepth.models.model_file import load_model
 
+    from seldepth.models.base import with_head
+
     check_export_args(args.format, args.int8, args.calibration)
-    model = load_model(args.model)
+    model = with_head(load_model(args.model), args.head)
     dataset = None
     if args.int8:
         from seldepth.data.spec import describe_dataset, open_dataset
@@ -215,7 +219,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         raise FileNotFoundError(f"model file not found: {args.model}")
     result = benchmark(args.model, size=size, threads=args.threads, runs=args.runs, warmup=args.warmup,
                        int8_calibration=args.calibration, int8_images=args.calibration_images,
-                       compile=not args.no_compile, compile_budget_s=args.compile_budget, progress=True)
+                       compile=not args.no_compile, compile_budget_s=args.compile_budget, progress=True, head=args.head)
     print(format_benchmark(result))
     if args.json:
         from seldepth.atomic import write_text_atomic
@@ -255,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--caps", type=_floats, default=(), help="extra depth caps in metres, e.g. 4,6,8")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--workers", type=int, default=0, help="data loader processes")
+    p.add_argument("--head", help="output head of a multi-head model (realtime_depth: L, M, S, XS); computes only up to it")
     p.add_argument("--json", help="also write the results as JSON here")
     p.set_defaults(func=cmd_eval)
 
@@ -347,6 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration", help="data spec of calibration images, e.g. nyu:PATH (see seldepth eval --help)")
     p.add_argument("--calibration-images", type=int, default=16, help="calibration images (default 16)")
     p.add_argument("--split", default="test", help="split of the calibration data (default test)")
+    p.add_argument("--head", help="output head of a multi-head model (realtime_depth: L, M, S, XS); computes only up to it")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("bench", help="parameters, FLOPs and CPU latency: eager, torch.compile, ORT FP32 and INT8 side by side")
@@ -359,6 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration-images", type=int, default=16, help="calibration images (default 16)")
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     p.add_argument("--compile-budget", type=float, default=180.0, help="seconds torch.compile's first call may take (default 180)")
+    p.add_argument("--head", help="output head of a multi-head model (realtime_depth: L, M, S, XS); computes only up to it")
     p.add_argument("--json", help="also write the results as JSON here")
     p.set_defaults(func=cmd_bench)
     return parser

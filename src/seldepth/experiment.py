@@ -50,6 +50,28 @@ class ExperimentSpec:
     ablation: dict = field(default_factory=dict)
     jobs: int = 1
     description: str = ""
+    settings: dict[str, str] = field(default_factory=dict)
+
+
+def describe_overrides(overrides: dict, prefix: str = "") -> str:
+    """A run's overrides as one line, ``key.sub=value`` joined by ``, `` (file paths shortened to their name).
+
+    Example:
+        >>> describe_overrides({"teacher": {"depth": "runs/t/model.safetensors", "depth_mode": "fill"}})
+        'teacher.depth=model.safetensors, teacher.depth_mode=fill'
+    """
+    parts = []
+    for key, value in (overrides or {}).items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            inner = describe_overrides(value, name + ".")
+            if inner:
+                parts.append(inner)
+        else:
+            if isinstance(value, str) and ("/" in value or os.sep in value):
+                value = Path(value).name
+            parts.append(f"{name}={value}")
+    return ", ".join(parts)
 
 
 def deep_merge(base: dict, override: dict) -> dict:
@@ -96,7 +118,8 @@ def read_experiment(path: str | os.PathLike, quick: bool = False) -> ExperimentS
     jobs = int(raw.get("jobs", 1))
     if jobs < 1:
         raise ValueError(f"{path}: jobs must be >= 1, got {jobs}")
-    return ExperimentSpec(merged, dict(raw.get("dissect") or {}), ablation, jobs, str(raw.get("description", "")))
+    settings = {str(name): describe_overrides(overrides or {}) for name, overrides in runs.items()}
+    return ExperimentSpec(merged, dict(raw.get("dissect") or {}), ablation, jobs, str(raw.get("description", "")), settings)
 
 
 def prepare_runs(spec: ExperimentSpec, out: Path) -> dict[str, Path]:
@@ -256,6 +279,7 @@ def gather(spec: ExperimentSpec, folders: dict[str, Path], out: Path, wall_secon
     rows = [_row(n, d) for n, d in finished.items()]
     for row in rows:
         row["rmse_change_pct"] = 100 * (row["rmse"] / rows[0]["rmse"] - 1)
+        row["setting"] = spec.settings.get(row["run"], "")
     if rows:
         text = io.StringIO()
         writer = csv.DictWriter(text, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
@@ -287,9 +311,14 @@ def _fmt(value, spec: str) -> str:
 
 
 def format_summary(rows: list[dict], regularised: list[str], baseline: str | None) -> str:
-    """The Markdown table: metrics, RMSE change against the first run, mean DS of the regularised layers and overall."""
+    """The Markdown table: metrics, RMSE change against the first run, mean DS of the regularised layers and overall.
+
+    The setting columns are the selectivity regulariser's (regularised layers, lambda, bins) when
+    some run is regularised, else one ``setting`` column with each run's overrides of the base.
+    """
     ds_cols = [f"ds_{l}" for l in regularised]
-    head = ["run", "regularised", "lambda", "bins", "RMSE (m)", "AbsRel", "delta1", "RMSE vs " + (baseline or "first"),
+    setting_head = ["regularised", "lambda", "bins"] if regularised else ["setting"]
+    head = ["run", *setting_head, "RMSE (m)", "AbsRel", "delta1", "RMSE vs " + (baseline or "first"),
             *[f"DS {l}" for l in regularised], "mean DS (all layers)", "train (s)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     base = next((r for r in rows if r["run"] == baseline), None)
@@ -300,8 +329,10 @@ def format_summary(rows: list[dict], regularised: list[str], baseline: str | Non
             delta = "" if base is None or r is base or v is None else f" ({v - base.get(c, 0):+.3f})"
             ds.append(_fmt(v, ".3f") + delta)
         overall = _fmt(r["mean_ds"], ".3f") + ("" if base is None or r is base else f" ({r['mean_ds'] - base['mean_ds']:+.3f})")
+        setting = ([r["layers"], _fmt(r["lambda"], "g"), r["bins"] or "-"] if regularised
+                   else [r.get("setting") or "(base)"])
         lines.append("| " + " | ".join([
-            r["run"], r["layers"], _fmt(r["lambda"], "g"), r["bins"] or "-", f"{r['rmse']:.4f}", f"{r['abs_rel']:.4f}",
+            r["run"], *setting, f"{r['rmse']:.4f}", f"{r['abs_rel']:.4f}",
             f"{r['delta1']:.4f}", _fmt(r["rmse_change_pct"], "+.1f") + "%", *ds, overall, _fmt(r["train_seconds"], ".0f")]) + " |")
     return "\n".join(lines) + "\n"
 

@@ -14,7 +14,9 @@ from jsonargparse import ActionConfigFile, ArgumentParser
 
 from seldepth.data.datamodule import DataConfig
 from seldepth.losses.balanced import BalancedLossConfig
+from seldepth.losses.logdepth import MultiScaleLossConfig
 from seldepth.selectivity.regularizer import SelectivityConfig
+from seldepth.teachers import TeacherConfig
 
 
 @dataclass(frozen=True)
@@ -76,12 +78,20 @@ class TrainerConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """A whole training run."""
+    """A whole training run.
+
+    ``model_options`` override fields of the model's config (``{semantic_classes: 5}``);
+    ``multiscale`` selects seed 003's multi-resolution log-depth loss (multi-head models) instead
+    of ``loss`` (METER's balanced loss); ``teacher`` names the teacher networks.
+    """
 
     model: str = "meter_xxs"
+    model_options: dict = field(default_factory=dict)
     protocol: str = "synthetic"
     data: DataConfig = field(default_factory=DataConfig)
     loss: BalancedLossConfig = field(default_factory=BalancedLossConfig)
+    multiscale: MultiScaleLossConfig | None = None
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     selectivity: SelectivityConfig = field(default_factory=SelectivityConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
@@ -122,7 +132,8 @@ def parse_train_args(argv: list[str]) -> tuple[TrainConfig, bool]:
         raise
     except Exception as exc:  # jsonargparse reports unknown keys and type errors as ArgumentError
         raise ValueError(str(exc).strip()) from None
-    cfg = TrainConfig(model=init.model, protocol=init.protocol, data=init.data, loss=init.loss, optim=init.optim,
+    cfg = TrainConfig(model=init.model, model_options=dict(init.model_options or {}), protocol=init.protocol, data=init.data,
+                      loss=init.loss, multiscale=init.multiscale, teacher=init.teacher, optim=init.optim,
                       selectivity=init.selectivity, trainer=init.trainer)
     validate(cfg)
     return cfg, bool(init.resume)
@@ -139,11 +150,16 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.protocol not in PRESETS:
         raise ValueError(f"protocol: unknown protocol {cfg.protocol!r}; available: {', '.join(PRESETS)}")
     resolve_spec(cfg.data.path, key="data.path")
+    from seldepth.models import create_model
+
+    try:
+        model = create_model(cfg.model, **cfg.model_options)
+    except ValueError as exc:
+        raise ValueError(f"model_options: {exc}") from None
+    _validate_heads_and_teachers(cfg, model)
     if cfg.selectivity.layers or cfg.selectivity.logged_layers:
-        from seldepth.models import create_model
         from seldepth.selectivity.dissect import resolve_layers
 
-        model = create_model(cfg.model)
         for key, names in (("selectivity.layers", cfg.selectivity.layers), ("selectivity.log_layers", cfg.selectivity.logged_layers)):
             if names:
                 try:
@@ -155,6 +171,26 @@ def validate(cfg: TrainConfig) -> None:
             raise ValueError(f"data.input_size: {cfg.model} pads inputs to multiples of {m}, so at {list(cfg.data.input_size)} "
                              f"its activations would not line up with the ground truth for selectivity; use sides that "
                              f"are multiples of {m}, e.g. [128, 192] or [192, 256]")
+
+
+def _validate_heads_and_teachers(cfg: TrainConfig, model) -> None:
+    """The multi-scale loss needs a multi-head model; semantic weights need semantic outputs and targets;
+    teacher files are loaded (and their unit checked) before any work."""
+    from seldepth.teachers import TrainingTargets
+
+    classes = getattr(model.config, "semantic_classes", 0)
+    if cfg.multiscale is not None:
+        if not hasattr(model, "forward_heads"):
+            raise ValueError(f"multiscale: {cfg.model} has a single output; the multi-scale loss needs a multi-head "
+                             f"model such as realtime_depth (or leave multiscale out to use loss)")
+        if cfg.multiscale.uses_semantics and not classes:
+            raise ValueError(f"multiscale.betas: semantic weights need a model with semantic outputs "
+                             f"(model_options: {{semantic_classes: N}})")
+        if cfg.multiscale.uses_semantics and not cfg.teacher.semantic:
+            raise ValueError("multiscale.betas: semantic weights need semantic targets (teacher.semantic: labels or a model file)")
+    if cfg.teacher.semantic and not classes:
+        raise ValueError(f"teacher.semantic: {cfg.model} has no semantic output (model_options: {{semantic_classes: N}})")
+    TrainingTargets(cfg.teacher, classes or None)  # loads and checks the teacher files
 
 
 def load_config(path: str) -> TrainConfig:

@@ -30,12 +30,14 @@ from seldepth.data.datamodule import DepthDataModule
 from seldepth.data.transforms import masked_downsample
 from seldepth.inference import predict_depth
 from seldepth.losses.balanced import BalancedLoss, BalancedLossConfig
+from seldepth.losses.logdepth import MultiScaleLoss, MultiScaleLossConfig
 from seldepth.metrics import DepthMetrics
 from seldepth.models import create_model
 from seldepth.models.preprocessing import Preprocessing
 from seldepth.protocol import get_protocol
 from seldepth.selectivity.dissect import Dissector, EmptyBinWarning
 from seldepth.selectivity.regularizer import SelectivityConfig, SelectivityRegularizer
+from seldepth.teachers import TeacherConfig, TrainingTargets
 from seldepth.train_config import OptimConfig, TrainConfig, dump_config
 
 
@@ -49,6 +51,10 @@ class DepthTrainingModule(L.LightningModule):
 
     The loss is computed at the prediction's resolution against ground truth reduced by a
     masked average; the regulariser bins the ground truth at the batch's resolution.
+    With ``multiscale`` (multi-head models such as ``realtime_depth``) the loss is seed 003's
+    :class:`~seldepth.losses.logdepth.MultiScaleLoss` over every head instead. The targets come
+    from :class:`~seldepth.teachers.TrainingTargets`: the ground truth, filled or replaced by a
+    depth teacher, and semantic labels from the data or a semantic teacher.
     Validation predicts at the ground truth's resolution exactly as ``seldepth eval`` does,
     with the same :class:`~seldepth.metrics.DepthMetrics`, and dissects the logged layers
     with the same :class:`~seldepth.selectivity.dissect.Dissector` as ``seldepth dissect``.
@@ -59,12 +65,20 @@ class DepthTrainingModule(L.LightningModule):
     """
 
     def __init__(self, model: str, preprocessing: dict, loss: dict, optim: dict, protocol: str = "synthetic",
-                 selectivity: dict | None = None):
+                 selectivity: dict | None = None, model_options: dict | None = None, multiscale: dict | None = None,
+                 teacher: dict | None = None):
         super().__init__()
         self.save_hyperparameters()
-        self.model = create_model(model)
+        self.model = create_model(model, **(model_options or {}))
         self.model.preprocessing = Preprocessing.from_dict(preprocessing)
         self.loss_fn = BalancedLoss(BalancedLossConfig(**loss))
+        self.multiscale_loss = None
+        if multiscale is not None:
+            if not hasattr(self.model, "forward_heads"):
+                raise ValueError(f"multiscale: {model} has a single output; the multi-scale loss needs a multi-head model")
+            self.multiscale_loss = MultiScaleLoss(MultiScaleLossConfig(**_tuples(multiscale)), heads=self.model.heads)
+        self.targets = TrainingTargets(TeacherConfig(**(teacher or {})),
+                                       getattr(self.model.config, "semantic_classes", None))
         self.optim_config = OptimConfig(**_tuples(optim))
         self.val_metrics = DepthMetrics(get_protocol(protocol))
         self.selectivity_config = SelectivityConfig(**_tuples(selectivity or {}))
@@ -78,13 +92,18 @@ class DepthTrainingModule(L.LightningModule):
         return self.model(self.model.preprocessing(image))
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        depth, valid, labels = self.targets(batch)
         with self.regularizer.capture():
-            pred = self(batch["image"])
-        gt, valid = masked_downsample(batch["depth"], batch["valid"], tuple(pred.shape[-2:]))
-        loss, terms = self.loss_fn(pred, gt, valid)
-        n = len(pred)
+            x = self.model.preprocessing(batch["image"])
+            if self.multiscale_loss is not None:
+                out = self.model.forward_heads(x)
+                loss, terms = self.multiscale_loss(out.depth, depth, valid, out.semantics, labels)
+            else:
+                pred = self.model(x)
+                loss, terms = self.loss_fn(pred, *masked_downsample(depth, valid, tuple(pred.shape[-2:])))
+        n = len(depth)
         if self.selectivity_config.enabled:
-            reg = self.regularizer(batch["depth"], batch["valid"],
+            reg = self.regularizer(depth, valid,
                                    active=self.current_epoch >= self.selectivity_config.warmup_epochs)
             loss = loss + reg.loss
             self.log("train/l_assign", reg.loss, batch_size=n)
@@ -149,7 +168,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 def build_module(cfg: TrainConfig) -> DepthTrainingModule:
     preprocessing = Preprocessing(input_size=tuple(cfg.data.input_size))
     d = cfg.to_dict()
-    return DepthTrainingModule(cfg.model, preprocessing.to_dict(), d["loss"], d["optim"], cfg.protocol, d["selectivity"])
+    return DepthTrainingModule(cfg.model, preprocessing.to_dict(), d["loss"], d["optim"], cfg.protocol, d["selectivity"],
+                               d["model_options"], d["multiscale"], d["teacher"])
 
 
 def build_trainer(cfg: TrainConfig, out: Path, extra_callbacks=()) -> L.Trainer:

@@ -153,3 +153,18 @@ def test_written_layouts_detected_through_specs(shared, tmp_path):
     s = ds[0]
     assert "KITTI raw" in ds.layout and s["depth"].shape == (1, 352, 1216)
     assert s["depth"][0, 370 - 23, 600 - 13].item() == 10.0  # KB crop: top 375-352, left (1242-1216)//2
+
+
+def test_synthetic_default_with_a_seed_is_its_own_cached_set(tmp_path, monkeypatch):
+    from seldepth.data.spec import resolve_spec
+
+    monkeypatch.setenv("SELDEPTH_CACHE", str(tmp_path))
+    assert resolve_spec("synthetic:default:6:1") == tmp_path / "synthetic-256x192-n6-seed1"
+    assert resolve_spec("synthetic:default:6") == tmp_path / "synthetic-256x192-n6-seed0"
+    seed0 = open_dataset("synthetic:default:6", "train")
+    seed1 = open_dataset("synthetic:default:6:1", "train")
+    assert (tmp_path / "synthetic-256x192-n6-seed1" / "dataset.json").is_file()
+    assert not torch.equal(seed0[0]["depth"], seed1[0]["depth"])  # other scenes
+    for bad in ("synthetic:default:x", "synthetic:default:6:1:2", "synthetic:default:0", "synthetic:default:6:-1"):
+        with pytest.raises(DatasetError, match=r"synthetic:default\[:N\[:SEED\]\]"):
+            resolve_spec(bad, key="data.path")

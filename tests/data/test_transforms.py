@@ -96,3 +96,13 @@ def test_bad_augment_values_name_the_key():
         AugmentConfig(p=1.5)
     with pytest.raises(ValueError, match="data.augment.crop_scale"):
         AugmentConfig(crop_scale=(0.0, 1.0))
+
+
+def test_teacher_image_is_flipped_with_the_depth_but_keeps_its_colours():
+    s = _sample()
+    t = TrainTransform((12, 16), AugmentConfig(p=1.0, hflip=True, color_jitter=0.3, channel_permutation=True,
+                                               crop_scale=(1.0, 1.0)))
+    out = t(s)
+    assert torch.equal(out["teacher_image"], s["image"].flip(-1))  # flipped like depth, no jitter, no permutation
+    assert torch.equal(out["depth"], s["depth"].flip(-1))
+    assert not torch.allclose(out["image"], out["teacher_image"])  # the student's image was colour-augmented

@@ -29,15 +29,20 @@ def test_forward_shape_and_finite(name, size):
     model = create_model(name).eval()
     with torch.no_grad():
         out = model(torch.randn(2, 3, *size))
-    assert out.shape == (2, 1, math.ceil(size[0] / 4), math.ceil(size[1] / 4))
+    stride = model.output_stride
+    assert out.shape == (2, 1, math.ceil(size[0] / stride), math.ceil(size[1] / stride))
     assert torch.isfinite(out).all()
 
 
 @pytest.mark.parametrize("name", list_models())
 def test_every_parameter_gets_a_gradient(name):
     model = create_model(name).train()
-    out = model(torch.randn(2, 3, 128, 128))
-    out.square().mean().backward()
+    x = torch.randn(2, 3, 128, 128)
+    if hasattr(model, "forward_heads"):  # multi-head models: every head's output
+        out = model.forward_heads(x)
+        sum(t.square().mean() for group in out for t in group).backward()
+    else:
+        model(x).square().mean().backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.any(p.grad != 0)]
     assert missing == []
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 
-STACKED_KEYS = ("image", "depth", "valid", "K", "semantics")
+STACKED_KEYS = ("image", "depth", "valid", "K", "semantics", "teacher_image")
 
 
 def collate_samples(batch: list[dict]) -> dict:
-    """Stack the tensors of a list of samples (image, depth, valid, K, semantics when present); meta as a list.
+    """Stack the tensors of a list of samples (image, depth, valid, K, and semantics and teacher_image when present); meta as a list.
 
     Markers of skipped samples (``{"skipped": message}``, see :mod:`seldepth.data.skipping`) are
     left out; their messages are listed under ``"skipped"`` when there are any. A batch of

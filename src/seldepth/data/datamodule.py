@@ -9,6 +9,7 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from seldepth.data.collate import collate_samples
+from seldepth.data.sparse import SparseDepth, SparseDepthConfig
 from seldepth.data.spec import open_dataset
 from seldepth.data.transforms import AugmentConfig, TrainTransform
 
@@ -24,6 +25,8 @@ class DataConfig:
         num_workers: loader processes per training process.
         limit_train, limit_val: use only the first N samples (None = all).
         augment: training augmentation.
+        sparse: LiDAR-like sparsification of the training split's ground truth (validation and
+            test keep theirs), applied before augmentation.
     """
 
     path: str = "synthetic:default"
@@ -36,6 +39,7 @@ class DataConfig:
     val_split: str = "val"
     test_split: str = "test"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    sparse: SparseDepthConfig = field(default_factory=SparseDepthConfig)
 
     def __post_init__(self):
         if self.batch_size < 1:
@@ -78,8 +82,10 @@ class DepthDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         c = self.config
         if self.train_set is None:
-            self.train_set = Transformed(_limit(open_dataset(c.path, c.train_split), c.limit_train),
-                                         TrainTransform(c.input_size, c.augment))
+            train = _limit(open_dataset(c.path, c.train_split), c.limit_train)
+            if c.sparse.enabled:
+                train = SparseDepth(train, c.sparse)
+            self.train_set = Transformed(train, TrainTransform(c.input_size, c.augment))
             self.val_set = _limit(open_dataset(c.path, c.val_split), c.limit_val)
 
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:

@@ -2,7 +2,8 @@
 
 Kinds: ``nyu`` and ``kitti`` (the layout is detected, see :data:`LAYOUTS`), ``folder`` (image/depth
 pairs matched by name; ``?scale=`` required for PNG depth), ``synthetic`` (a set written by
-``seldepth synth``; ``synthetic:default[:N]`` is the cached default set). Options after ``?``
+``seldepth synth``; ``synthetic:default[:N[:SEED]]`` is the cached default set: N scenes drawn
+with SEED, default 2000 and 0; scene s is the same in every N with the same seed). Options after ``?``
 go to the layout's reader, e.g. ``kitti:eigen_test_files.txt?gt_root=data_depth_annotated&crop=kb``,
 ``nyu:nyu_depth_v2_labeled.mat?splits=splits.mat``, ``folder:pairs?scale=1000``.
 """
@@ -106,39 +107,49 @@ def cache_dir() -> Path:
     return Path(os.environ.get("SELDEPTH_CACHE", Path.home() / ".cache" / "seldepth"))
 
 
-def default_synthetic_dir(num: int = DEFAULT_SYNTHETIC["num"]) -> Path:
+def default_synthetic_dir(num: int = DEFAULT_SYNTHETIC["num"], seed: int = DEFAULT_SYNTHETIC["seed"]) -> Path:
     h, w = DEFAULT_SYNTHETIC["size"]
-    return cache_dir() / f"synthetic-{w}x{h}-n{num}-seed{DEFAULT_SYNTHETIC['seed']}"
+    return cache_dir() / f"synthetic-{w}x{h}-n{num}-seed{seed}"
 
 
-def ensure_synthetic(path: Path, num: int, progress: bool = True) -> Path:
+def ensure_synthetic(path: Path, num: int, progress: bool = True, seed: int = DEFAULT_SYNTHETIC["seed"]) -> Path:
     """Generate the default synthetic set at ``path`` unless a complete one is there (``dataset.json``)."""
     if not (path / "dataset.json").is_file():
         from seldepth.data.synthetic import generate
 
-        print(f"generating the default synthetic data set ({num} images) in {path}")
-        generate(path, num, size=DEFAULT_SYNTHETIC["size"], seed=DEFAULT_SYNTHETIC["seed"], progress=progress,
+        print(f"generating the default synthetic data set ({num} images, seed {seed}) in {path}")
+        generate(path, num, size=DEFAULT_SYNTHETIC["size"], seed=seed, progress=progress,
                  workers=min(2, os.cpu_count() or 1))
     return path
 
 
-def _default_count(spec: DataSpec) -> int | None:
-    """N for ``synthetic:default`` / ``synthetic:default:N``, else None."""
+def _default_set(spec: DataSpec, key: str = "data") -> tuple[int, int] | None:
+    """(N, SEED) for ``synthetic:default[:N[:SEED]]``, else None.
+
+    Raises:
+        DatasetError: naming ``key``, when N or SEED is not a whole number (N >= 1, SEED >= 0).
+    """
     if spec.kind != "synthetic" or not (spec.path == "default" or spec.path.startswith("default:")):
         return None
-    return int(spec.path.split(":")[1]) if ":" in spec.path else DEFAULT_SYNTHETIC["num"]
+    parts = spec.path.split(":")[1:]
+    if len(parts) > 2 or not all(p.isdigit() for p in parts) or (parts and int(parts[0]) < 1):
+        raise DatasetError(f"{key}: data spec {spec}: expected synthetic:default[:N[:SEED]] with whole numbers N >= 1 "
+                           f"and SEED >= 0")
+    num = int(parts[0]) if parts else DEFAULT_SYNTHETIC["num"]
+    seed = int(parts[1]) if len(parts) > 1 else DEFAULT_SYNTHETIC["seed"]
+    return num, seed
 
 
 def resolve_spec(spec: str, key: str = "data") -> Path:
-    """Check a spec and return its path. ``synthetic:default`` (``synthetic:default:N`` for N images) names the cached set.
+    """Check a spec and return its path. ``synthetic:default[:N[:SEED]]`` names a cached generated set.
 
     Raises:
         DatasetError: naming ``key`` and the spec, for an unknown kind or a missing path.
     """
     parsed = parse_spec(spec, key)
-    num = _default_count(parsed)
-    if num is not None:
-        return default_synthetic_dir(num)
+    default = _default_set(parsed, key)
+    if default is not None:
+        return default_synthetic_dir(*default)
     if not Path(parsed.path).exists():
         raise DatasetError(f"{key}: data spec {spec!r}: {parsed.path} does not exist")
     return Path(parsed.path)
@@ -147,9 +158,9 @@ def resolve_spec(spec: str, key: str = "data") -> Path:
 def prepare(spec: str, key: str = "data", progress: bool = True) -> Path:
     """Resolve a spec, generating the default synthetic set first if it is the one named and is missing."""
     path = resolve_spec(spec, key)
-    num = _default_count(parse_spec(spec, key))
-    if num is not None:
-        ensure_synthetic(path, num, progress)
+    default = _default_set(parse_spec(spec, key), key)
+    if default is not None:
+        ensure_synthetic(path, default[0], progress, seed=default[1])
     return path
 
 

@@ -102,7 +102,11 @@ def hflip(sample: dict) -> dict:
 
 
 class TrainTransform:
-    """Random crop (K updated) -> resize to the input size -> flip -> colour jitter -> channel permutation."""
+    """Random crop (K updated) -> resize to the input size -> flip -> colour jitter -> channel permutation.
+
+    The sample gains ``teacher_image`` (3, H, W): the image after the geometric steps only, which
+    teacher networks (:mod:`seldepth.teachers`) see instead of the colour-augmented ``image``.
+    """
 
     def __init__(self, size: tuple[int, int], augment: AugmentConfig = AugmentConfig()):
         self.size = tuple(size)
@@ -124,6 +128,7 @@ class TrainTransform:
         sample = resize(sample, self.size)
         if a.hflip and self._chance():
             sample = hflip(sample)
+        geometric = sample["image"]  # what teachers see: moved with the depth, colours untouched
         if a.color_jitter > 0 and self._chance():
             j = a.color_jitter
             img = sample["image"][None]
@@ -134,7 +139,7 @@ class TrainTransform:
         if a.channel_permutation and self._chance():
             perm = _PERMUTATIONS[int(torch.randint(len(_PERMUTATIONS), ()))]
             sample = dict(sample, image=sample["image"][list(perm)])
-        return sample
+        return dict(sample, teacher_image=geometric)
 
 
 def masked_downsample(depth: torch.Tensor, valid: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:

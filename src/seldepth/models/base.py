@@ -24,12 +24,14 @@ class DepthModel(nn.Module):
     short layer name (e.g. ``enc_0``) to a module path of ``named_modules()``.
     ``size_multiple``: input sides the model runs without padding (others are padded inside
     ``forward``, so hidden activations then cover more than the image).
+    ``output_stride``: the depth map is ceil(H / output_stride) x ceil(W / output_stride).
     """
 
     name: str = ""
     config: object = None
     selectivity_layers: dict[str, str] = {}
     size_multiple: int = 1
+    output_stride: int = 1
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         """Number of parameters (all, or only those that require gradients)."""
@@ -65,3 +67,16 @@ class DepthModel(nn.Module):
             known = list(self.selectivity_layers) or [n for n, _ in self.named_modules() if n]
             raise ValueError(f"no layer {layer!r} in {self.name or type(self).__name__}; available: {', '.join(known)}")
         return modules[path]
+
+
+def with_head(model, head: str | None):
+    """``model`` computing only up to output ``head`` (multi-head models such as ``realtime_depth``); None: unchanged.
+
+    Raises:
+        ValueError: the model has no detachable heads, or no head of that name.
+    """
+    if head is None:
+        return model
+    if not hasattr(model, "detach") or not hasattr(model, "heads"):
+        raise ValueError(f"--head {head}: {getattr(model, 'name', type(model).__name__)} has no detachable output heads")
+    return model.detach(head)

@@ -6,6 +6,7 @@ estimation", IEEE TCSVT 2023. Variants xxs / xs / s are dataclass configs of one
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -129,6 +130,7 @@ class METER(DepthModel):
         layers.update({f"dec_{i}": f"decoder.up{i}" for i in (1, 2, 3)})
         self.selectivity_layers = layers
         self.size_multiple = METER_SIZE_MULTIPLE
+        self.output_stride = 4
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         if image.ndim != 4 or image.shape[1] != 3:
@@ -142,8 +144,9 @@ class METER(DepthModel):
 
 
 def _meter_factory(variant: str):
-    def build() -> METER:
-        return METER(METER_VARIANTS[variant], name=f"meter_{variant}")
+    def build(**options) -> METER:
+        options = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
+        return METER(dataclasses.replace(METER_VARIANTS[variant], **options), name=f"meter_{variant}")
 
     return build
 

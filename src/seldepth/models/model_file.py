@@ -103,7 +103,7 @@ def load_model(path: str | os.PathLike) -> DepthModel:
 
         return OnnxDepthModel(path)
     meta = read_metadata(path)
-    model = create_model(meta["architecture"])
+    model = create_model(meta["architecture"], **meta["config"])
     load_state_dict_checked(model, load_file(str(path)), str(path))
     model.preprocessing = Preprocessing.from_dict(meta["preprocessing"])
     model.metadata = meta
@@ -119,7 +119,7 @@ def _load_lightning_checkpoint(path: Path) -> DepthModel:
     arch = hparams.get("model")
     if not arch:
         raise ValueError(f"{path}: checkpoint has no 'hyper_parameters.model' naming the architecture")
-    model = create_model(arch)
+    model = create_model(arch, **(hparams.get("model_options") or {}))
     state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     load_state_dict_checked(model, state, str(path))
     model.preprocessing = Preprocessing.from_dict(hparams.get("preprocessing") or Preprocessing().to_dict())

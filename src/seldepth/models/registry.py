@@ -6,11 +6,11 @@ from typing import Callable
 
 from torch import nn
 
-_REGISTRY: dict[str, Callable[[], nn.Module]] = {}
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
 
-def register_model(name: str, factory: Callable[[], nn.Module]) -> None:
-    """Register ``factory`` (called with no arguments) under ``name``."""
+def register_model(name: str, factory: Callable[..., nn.Module]) -> None:
+    """Register ``factory`` under ``name``; it is called with the keyword options of :func:`create_model`."""
     if name in _REGISTRY:
         raise ValueError(f"model {name!r} is already registered")
     _REGISTRY[name] = factory
@@ -22,21 +22,25 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def create_model(name: str) -> nn.Module:
-    """Build a registered model with fresh weights.
+def create_model(name: str, **options) -> nn.Module:
+    """Build a registered model with fresh weights; ``options`` override fields of its dataclass config.
 
     Example:
-        >>> model = create_model("meter_xxs")
-        >>> model.num_parameters()
+        >>> create_model("meter_xxs").num_parameters()
         713464
+        >>> create_model("realtime_depth", head="M", semantic_classes=5).heads
+        ('M', 'S', 'XS')
     """
     _import_builtin_models()
     try:
         factory = _REGISTRY[name]
     except KeyError:
         raise ValueError(f"unknown model {name!r}; available models: {', '.join(sorted(_REGISTRY))}") from None
-    return factory()
+    try:
+        return factory(**options)
+    except TypeError as exc:  # an option the config does not have
+        raise ValueError(f"model {name!r}: bad options {options}: {exc}") from None
 
 
 def _import_builtin_models() -> None:
-    from seldepth.models import meter  # noqa: F401  (registers its variants on import)
+    from seldepth.models import meter, realtime  # noqa: F401  (register their models on import)
