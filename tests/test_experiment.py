@@ -33,6 +33,19 @@ def test_the_shipped_grid_parses_and_quick_only_shrinks_data_and_epochs():
     assert set(full.ablation["runs"]) <= set(full.runs)
 
 
+def test_the_shipped_realtime_ablation_builds_the_seeds_rows_in_order():
+    spec = read_experiment(REPO / "configs" / "experiments" / "realtime_teachers.yaml")
+    runs = spec.runs
+    assert list(runs)[:5] == ["a_sparse_gt", "b_teacher_origin", "c_teacher_compensated", "d_log_depth", "e_semantic_teacher"]
+    assert all(r["data"]["sparse"]["enabled"] for n, r in runs.items() if n != "f_dense_gt")
+    assert not runs["f_dense_gt"]["data"]["sparse"]["enabled"] and "teacher" not in runs["a_sparse_gt"]
+    assert [runs[n].get("teacher", {}).get("depth_mode") for n in list(runs)[:5]] == [None, "replace", "fill_aligned",
+                                                                                       "fill_aligned", "fill_aligned"]
+    assert [runs[n]["multiscale"]["space"] for n in list(runs)[:5]] == ["linear", "linear", "linear", "log", "log"]
+    assert max(runs["d_log_depth"]["multiscale"]["betas"]) == 0 < min(runs["e_semantic_teacher"]["multiscale"]["betas"])
+    assert runs["e_semantic_teacher"]["teacher"]["semantic"] == "labels"
+
+
 @pytest.mark.parametrize("content, message", [
     ({"runs": {"a": {}}, "jobz": 2}, "unknown keys jobz"),
     ({"runs": {}}, "'runs' must map run names"),

@@ -68,7 +68,8 @@ def test_bad_teacher_file_is_an_error_naming_the_key(tmp_path):
         TrainingTargets(TeacherConfig(depth=str(tmp_path / "missing.safetensors")))
 
 
-def test_teacher_in_another_unit_is_refused(tmp_path):
+def test_teacher_in_another_unit_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SELDEPTH_CACHE", str(tmp_path / "cache"))
     path = constant_teacher(tmp_path / "t.safetensors", 2.0)
     from safetensors import safe_open
 
@@ -79,6 +80,13 @@ def test_teacher_in_another_unit_is_refused(tmp_path):
     save_file(tensors, str(tmp_path / "cm.safetensors"), metadata=meta)
     with pytest.raises(TeacherError, match="predicts depth in 'cm' but the student predicts metres"):
         TrainingTargets(TeacherConfig(depth=str(tmp_path / "cm.safetensors")))
+    # through the command line: exit 2 with the message, before any run folder is made
+    from seldepth.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", "--model", "realtime_depth", "--data.path", "synthetic:default:12", "--multiscale.space", "log",
+                 "--teacher.depth", str(tmp_path / "cm.safetensors"), "--trainer.out_dir", str(out)]) == 2
+    assert "teacher.depth" in capsys.readouterr().err and not out.exists()
 
 
 def test_semantic_teacher_needs_semantic_output_with_the_students_classes(tmp_path):
