@@ -248,7 +248,7 @@ def calibration_inputs(dataset, preprocessing: Preprocessing, num_images: int, s
 def quantize_int8(onnx_path: str | os.PathLike, out_path: str | os.PathLike, calibration_dataset, num_images: int = 16,
                   per_channel: bool = True, quant_format: str = "QOperator", calibrate_method: str = "MinMax",
                   op_types: tuple[str, ...] | None = INT8_OP_TYPES, fp32_output_stage: bool = True, reduce_range: bool = False,
-                  activation_type: str = "QUInt8", pre_process: bool = True) -> dict:
+                  activation_type: str = "QUInt8", pre_process: bool = True, fp32_slower_nodes: bool = True) -> dict:
     """Static INT8 quantisation with ONNX Runtime, calibrated on images of a data set.
 
     Each calibration image is preprocessed with the preprocessing recorded in ``onnx_path``.
@@ -276,6 +276,8 @@ def quantize_int8(onnx_path: str | os.PathLike, out_path: str | os.PathLike, cal
         quant_format: ``QDQ`` (QuantizeLinear/DequantizeLinear pairs) or ``QOperator`` (QLinearConv ...).
         op_types: op types to quantise (None: all that ORT supports).
         fp32_output_stage: keep :func:`output_stage_nodes` in FP32.
+        fp32_slower_nodes: keep :func:`int8_slower_nodes` in FP32 (depthwise convolutions, the
+            stem, attention's activation products).
         activation_type: ``QInt8`` (asymmetric, signed) or ``QUInt8`` (the x64 U8S8 kernels' input type).
 
     Returns:
@@ -314,6 +316,7 @@ def quantize_int8(onnx_path: str | os.PathLike, out_path: str | os.PathLike, cal
 
     settings = {"per_channel": per_channel, "quant_format": quant_format, "calibrate_method": calibrate_method,
                 "op_types": list(op_types) if op_types else None, "fp32_output_stage": fp32_output_stage,
+                "fp32_slower_nodes": fp32_slower_nodes,
                 "reduce_range": reduce_range, "activation_type": activation_type, "weight_type": "QInt8",
                 "calibration_images": len(inputs), "pre_process": pre_process}
     with tempfile.TemporaryDirectory() as tmpdir:
@@ -324,6 +327,8 @@ def quantize_int8(onnx_path: str | os.PathLike, out_path: str | os.PathLike, cal
                 quant_pre_process(str(onnx_path), str(source), skip_symbolic_shape=True)
         model = onnx.load(str(source))
         exclude = output_stage_nodes(model) if fp32_output_stage else []
+        if fp32_slower_nodes:
+            exclude += [n for n in int8_slower_nodes(model) if n not in exclude]
         settings["nodes_excluded"] = exclude
         qpath = Path(tmpdir) / "int8.onnx"
         with _quiet():
@@ -350,6 +355,30 @@ def quantize_int8(onnx_path: str | os.PathLike, out_path: str | os.PathLike, cal
         _save_onnx_atomic(qmodel, out_path)
     return {"path": str(out_path), "num_images": len(inputs), "max_abs_diff_m": max_diff, "mean_abs_diff_m": mean_diff,
             "settings": settings}
+
+
+def int8_slower_nodes(model, min_channels: int = 8) -> list[str]:
+    """Names of the nodes of an ONNX graph that ONNX Runtime runs slower in INT8 than in FP32 on x64.
+
+    Measured per node on METER-xxs (ORT's profiler, one thread, ``benchmarks/bench_inference.py``
+    gives the totals): depthwise convolutions (``group`` = input channels: the INT8 kernel works
+    in NHWC while the FP32 one has NCHWc kernels; 0.16 against 0.11 ms for the 32-channel one at
+    96x128), convolutions with fewer than ``min_channels`` input channels (the 3-channel stem: 0.26
+    against 0.15 ms) and MatMuls of two activations (attention's Q K^T and A V: the integer product
+    is followed by an unfused scale, 0.30 against 0.17 ms for the three blocks). Shapes come from
+    the initializers, so no shape inference is needed.
+    """
+    constants = {t.name: t for t in model.graph.initializer}
+    names = []
+    for node in model.graph.node:
+        if node.op_type == "Conv" and len(node.input) > 1 and node.input[1] in constants:
+            w = constants[node.input[1]].dims  # (out, in / group, kh, kw)
+            group = next((a.i for a in node.attribute if a.name == "group"), 1)
+            if (group > 1 and w[1] == 1) or w[1] * group < min_channels:
+                names.append(node.name)
+        elif node.op_type == "MatMul" and not any(i in constants for i in node.input):
+            names.append(node.name)
+    return names
 
 
 def output_stage_nodes(model, max_nodes: int = 12) -> list[str]:
