@@ -81,7 +81,8 @@ def main() -> None:
     print(f"{model.num_parameters():,} parameters, {model.flops(*size) / 1e9:.3f} GFLOPs (2 FLOPs per multiply-add)")
     print(f"ONNX FP32 vs torch: max abs diff {info['max_abs_diff_m']:.2e} m (opset {info['opset']})")
     print(f"INT8: {s['quant_format']}, weights S8 per-channel={s['per_channel']}, activations {s['activation_type']}, "
-          f"ops {s['op_types']}, output stage FP32={s['fp32_output_stage']} ({len(s['nodes_excluded'])} nodes), {s['calibrate_method']} on {q['num_images']} images "
+          f"ops {s['op_types']}, {len(s['nodes_excluded'])} nodes kept FP32 (output stage {s['fp32_output_stage']}, "
+          f"slower in INT8 {s['fp32_slower_nodes']}), {s['calibrate_method']} on {q['num_images']} images "
           f"of {args.calibration or args.data}; vs FP32 max {q['max_abs_diff_m']:.3f} m, mean {q['mean_abs_diff_m']:.3f} m")
     for name in calls:
         print(f"{name:12s} p50 {p50[name]:8.2f} ms   p90 {p90[name]:8.2f} ms")

@@ -177,3 +177,29 @@ def test_output_stage_nodes_walks_back_to_the_last_concat():
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 4, 4])], [w])
     assert output_stage_nodes(helper.make_model(graph)) == ["head", "act", "skip"]
     assert output_stage_nodes(helper.make_model(graph), max_nodes=2) == ["head", "act"]
+
+
+def test_int8_slower_nodes_are_the_stem_and_attention_products_with_their_projections():
+    from onnx import TensorProto, helper
+
+    from seldepth.export import int8_slower_nodes
+
+    def weight(name, dims):
+        return helper.make_tensor(name, TensorProto.FLOAT, dims, [0.0] * int(np.prod(dims)))
+
+    inits = [weight("w_stem", [8, 3, 3, 3]), weight("w_conv", [8, 8, 1, 1]), weight("w_dw", [8, 1, 3, 3]),
+             weight("w_qk", [8, 16]), weight("w_mlp", [8, 8]), weight("shape", [3])]
+    nodes = [helper.make_node("Conv", ["x", "w_stem"], ["s"], name="stem"),
+             helper.make_node("Conv", ["s", "w_conv"], ["c"], name="pointwise"),
+             helper.make_node("Conv", ["c", "w_dw"], ["d"], group=8, name="depthwise"),
+             helper.make_node("Reshape", ["d", "shape"], ["t"], name="to_tokens"),
+             helper.make_node("MatMul", ["t", "w_qk"], ["qk"], name="qk_proj"),
+             helper.make_node("Split", ["qk"], ["q", "k"], axis=-1, num_outputs=2, name="split"),
+             helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 2, 1], name="kt"),
+             helper.make_node("MatMul", ["q", "kt"], ["att"], name="q_kt"),
+             helper.make_node("MatMul", ["t", "w_mlp"], ["y"], name="mlp")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+                              [helper.make_tensor_value_info("att", TensorProto.FLOAT, None),
+                               helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    # the MLP's weight MatMul, the pointwise and the depthwise convolutions stay quantised
+    assert int8_slower_nodes(helper.make_model(graph)) == ["stem", "qk_proj", "q_kt"]

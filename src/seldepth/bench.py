@@ -1,10 +1,12 @@
 """Size, cost and CPU latency of a depth model: eager torch, torch.compile, ONNX Runtime FP32 and INT8, side by side.
 
 All backends run in one process on the same input, in alternating blocks: each round runs every
-backend in turn for a block of ``BLOCK`` timed calls, after one untimed call. Alternating keeps
-slow drifts of the machine fair to all; the untimed call absorbs the previous backend's
-thread pool, which keeps spinning for a moment after its last call (call-by-call interleaving
-made eager torch look 3x slower than it is alone). torch uses
+backend in turn for a block of ``BLOCK`` timed calls, after a pause of ``SETTLE_S`` and one
+untimed call. Alternating keeps slow drifts of the machine fair to all; the pause lets the
+previous backend's thread pool stop spinning (torch's OpenMP threads busy-wait for a while after
+each call and took CPU from the next block: call-by-call interleaving made eager torch look 3x
+slower than it is alone, and without the pause ONNX Runtime INT8 measured 1.02x FP32 where each
+alone measures 0.75x). torch uses
 ``torch.set_num_threads(threads)`` and ONNX Runtime ``intra_op_num_threads = threads``.
 
 Example:
@@ -33,6 +35,7 @@ class BenchmarkError(ValueError):
 
 
 BLOCK = 10  # timed calls per backend in a row (see the module docstring)
+SETTLE_S = 0.25  # pause before each block, for the previous backend's threads to go idle
 
 def parse_size(text: str) -> tuple[int, int]:
     """``"192x256"`` -> (192, 256) (height x width)."""
@@ -94,7 +97,8 @@ def time_calls(calls: dict, runs: int, warmup: int) -> dict:
     times = {name: [] for name in calls}
     while len(next(iter(times.values()))) < runs:
         for name, fn in calls.items():
-            fn()  # untimed: the previous backend's threads may still be spinning
+            time.sleep(SETTLE_S)  # the previous backend's threads stop spinning
+            fn()  # untimed: wakes this backend's threads
             for _ in range(min(BLOCK, runs - len(times[name]))):
                 start = time.perf_counter()
                 fn()

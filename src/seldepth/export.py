@@ -276,8 +276,8 @@ def quantize_int8(onnx_path: str | os.PathLike, out_path: str | os.PathLike, cal
         quant_format: ``QDQ`` (QuantizeLinear/DequantizeLinear pairs) or ``QOperator`` (QLinearConv ...).
         op_types: op types to quantise (None: all that ORT supports).
         fp32_output_stage: keep :func:`output_stage_nodes` in FP32.
-        fp32_slower_nodes: keep :func:`int8_slower_nodes` in FP32 (depthwise convolutions, the
-            stem, attention's activation products).
+        fp32_slower_nodes: keep :func:`int8_slower_nodes` in FP32 (the stem convolution,
+            attention's activation products and the projections feeding them).
         activation_type: ``QInt8`` (asymmetric, signed) or ``QUInt8`` (the x64 U8S8 kernels' input type).
 
     Returns:
@@ -357,26 +357,60 @@ def quantize_int8(onnx_path: str | os.PathLike, out_path: str | os.PathLike, cal
             "settings": settings}
 
 
-def int8_slower_nodes(model, min_channels: int = 8) -> list[str]:
-    """Names of the nodes of an ONNX graph that ONNX Runtime runs slower in INT8 than in FP32 on x64.
+# Ops that only move or split values: a path through them keeps a tensor's quantisation.
+_SHAPE_OPS = ("Reshape", "Transpose", "Split", "Squeeze", "Unsqueeze", "Slice", "Gather", "Flatten")
 
-    Measured per node on METER-xxs (ORT's profiler, one thread, ``benchmarks/bench_inference.py``
-    gives the totals): depthwise convolutions (``group`` = input channels: the INT8 kernel works
-    in NHWC while the FP32 one has NCHWc kernels; 0.16 against 0.11 ms for the 32-channel one at
-    96x128), convolutions with fewer than ``min_channels`` input channels (the 3-channel stem: 0.26
-    against 0.15 ms) and MatMuls of two activations (attention's Q K^T and A V: the integer product
-    is followed by an unfused scale, 0.30 against 0.17 ms for the three blocks). Shapes come from
-    the initializers, so no shape inference is needed.
+
+def int8_slower_nodes(model, min_channels: int = 8) -> list[str]:
+    """Names of the nodes of an ONNX graph that make ONNX Runtime's INT8 model slower on x64 when quantised.
+
+    Measured on METER-xxs (ORT's per-node profiler and isolated latencies, 192x256, 1 and 2 threads):
+
+    * convolutions with fewer than ``min_channels`` input channels (the 3-channel stem: 0.26 ms in
+      INT8 against 0.15 ms in FP32, plus quantising and transposing the input image);
+    * attention's products of two activations (Q K^T, A V) and the projections that feed them
+      (a constant-weight MatMul / Gemm whose output reaches such a product through reshapes,
+      transposes and splits only). Quantised, Q K^T runs as an integer product followed by an
+      unfused scale (0.30 against 0.17 ms for the three blocks); excluding only the product does
+      not work, because ORT fuses the DequantizeLinear in front of it back into an integer MatMul.
+
+    Depthwise convolutions are also slower in INT8 (0.16 against 0.11 ms for the 32-channel one at
+    96x128) but are left in: ORT fuses an excluded node between INT8 neighbours back into
+    QLinearConv, and keeping it FP32 by other means costs more in layout changes than it saves.
     """
     constants = {t.name: t for t in model.graph.initializer}
+    consumers: dict[str, list] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+
+    def activation_product(node) -> bool:
+        return node.op_type == "MatMul" and not any(i in constants for i in node.input)
+
+    def feeds_activation_product(node) -> bool:
+        frontier, seen = list(node.output), set()
+        while frontier:
+            for nxt in consumers.get(frontier.pop(), []):
+                if nxt.name in seen:
+                    continue
+                seen.add(nxt.name)
+                if activation_product(nxt):
+                    return True
+                if nxt.op_type in _SHAPE_OPS:
+                    frontier.extend(nxt.output)
+        return False
+
     names = []
     for node in model.graph.node:
         if node.op_type == "Conv" and len(node.input) > 1 and node.input[1] in constants:
             w = constants[node.input[1]].dims  # (out, in / group, kh, kw)
             group = next((a.i for a in node.attribute if a.name == "group"), 1)
-            if (group > 1 and w[1] == 1) or w[1] * group < min_channels:
+            if w[1] * group < min_channels:
                 names.append(node.name)
-        elif node.op_type == "MatMul" and not any(i in constants for i in node.input):
+        elif activation_product(node):
+            names.append(node.name)
+        elif node.op_type in ("MatMul", "Gemm") and len(node.input) > 1 and node.input[1] in constants \
+                and feeds_activation_product(node):
             names.append(node.name)
     return names
 
