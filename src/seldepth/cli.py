@@ -228,6 +228,21 @@ def cmd_bench(args: argparse.Namespace) -> None:
         print(f"wrote {args.json}")
 
 
+def cmd_attention(args: argparse.Namespace) -> None:
+    from seldepth.data.images import read_rgb
+    from seldepth.models.model_file import load_model
+    from seldepth.report.attention import capture_attention, check_attention_args, save_attention
+    from seldepth.selectivity.dissect import resolve_layers
+
+    check_attention_args(args.model, args.image)  # missing files and ONNX models fail before any work
+    model = load_model(args.model)
+    resolve_layers(model, args.layers)  # unknown names fail before the image is read
+    image = read_rgb(args.image)
+    result = capture_attention(model, image, args.layers)
+    for path in save_attention(result, image, args.out, prefix=Path(args.image).stem):
+        print(f"wrote {path}")
+
+
 DATA_HELP = ("data spec KIND:PATH[?key=value&...]: nyu:PATH (labeled .mat, DenseDepth folder/zip/CSV, BTS sync "
              "list, .h5 files, annotation JSON, or a folder), kitti:PATH (raw drives via a file list or folder, "
              "annotation JSON), folder:PATH?scale=1000, synthetic:PATH or synthetic:default")
@@ -290,6 +305,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--out", default="runs/ablate", help="output folder (default runs/ablate)")
     p.set_defaults(func=cmd_ablate)
+
+    p = sub.add_parser("attention", help="attention maps (sum of |activation| over channels) of a model's layers on one image")
+    p.add_argument("--model", required=True, help="model file (.safetensors) or training checkpoint (.ckpt); not .onnx")
+    p.add_argument("--image", required=True, help="RGB image file")
+    p.add_argument("--layers", help="comma-separated layer names or module paths (default the model's selectivity layers)")
+    p.add_argument("--out", default="runs/attention", help="output folder (default runs/attention)")
+    p.set_defaults(func=cmd_attention)
 
     p = sub.add_parser("train", add_help=False, help="train a model from a YAML config (seldepth train --help)")
     p.set_defaults(func=cmd_train, takes_rest=True)

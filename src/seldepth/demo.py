@@ -30,7 +30,7 @@ from seldepth.atomic import write_text_atomic
 DEMO_SETTINGS = {
     "full": {"num": 2000, "input_size": [128, 192], "epochs": 12, "step_epochs": 8, "limit_val": 100,
              "fractions": [0, 0.1, 0.25, 0.5, 0.75], "seeds": 3},
-    "quick": {"num": 320, "input_size": [128, 192], "epochs": 8, "step_epochs": 6, "limit_val": 32,
+    "quick": {"num": 320, "input_size": [128, 192], "epochs": 12, "step_epochs": 9, "limit_val": 32,
               "fractions": [0, 0.25, 0.5], "seeds": 2},
 }
 # The regularised run: the best setting of configs/experiments/selectivity_meter_xxs.yaml (ours_enc6_l100_warm):

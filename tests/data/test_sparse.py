@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from seldepth.data.sparse import SparseDepth, SparseDepthConfig, lidar_mask
@@ -40,3 +41,14 @@ def test_sparse_dataset_masks_depth_and_valid():
     expected = lidar_mask(48, 64, cfg, 1)[None] & _Dense()[1]["valid"]
     assert torch.equal(sample["valid"], expected)
     assert (sample["depth"][~expected] == 0).all() and (sample["depth"][expected] == 3.0).all()
+
+
+def test_scan_lines_stay_in_the_vertical_field_of_view():
+    cfg = SparseDepthConfig(enabled=True, lines=16, step=2, dropout=0.0, bend=2.0, rows=(0.35, 1.0))
+    for index in range(5):
+        mask = lidar_mask(192, 256, cfg, index)
+        rows = mask.any(1).nonzero().flatten()
+        assert rows.min() >= round(0.35 * 192) - 2 and len(rows) >= 16  # nothing above the band (bend <= 2 px)
+        assert not mask[: round(0.35 * 192) - 2].any() and mask[150:].any()
+    with pytest.raises(ValueError, match="data.sparse.rows"):
+        SparseDepthConfig(rows=(0.5, 0.4))

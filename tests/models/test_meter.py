@@ -41,6 +41,8 @@ def test_every_parameter_gets_a_gradient(name):
     if hasattr(model, "forward_heads"):  # multi-head models: every head's output
         out = model.forward_heads(x)
         sum(t.square().mean() for group in out for t in group).backward()
+    elif hasattr(model, "forward_tasks"):  # depth and semantics
+        sum(t.square().mean() for t in model.forward_tasks(x)).backward()
     else:
         model(x).square().mean().backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.any(p.grad != 0)]

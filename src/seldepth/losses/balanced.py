@@ -61,6 +61,24 @@ def _erode(mask: torch.Tensor, radius: int) -> torch.Tensor:
     return F.max_pool2d(inv, k, stride=1) == 0
 
 
+def gradient_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, return_gradients: bool = False):
+    """Gradient matching: mean |d/dx pred - d/dx target| + mean |d/dy pred - d/dy target| (Sobel, kornia).
+
+    Averaged over pixels whose 3x3 neighbourhood is valid and inside the image, per channel.
+
+    Args:
+        pred, target: (B, C, H, W).
+        valid: (B, C, H, W) bool.
+        return_gradients: also return ``((dx_pred, dy_pred, dx_target, dy_target), mask)``.
+    """
+    mask = _erode(valid, 1)
+    gp = kornia.filters.spatial_gradient(pred, mode="sobel", normalized=False)  # (B, C, 2, H, W)
+    gg = kornia.filters.spatial_gradient(target, mode="sobel", normalized=False)
+    dxp, dyp, dxg, dyg = gp[:, :, 0], gp[:, :, 1], gg[:, :, 0], gg[:, :, 1]
+    loss = _masked_mean((dxp - dxg).abs(), mask) + _masked_mean((dyp - dyg).abs(), mask)
+    return (loss, (dxp, dyp, dxg, dyg), mask) if return_gradients else loss
+
+
 def balanced_loss(pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor,
                   config: BalancedLossConfig = BalancedLossConfig()) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """METER's balanced loss.
@@ -89,11 +107,7 @@ def balanced_loss(pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor,
 
     l_depth = _masked_mean((p - g).abs(), valid)
 
-    grad_mask = _erode(valid, 1)
-    gp = kornia.filters.spatial_gradient(p, mode="sobel", normalized=False)  # (B, 1, 2, H, W)
-    gg = kornia.filters.spatial_gradient(g, mode="sobel", normalized=False)
-    dxp, dyp, dxg, dyg = gp[:, :, 0], gp[:, :, 1], gg[:, :, 0], gg[:, :, 1]
-    l_grad = _masked_mean((dxp - dxg).abs(), grad_mask) + _masked_mean((dyp - dyg).abs(), grad_mask)
+    l_grad, (dxp, dyp, dxg, dyg), grad_mask = gradient_loss(p, g, valid, return_gradients=True)
 
     # cos(n_p, n_g) with n = (-dx, -dy, 1), written out (F.cosine_similarity over dim 1 is slow on CPU).
     dot = dxp * dxg + dyp * dyg + 1

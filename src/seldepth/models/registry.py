@@ -43,4 +43,4 @@ def create_model(name: str, **options) -> nn.Module:
 
 
 def _import_builtin_models() -> None:
-    from seldepth.models import meter, realtime  # noqa: F401  (register their models on import)
+    from seldepth.models import meter, realtime, synergy  # noqa: F401  (register their models on import)
