@@ -13,6 +13,7 @@ import yaml
 from jsonargparse import ActionConfigFile, ArgumentParser
 
 from seldepth.data.datamodule import DataConfig
+from seldepth.losses.attention import SynergyLossConfig
 from seldepth.losses.balanced import BalancedLossConfig
 from seldepth.losses.logdepth import MultiScaleLossConfig
 from seldepth.selectivity.regularizer import SelectivityConfig
@@ -81,8 +82,9 @@ class TrainConfig:
     """A whole training run.
 
     ``model_options`` override fields of the model's config (``{semantic_classes: 5}``);
-    ``multiscale`` selects seed 003's multi-resolution log-depth loss (multi-head models) instead
-    of ``loss`` (METER's balanced loss); ``teacher`` names the teacher networks.
+    ``multiscale`` selects seed 003's multi-resolution log-depth loss (multi-head models) and
+    ``synergy`` seed 004's joint depth and semantic loss (``synergy_depth``) instead of ``loss``
+    (METER's balanced loss); ``teacher`` names the teacher networks and semantic targets.
     """
 
     model: str = "meter_xxs"
@@ -91,6 +93,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     loss: BalancedLossConfig = field(default_factory=BalancedLossConfig)
     multiscale: MultiScaleLossConfig | None = None
+    synergy: SynergyLossConfig | None = None
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     selectivity: SelectivityConfig = field(default_factory=SelectivityConfig)
@@ -133,7 +136,7 @@ def parse_train_args(argv: list[str]) -> tuple[TrainConfig, bool]:
     except Exception as exc:  # jsonargparse reports unknown keys and type errors as ArgumentError
         raise ValueError(str(exc).strip()) from None
     cfg = TrainConfig(model=init.model, model_options=dict(init.model_options or {}), protocol=init.protocol, data=init.data,
-                      loss=init.loss, multiscale=init.multiscale, teacher=init.teacher, optim=init.optim,
+                      loss=init.loss, multiscale=init.multiscale, synergy=init.synergy, teacher=init.teacher, optim=init.optim,
                       selectivity=init.selectivity, trainer=init.trainer)
     validate(cfg)
     return cfg, bool(init.resume)
@@ -188,6 +191,13 @@ def _validate_heads_and_teachers(cfg: TrainConfig, model) -> None:
                              f"(model_options: {{semantic_classes: N}})")
         if cfg.multiscale.uses_semantics and not cfg.teacher.semantic:
             raise ValueError("multiscale.betas: semantic weights need semantic targets (teacher.semantic: labels or a model file)")
+    if cfg.synergy is not None:
+        if not hasattr(model, "forward_tasks"):
+            raise ValueError(f"synergy: {cfg.model} has no semantic branch; the synergy loss needs model: synergy_depth")
+        if cfg.multiscale is not None:
+            raise ValueError("synergy and multiscale: choose one loss")
+        if not cfg.teacher.semantic:
+            raise ValueError("synergy: needs semantic targets (teacher.semantic: labels or a model file)")
     if cfg.teacher.semantic and not classes:
         raise ValueError(f"teacher.semantic: {cfg.model} has no semantic output (model_options: {{semantic_classes: N}})")
     TrainingTargets(cfg.teacher, classes or None)  # loads and checks the teacher files

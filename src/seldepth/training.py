@@ -29,6 +29,7 @@ from seldepth.atomic import write_text_atomic
 from seldepth.data.datamodule import DepthDataModule
 from seldepth.data.transforms import masked_downsample
 from seldepth.inference import predict_depth
+from seldepth.losses.attention import SynergyLoss, SynergyLossConfig
 from seldepth.losses.balanced import BalancedLoss, BalancedLossConfig
 from seldepth.losses.logdepth import MultiScaleLoss, MultiScaleLossConfig
 from seldepth.metrics import DepthMetrics
@@ -66,7 +67,7 @@ class DepthTrainingModule(L.LightningModule):
 
     def __init__(self, model: str, preprocessing: dict, loss: dict, optim: dict, protocol: str = "synthetic",
                  selectivity: dict | None = None, model_options: dict | None = None, multiscale: dict | None = None,
-                 teacher: dict | None = None):
+                 teacher: dict | None = None, synergy: dict | None = None):
         super().__init__()
         self.save_hyperparameters()
         self.model = create_model(model, **(model_options or {}))
@@ -77,6 +78,12 @@ class DepthTrainingModule(L.LightningModule):
             if not hasattr(self.model, "forward_heads"):
                 raise ValueError(f"multiscale: {model} has a single output; the multi-scale loss needs a multi-head model")
             self.multiscale_loss = MultiScaleLoss(MultiScaleLossConfig(**_tuples(multiscale)), heads=self.model.heads)
+        self.synergy_loss = None
+        if synergy is not None:
+            if not hasattr(self.model, "forward_tasks"):
+                raise ValueError(f"synergy: {model} has no semantic branch; the synergy loss needs synergy_depth")
+            self.synergy_loss = SynergyLoss(SynergyLossConfig(**synergy))
+        self._unsupervised_tasks: list[str] = []
         self.targets = TrainingTargets(TeacherConfig(**(teacher or {})),
                                        getattr(self.model.config, "semantic_classes", None))
         self.optim_config = OptimConfig(**_tuples(optim))
@@ -98,6 +105,10 @@ class DepthTrainingModule(L.LightningModule):
             if self.multiscale_loss is not None:
                 out = self.model.forward_heads(x)
                 loss, terms = self.multiscale_loss(out.depth, depth, valid, out.semantics, labels)
+            elif self.synergy_loss is not None:
+                out = self.model.forward_tasks(x)
+                loss, terms, supervised = self.synergy_loss(out.depth, out.semantics, depth, valid, labels)
+                self._unsupervised_tasks = [task for task, yes in supervised.items() if not yes]
             else:
                 pred = self.model(x)
                 loss, terms = self.loss_fn(pred, *masked_downsample(depth, valid, tuple(pred.shape[-2:])))
@@ -111,6 +122,14 @@ class DepthTrainingModule(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=n)
         self.log_dict({f"train/{k}": v for k, v in terms.items()}, batch_size=n)
         return loss
+
+    def on_after_backward(self) -> None:
+        # weak supervision: a batch without one task's targets leaves that task's own branch unchanged
+        # (no gradient, so the optimiser skips those parameters, weight decay included)
+        for task in self._unsupervised_tasks:
+            for p in self.model.task_parameters(task):
+                p.grad = None
+        self._unsupervised_tasks = []
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         depth = batch["depth"]
@@ -169,7 +188,7 @@ def build_module(cfg: TrainConfig) -> DepthTrainingModule:
     preprocessing = Preprocessing(input_size=tuple(cfg.data.input_size))
     d = cfg.to_dict()
     return DepthTrainingModule(cfg.model, preprocessing.to_dict(), d["loss"], d["optim"], cfg.protocol, d["selectivity"],
-                               d["model_options"], d["multiscale"], d["teacher"])
+                               d["model_options"], d["multiscale"], d["teacher"], d["synergy"])
 
 
 def build_trainer(cfg: TrainConfig, out: Path, extra_callbacks=()) -> L.Trainer:

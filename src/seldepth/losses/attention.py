@@ -33,11 +33,15 @@ those of the one-hot labels (so depth and semantic edges are both sharp where th
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+from seldepth.data.transforms import masked_downsample
 from seldepth.losses.balanced import gradient_loss
-from seldepth.losses.logdepth import IGNORE_LABEL
+from seldepth.losses.logdepth import IGNORE_LABEL, downsample_labels
 
 
 def _check_depth(pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor) -> None:
@@ -111,3 +115,69 @@ def joint_gradient_loss(pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tenso
         one_hot = F.one_hot(labels.clamp_min(0), logits.shape[1]).permute(0, 3, 1, 2).to(logits.dtype)
         loss = loss + gradient_loss(logits.softmax(1), one_hot, labelled)
     return loss
+
+
+@dataclass(frozen=True)
+class SynergyLossConfig:
+    """Weights of the synergy network's joint loss (``synergy:`` in the training config).
+
+    Attributes:
+        depth: ``attention`` (L_DA) or ``l1`` (plain L1 over valid pixels, the seed's ablation).
+        w_depth, w_semantic, w_gradient: weights of the depth term, the focal loss and the joint gradient loss.
+        focal_alpha, focal_gamma: of the focal loss.
+    """
+
+    depth: str = "attention"
+    w_depth: float = 1.0
+    w_semantic: float = 1.0
+    w_gradient: float = 1.0
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+
+    def __post_init__(self):
+        if self.depth not in ("attention", "l1"):
+            raise ValueError(f"synergy.depth must be 'attention' or 'l1', got {self.depth!r}")
+        for name in ("w_depth", "w_semantic", "w_gradient", "focal_alpha", "focal_gamma"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"synergy.{name} must be >= 0, got {getattr(self, name)}")
+
+
+class SynergyLoss(nn.Module):
+    """``forward(depth, logits, gt, valid, labels) -> (total, terms, supervised)``.
+
+    Args of forward:
+        depth: (B, 1, h, w) predicted metres; logits: (B, C, h, w).
+        gt, valid: (B, 1, H, W) metres and bool (reduced to (h, w) by a masked average).
+        labels: (B, H, W) long with ``IGNORE_LABEL`` where unlabelled (reduced by nearest), or None.
+
+    Returns:
+        The weighted total, the unweighted terms, and ``supervised``: ``{"depth": bool, "semantics": bool}``,
+        whether the batch had any target of each task (a batch with only one kind trains only that
+        branch: the other task's terms are left out and the trainer drops its branch's gradients).
+    """
+
+    def __init__(self, config: SynergyLossConfig = SynergyLossConfig()):
+        super().__init__()
+        self.config = config
+
+    def forward(self, depth, logits, gt, valid, labels=None):
+        c = self.config
+        size = tuple(depth.shape[-2:])
+        gt, valid = masked_downsample(gt, valid.bool(), size)
+        lab = downsample_labels(labels, size) if labels is not None else None
+        supervised = {"depth": bool(valid.any()), "semantics": lab is not None and bool((lab != IGNORE_LABEL).any())}
+        total, terms = depth.new_zeros(()), {}
+        if supervised["depth"]:
+            if c.depth == "attention":
+                terms["depth"] = depth_aware_loss(depth, gt, valid)
+            else:
+                terms["depth"] = (depth - gt).abs()[valid].mean()
+            total = total + c.w_depth * terms["depth"]
+        if supervised["semantics"]:
+            terms["semantic"] = focal_loss(logits, lab, c.focal_alpha, c.focal_gamma)
+            total = total + c.w_semantic * terms["semantic"]
+        if c.w_gradient > 0 and supervised["depth"]:
+            sem = (logits, lab) if supervised["semantics"] else (None, None)
+            terms["gradient"] = joint_gradient_loss(depth, gt, valid, *sem)
+            total = total + c.w_gradient * terms["gradient"]
+        return total, {k: v.detach() for k, v in terms.items()}, supervised

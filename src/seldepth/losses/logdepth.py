@@ -27,10 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seldepth.data.collate import IGNORE_LABEL  # noqa: F401  (label of pixels without a semantic label)
 from seldepth.data.transforms import masked_downsample
-
-# Label value of pixels without a semantic label.
-IGNORE_LABEL = -1
 
 
 def log_depth(depth: torch.Tensor, m: float, M: float) -> torch.Tensor:

@@ -192,6 +192,28 @@ class SynergyDepth(DepthModel):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.forward_tasks(image).depth
 
+    def task_parameters(self, task: str) -> list[nn.Parameter]:
+        """The parameters that belong to one task's branch only (``depth`` or ``semantics``).
+
+        A batch with targets of the other task only leaves these unchanged (weak supervision: the
+        seed freezes the unsupervised branch's backward pass): its branch, its head, its side of
+        the lateral sharing units (phi for depth, gamma for semantics) and, in a cascade, the
+        second task's own layers. Shared layers are in neither list.
+        """
+        if task not in ("depth", "semantics"):
+            raise ValueError(f"task must be 'depth' or 'semantics', got {task!r}")
+        depth = task == "depth"
+        modules = [self.depth_head if depth else self.semantic_head]
+        branch = "depth_branch" if depth else "semantic_branch"
+        if hasattr(self, branch):
+            modules.append(getattr(self, branch))
+        if hasattr(self, "second") and (self.config.cascade_first == "depth") != depth:
+            modules.append(self.second)
+        params = [p for m in modules for p in m.parameters()]
+        if hasattr(self, "sharing"):
+            params += [p for unit in self.sharing for p in ((unit.phi_d, unit.phi_s) if depth else (unit.gamma_s, unit.gamma_d))]
+        return params
+
 
 def _build(**options) -> SynergyDepth:
     return SynergyDepth(dataclasses.replace(SynergyConfig(), **options))
