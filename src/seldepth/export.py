@@ -184,7 +184,7 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, input_size: tup
         "format": ONNX_FORMAT,
         "architecture": arch,
         "config": json.dumps(model.config_dict() if hasattr(model, "config_dict") else meta.get("config", {})),
-        "preprocessing": json.dumps(prep.to_dict()),
+        "preprocessing": json.dumps((prep if dynamic else fixed_prep).to_dict()),  # a fixed export: its own input size
         "output_unit": "m",
         "size_multiple": str(multiple),
         "dynamic": "true" if dynamic else "false",

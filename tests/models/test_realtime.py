@@ -105,3 +105,15 @@ def test_export_of_a_detached_head_matches_torch(tmp_path):
     assert info["max_abs_diff_m"] < 1e-4
     out = OnnxDepthModel(tmp_path / "s.onnx", threads=1)(torch.rand(1, 3, 64, 96))
     assert out.shape == (1, 1, 8, 12)
+
+
+def test_a_fixed_export_at_another_size_records_that_size(tmp_path):
+    import json
+
+    from seldepth.export import export_onnx, read_onnx_props
+
+    model = create_model("realtime_depth", head="S").eval()
+    model.preprocessing = Preprocessing(input_size=(64, 96))
+    export_onnx(model, tmp_path / "s.onnx", input_size=(32, 64))
+    prep = json.loads(read_onnx_props(tmp_path / "s.onnx")["preprocessing"])
+    assert prep["input_size"] == [32, 64]  # what the fixed graph takes, so calibration and predict resize to it
