@@ -135,3 +135,44 @@ def test_bad_protocol_values():
         Protocol("x", 5.0, 1.0)
     with pytest.raises(ValueError, match="unknown crop"):
         Protocol("x", crop="nope")
+
+
+def test_semantic_iou_by_hand_skips_ignored_pixels_and_absent_classes():
+    from seldepth.metrics import SemanticIoU
+
+    target = torch.tensor([[0, 0, 1, 1, -1]])
+    pred = torch.tensor([[0, 1, 1, 1, 2]])  # the ignored pixel's prediction does not count
+    m = SemanticIoU(3)
+    m.update(pred, target)
+    out = m.compute()
+    # class 0: tp 1, gt 2, pred 1 -> 1/2; class 1: tp 2, gt 2, pred 3 -> 2/3; class 2 absent from the targets
+    assert out["iou"][:2] == pytest.approx([0.5, 2 / 3]) and out["iou"][2] != out["iou"][2]
+    assert out["miou"] == pytest.approx((0.5 + 2 / 3) / 2)
+    logits = torch.nn.functional.one_hot(pred.clamp(max=2), 3).permute(0, 2, 1)[..., None].float()  # (1, 3, 5, 1)
+    m2 = SemanticIoU(3)
+    m2.update(logits, target[..., None])
+    assert m2.compute()["miou"] == pytest.approx(out["miou"])
+
+
+def test_evaluate_scores_semantics_of_a_model_with_a_semantic_output(tmp_path, monkeypatch):
+    from seldepth.data.spec import open_dataset
+    from seldepth.evaluation import evaluate, format_table
+    from seldepth.models import create_model
+    from seldepth.models.preprocessing import Preprocessing
+    from seldepth.protocol import get_protocol
+
+    monkeypatch.setenv("SELDEPTH_CACHE", str(tmp_path))
+    data = open_dataset("synthetic:default:12", "train")
+    model = create_model("synergy_depth", semantic_classes=5)
+    model.preprocessing = Preprocessing(input_size=(64, 64))
+    with torch.no_grad():  # predict class 2 (wall) everywhere
+        model.semantic_head.weight.zero_()
+        model.semantic_head.bias.copy_(torch.tensor([0.0, 0.0, 10.0, 0.0, 0.0]))
+    result = evaluate(model, data, get_protocol("synthetic"), progress=False)
+    labels = torch.cat([data[i]["semantics"].flatten() for i in range(len(data))])
+    walls = (labels == 2).sum().item()
+    present = len(labels.unique())
+    assert result["semantics"]["iou"][2] == pytest.approx(walls / len(labels))  # tp = walls, union = every pixel
+    assert result["semantics"]["miou"] == pytest.approx(walls / len(labels) / present)
+    assert "semantic mIoU" in format_table(result, get_protocol("synthetic"))
+    assert "semantics" not in evaluate(create_model("meter_xxs"), data, get_protocol("synthetic"), progress=False)

@@ -79,4 +79,4 @@ def test_seldepth_train_with_the_synergy_loss(tmp_path, monkeypatch):
     import csv
 
     logged = {k for r in csv.DictReader((out / "csv" / "metrics.csv").open()) for k, v in r.items() if v}
-    assert {"train/depth", "train/semantic", "train/gradient"} <= logged
+    assert {"train/depth", "train/semantic", "train/gradient", "val/miou"} <= logged

@@ -6,10 +6,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from seldepth.data.collate import collate_samples
+from seldepth.data.collate import IGNORE_LABEL, collate_samples
 from seldepth.data.skipping import sample_batches
-from seldepth.inference import predict_depth
-from seldepth.metrics import METRIC_NAMES, DepthMetrics
+from seldepth.inference import predict_depth, predict_semantics, semantic_classes
+from seldepth.metrics import METRIC_NAMES, DepthMetrics, SemanticIoU
 from seldepth.protocol import Protocol
 
 
@@ -18,19 +18,32 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, protocol: Protocol, batch
              num_workers: int = 0, progress: bool = True) -> dict:
     """Predict on every sample at its ground truth's resolution and score under ``protocol``.
 
+    A model with a semantic output (:func:`~seldepth.inference.semantic_classes`) scored on a data
+    set with ``semantics`` also gets ``result["semantics"] = {"miou", "iou"}`` (a second, unflipped
+    pass for the logits, at the labels' resolution).
+
     Returns:
-        ``{"metrics": {...}, "protocol": {...}, "num_images": N}``.
+        ``{"metrics": {...}, "protocol": {...}, "num_images": N}`` (and ``"semantics"``).
     """
     model.eval()
     metric = DepthMetrics(protocol)
+    classes = semantic_classes(model)
+    iou = SemanticIoU(classes, ignore_index=IGNORE_LABEL) if classes else None
+    labelled = False
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_samples)
     for batch in tqdm(sample_batches(loader), total=len(loader), desc="eval", unit="batch", disable=not progress):
         depth = batch["depth"]
         pred = predict_depth(model, batch["image"], flip=protocol.flip, size=tuple(depth.shape[-2:]))
         metric.update(pred.cpu(), depth, batch["valid"])
+        if iou is not None and batch.get("semantics") is not None:
+            labelled = True
+            iou.update(predict_semantics(model, batch["image"], size=tuple(depth.shape[-2:])).cpu(), batch["semantics"])
     values = metric.compute()
     n = values.pop("num_images")
-    return {"metrics": values, "protocol": protocol.to_dict(), "num_images": n}
+    result = {"metrics": values, "protocol": protocol.to_dict(), "num_images": n}
+    if labelled:
+        result["semantics"] = iou.compute()
+    return result
 
 
 def format_table(result: dict, protocol: Protocol) -> str:
@@ -42,4 +55,7 @@ def format_table(result: dict, protocol: Protocol) -> str:
     for label in labels:
         row = " ".join(f"{result['metrics'][n + label]:>9.4f}" for n in METRIC_NAMES)
         lines.append(f"{(label.lstrip('@') or 'all'):>8} " + row)
+    if "semantics" in result:
+        iou = " ".join("-" if v != v else f"{v:.3f}" for v in result["semantics"]["iou"])
+        lines.append(f"semantic mIoU {result['semantics']['miou']:.4f} (per class: {iou})")
     return "\n".join(lines)

@@ -57,6 +57,26 @@ def predict_depth(model: torch.nn.Module, images: torch.Tensor, flip: bool = Fal
     return depth
 
 
+def semantic_classes(model: torch.nn.Module) -> int:
+    """Number of semantic classes a model predicts (0: depth only)."""
+    has_output = hasattr(model, "forward_tasks") or hasattr(model, "forward_heads")
+    return int(getattr(getattr(model, "config", None), "semantic_classes", 0) or 0) if has_output else 0
+
+
+@torch.no_grad()
+def predict_semantics(model: torch.nn.Module, images: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """Semantic logits (B, C, H, W) of a model with a semantic output (``synergy_depth``, or
+    ``realtime_depth`` with ``semantic_classes``: its finest head), upsampled bilinearly to ``size``."""
+    if not semantic_classes(model):
+        raise ValueError(f"{getattr(model, 'name', type(model).__name__)} has no semantic output")
+    x = model_input(model, images)
+    logits = model.forward_tasks(x).semantics if hasattr(model, "forward_tasks") else model.forward_heads(x).semantics[0]
+    out_size = tuple(size) if size is not None else tuple(images.shape[-2:])
+    if tuple(logits.shape[-2:]) != out_size:
+        logits = F.interpolate(logits, size=out_size, mode="bilinear", align_corners=False)
+    return logits
+
+
 def as_rgb_tensor(image) -> torch.Tensor:
     """(3, H, W) float RGB in [0, 1] from a path, a PIL image, a uint8 (H, W, 3) array or a tensor."""
     if isinstance(image, (str, os.PathLike)):

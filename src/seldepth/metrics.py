@@ -119,3 +119,35 @@ class DepthMetrics(Metric):
                 out[name + label] = value if self.counts[i] > 0 else float("nan")
         out["num_images"] = int(self.counts[0].item())
         return out
+
+
+class SemanticIoU(Metric):
+    """Mean intersection over union of semantic labels, accumulated as a confusion matrix (DDP-reduced).
+
+    ``update(logits (B, C, H, W) or labels (B, H, W), target (B, H, W))``; pixels whose target is
+    ``ignore_index`` are left out. ``compute()`` -> ``{"miou", "iou": per class}``: the mean is over
+    the classes present in the targets seen (a class absent from the ground truth is not scored).
+    """
+
+    full_state_update = False
+
+    def __init__(self, num_classes: int, ignore_index: int = -1, **kwargs):
+        super().__init__(**kwargs)
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        self.num_classes, self.ignore_index = num_classes, ignore_index
+        self.add_state("confusion", default=torch.zeros(num_classes, num_classes, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        labels = pred.argmax(1) if pred.ndim == 4 else pred
+        keep = target != self.ignore_index
+        index = target[keep].long() * self.num_classes + labels[keep].long()
+        self.confusion += torch.bincount(index, minlength=self.num_classes ** 2).view(self.num_classes, self.num_classes)
+
+    def compute(self) -> dict:
+        c = self.confusion.double()
+        tp, gt, pred = c.diag(), c.sum(1), c.sum(0)
+        iou = tp / (gt + pred - tp).clamp_min(1)
+        present = gt > 0
+        miou = float(iou[present].mean()) if present.any() else float("nan")
+        return {"miou": miou, "iou": [float(v) if p else float("nan") for v, p in zip(iou, present)]}

@@ -26,13 +26,14 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from seldepth.atomic import write_text_atomic
+from seldepth.data.collate import IGNORE_LABEL
 from seldepth.data.datamodule import DepthDataModule
 from seldepth.data.transforms import masked_downsample
-from seldepth.inference import predict_depth
+from seldepth.inference import predict_depth, predict_semantics, semantic_classes
 from seldepth.losses.attention import SynergyLoss, SynergyLossConfig
 from seldepth.losses.balanced import BalancedLoss, BalancedLossConfig
 from seldepth.losses.logdepth import MultiScaleLoss, MultiScaleLossConfig
-from seldepth.metrics import DepthMetrics
+from seldepth.metrics import DepthMetrics, SemanticIoU
 from seldepth.models import create_model
 from seldepth.models.preprocessing import Preprocessing
 from seldepth.protocol import get_protocol
@@ -88,6 +89,8 @@ class DepthTrainingModule(L.LightningModule):
                                        getattr(self.model.config, "semantic_classes", None))
         self.optim_config = OptimConfig(**_tuples(optim))
         self.val_metrics = DepthMetrics(get_protocol(protocol))
+        classes = semantic_classes(self.model)
+        self.val_iou = SemanticIoU(classes, ignore_index=IGNORE_LABEL) if classes else None
         self.selectivity_config = SelectivityConfig(**_tuples(selectivity or {}))
         self.regularizer = SelectivityRegularizer(self.model, self.selectivity_config)
         logged = self.selectivity_config.logged_layers
@@ -138,6 +141,8 @@ class DepthTrainingModule(L.LightningModule):
         with observe:
             pred = predict_depth(self.model, batch["image"], size=tuple(depth.shape[-2:]))
         self.val_metrics.update(pred, depth, batch["valid"])
+        if self.val_iou is not None and batch.get("semantics") is not None:
+            self.val_iou.update(predict_semantics(self.model, batch["image"], size=tuple(depth.shape[-2:])), batch["semantics"])
 
     def on_validation_epoch_end(self) -> None:
         values = self.val_metrics.compute()  # reduced across processes by torchmetrics
@@ -145,6 +150,10 @@ class DepthTrainingModule(L.LightningModule):
         values.pop("num_images")
         self.log("val/rmse", values.pop("rmse"), prog_bar=True, sync_dist=False)
         self.log_dict({f"val/{k}": v for k, v in values.items()}, sync_dist=False)
+        if self.val_iou is not None and int(self.val_iou.confusion.sum()) > 0:
+            self.log("val/miou", self.val_iou.compute()["miou"], sync_dist=False)
+        if self.val_iou is not None:
+            self.val_iou.reset()
         if self.val_dissector is not None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", EmptyBinWarning)
