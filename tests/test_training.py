@@ -58,6 +58,12 @@ def test_sigkill_mid_epoch_then_resume_finishes_planned_epochs(tiny_splits, tmp_
     final = torch.load(last, weights_only=True, map_location="cpu")
     assert final["global_step"] == 4 * 12
     assert (out / "results.json").is_file()
+    # metrics.csv keeps the epochs before the resume (Lightning's writer would delete them), each epoch once
+    import csv
+
+    rows = list(csv.DictReader((out / "csv" / "metrics.csv").open()))
+    val_epochs = [int(r["epoch"]) for r in rows if r.get("val/rmse")]
+    assert val_epochs == [0, 1, 2, 3]
     assert not list((out / "checkpoints").glob(".*.tmp"))
 
 

@@ -12,6 +12,8 @@ A run folder (``trainer.out_dir``) holds::
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import time
@@ -24,6 +26,8 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 
 from seldepth.atomic import write_text_atomic
 from seldepth.data.collate import IGNORE_LABEL
@@ -193,6 +197,52 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         os.replace(tmp, path)
 
 
+class _KeepingCSVWriter(ExperimentWriter):
+    """Lightning's CSV writer, except that an existing ``metrics.csv`` keeps its rows up to ``keep_step``.
+
+    Lightning's writer deletes the file whenever its folder exists, so a resumed run lost the
+    history of the epochs before the checkpoint. Rows after ``keep_step`` (the interrupted epoch's,
+    logged again by the resumed run) are dropped; ``keep_step = -1`` keeps nothing.
+    """
+
+    def __init__(self, log_dir: str, keep_step: int):
+        self.keep_step = keep_step
+        super().__init__(log_dir=log_dir)
+
+    def _check_log_dir_exists(self) -> None:
+        if not os.path.isfile(self.metrics_file_path):
+            return
+        with open(self.metrics_file_path, newline="") as f:
+            reader = csv.DictReader(f)
+            rows = [r for r in reader if r.get("step") not in (None, "") and int(float(r["step"])) <= self.keep_step]
+            fields = list(reader.fieldnames or [])
+        if not rows:
+            os.remove(self.metrics_file_path)
+            return
+        self.metrics_keys = fields
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+        write_text_atomic(self.metrics_file_path, text.getvalue())
+
+
+class ResumableCSVLogger(CSVLogger):
+    """``CSVLogger`` whose ``metrics.csv`` keeps the rows logged before the checkpoint a run resumes from."""
+
+    def __init__(self, *args, keep_step: int = -1, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._keep_step = keep_step
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            os.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _KeepingCSVWriter(self.log_dir, self._keep_step)
+        return self._experiment
+
+
 def build_module(cfg: TrainConfig) -> DepthTrainingModule:
     preprocessing = Preprocessing(input_size=tuple(cfg.data.input_size))
     d = cfg.to_dict()
@@ -200,7 +250,8 @@ def build_module(cfg: TrainConfig) -> DepthTrainingModule:
                                d["model_options"], d["multiscale"], d["teacher"], d["synergy"])
 
 
-def build_trainer(cfg: TrainConfig, out: Path, extra_callbacks=()) -> L.Trainer:
+def build_trainer(cfg: TrainConfig, out: Path, extra_callbacks=(), resume_step: int = -1) -> L.Trainer:
+    """Lightning's trainer for a run folder; ``resume_step``: global step of the checkpoint resumed from (-1: none)."""
     t = cfg.trainer
     # best.ckpt follows validation RMSE; last.ckpt is the latest state (every epoch, or every N steps), for --resume.
     best = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor="val/rmse", mode="min",
@@ -209,7 +260,8 @@ def build_trainer(cfg: TrainConfig, out: Path, extra_callbacks=()) -> L.Trainer:
     last = ModelCheckpoint(dirpath=out / "checkpoints", filename="last", monitor=None, save_top_k=1,
                            enable_version_counter=False, **every)
     callbacks = [best, last, LearningRateMonitor(logging_interval="epoch"), *extra_callbacks]
-    loggers = [CSVLogger(out, name="csv", version=""), TensorBoardLogger(out, name="tb", version="")]
+    loggers = [ResumableCSVLogger(out, name="csv", version="", keep_step=resume_step),
+               TensorBoardLogger(out, name="tb", version="")]
     return L.Trainer(max_epochs=t.epochs, accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
                      strategy=t.strategy, precision=t.precision, callbacks=callbacks, logger=loggers,
                      log_every_n_steps=t.log_every_n_steps, enable_progress_bar=t.progress_bar,
@@ -255,7 +307,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
     datamodule = DepthDataModule(cfg.data)
     module = build_module(cfg)
-    trainer = build_trainer(cfg, out)
+    resume_step = int(torch.load(last, map_location="cpu", weights_only=True)["global_step"]) if resume and last.exists() else -1
+    trainer = build_trainer(cfg, out, resume_step=resume_step)
     if trainer.is_global_zero:
         write_text_atomic(out / "config.yaml", dump_config(cfg))
     start = time.time()
