@@ -48,10 +48,9 @@ def cmd_import_meter(args: argparse.Namespace) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> None:
     from seldepth.evaluation import evaluate, format_table
+    from seldepth.models.base import with_head
     from seldepth.models.model_file import load_model
     from seldepth.protocol import get_protocol
-
-    from seldepth.models.base import with_head
 
     protocol = get_protocol(args.protocol, flip=args.flip, caps=args.caps)
     model = with_head(load_model(args.model), args.head)
@@ -185,9 +184,8 @@ def cmd_models(args: argparse.Namespace) -> None:
 
 def cmd_export(args: argparse.Namespace) -> None:
     from seldepth.export import check_export_args, export_onnx, quantize_int8
-    from seldepth.models.model_file import load_model
-
     from seldepth.models.base import with_head
+    from seldepth.models.model_file import load_model
 
     check_export_args(args.format, args.int8, args.calibration)
     model = with_head(load_model(args.model), args.head)

@@ -27,9 +27,8 @@ import os
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
-from seldepth.inference import predict_depth
+from seldepth.inference import predict_depth, predict_semantics, semantic_classes
 from seldepth.losses.logdepth import IGNORE_LABEL
 
 DEPTH_MODES = ("fill", "fill_aligned", "replace")
@@ -74,10 +73,10 @@ def load_depth_teacher(path: str | os.PathLike):
 
 
 def load_semantic_teacher(path: str | os.PathLike, classes: int | None = None):
-    """Load a model file with a semantic output (``forward_heads(...).semantics``) with ``classes`` classes."""
+    """Load a model file with a semantic output (:func:`~seldepth.inference.semantic_classes`) with ``classes`` classes."""
     model = _load(path, "teacher.semantic")
-    n = getattr(getattr(model, "config", None), "semantic_classes", 0)
-    if not hasattr(model, "forward_heads") or not n:
+    n = semantic_classes(model)
+    if not n:
         raise TeacherError(f"teacher.semantic: {path} ({getattr(model, 'name', type(model).__name__)}) has no semantic output")
     if classes is not None and n != classes:
         raise TeacherError(f"teacher.semantic: {path} predicts {n} classes but the student has {classes}")
@@ -146,12 +145,7 @@ class TrainingTargets:
             return batch["semantics"].long()
         image = _teacher_image(batch)
         teacher = _on(self.semantic_teacher, image.device)
-        from seldepth.inference import model_input
-
-        logits = teacher.forward_heads(model_input(teacher, image)).semantics[0]
-        size = tuple(batch["depth"].shape[-2:])
-        logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
-        return logits.argmax(1)
+        return predict_semantics(teacher, image, size=tuple(batch["depth"].shape[-2:])).argmax(1)
 
     def __call__(self, batch: dict):
         depth, valid = self.depth(batch)

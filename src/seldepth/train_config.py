@@ -179,15 +179,16 @@ def validate(cfg: TrainConfig) -> None:
 def _validate_heads_and_teachers(cfg: TrainConfig, model) -> None:
     """The multi-scale loss needs a multi-head model; semantic weights need semantic outputs and targets;
     teacher files are loaded (and their unit checked) before any work."""
+    from seldepth.inference import semantic_classes
     from seldepth.teachers import TrainingTargets
 
-    classes = getattr(model.config, "semantic_classes", 0)
+    classes = semantic_classes(model)
     if cfg.multiscale is not None:
         if not hasattr(model, "forward_heads"):
             raise ValueError(f"multiscale: {cfg.model} has a single output; the multi-scale loss needs a multi-head "
                              f"model such as realtime_depth (or leave multiscale out to use loss)")
         if cfg.multiscale.uses_semantics and not classes:
-            raise ValueError(f"multiscale.betas: semantic weights need a model with semantic outputs "
+            raise ValueError("multiscale.betas: semantic weights need a model with semantic outputs "
                              f"(model_options: {{semantic_classes: N}})")
         if cfg.multiscale.uses_semantics and not cfg.teacher.semantic:
             raise ValueError("multiscale.betas: semantic weights need semantic targets (teacher.semantic: labels or a model file)")

@@ -89,11 +89,10 @@ class DepthTrainingModule(L.LightningModule):
                 raise ValueError(f"synergy: {model} has no semantic branch; the synergy loss needs synergy_depth")
             self.synergy_loss = SynergyLoss(SynergyLossConfig(**synergy))
         self._unsupervised_tasks: list[str] = []
-        self.targets = TrainingTargets(TeacherConfig(**(teacher or {})),
-                                       getattr(self.model.config, "semantic_classes", None))
+        classes = semantic_classes(self.model)
+        self.targets = TrainingTargets(TeacherConfig(**(teacher or {})), classes or None)
         self.optim_config = OptimConfig(**_tuples(optim))
         self.val_metrics = DepthMetrics(get_protocol(protocol))
-        classes = semantic_classes(self.model)
         self.val_iou = SemanticIoU(classes, ignore_index=IGNORE_LABEL) if classes else None
         self.selectivity_config = SelectivityConfig(**_tuples(selectivity or {}))
         self.regularizer = SelectivityRegularizer(self.model, self.selectivity_config)

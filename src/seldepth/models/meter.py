@@ -145,7 +145,6 @@ class METER(DepthModel):
 
 def _meter_factory(variant: str):
     def build(**options) -> METER:
-        options = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
         return METER(dataclasses.replace(METER_VARIANTS[variant], **options), name=f"meter_{variant}")
 
     return build

@@ -176,8 +176,6 @@ class RealtimeDepth(DepthModel):
 
 
 def _build(**options) -> RealtimeDepth:
-    if "channels" in options:
-        options["channels"] = tuple(options["channels"])
     return RealtimeDepth(RealtimeDepthConfig(**options))
 
 

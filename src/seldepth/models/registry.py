@@ -36,6 +36,8 @@ def create_model(name: str, **options) -> nn.Module:
         factory = _REGISTRY[name]
     except KeyError:
         raise ValueError(f"unknown model {name!r}; available models: {', '.join(sorted(_REGISTRY))}") from None
+    # YAML and JSON metadata give lists where the dataclass configs hold tuples
+    options = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
     try:
         return factory(**options)
     except TypeError as exc:  # an option the config does not have
