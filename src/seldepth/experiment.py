@@ -13,10 +13,16 @@ An experiment file holds a base training config and named runs that override par
     ablation: {runs: [baseline, setup1], layer: enc_7, fractions: [0, 0.25, 0.5], seeds: 3}
     quick: {data: {path: "synthetic:default:320"}, trainer: {epochs: 2}}   # merged into base by --quick
     jobs: 2                    # runs trained at once, each with torch threads = cores / jobs
+    caps: [4, 6, 8]            # each run's test split scored again on pixels with gt <= cap (m)
+
+``{out}`` in a run's string values is the experiment's output folder, so a run can start from
+another run's model (``init_from: "{out}/pretrain/model.safetensors"``); such a run waits until
+that run has finished (and is not started if it failed).
 
 The output folder gets one run folder per run (``seldepth train``'s layout plus
 ``dissect/`` and, for the ablated runs, ``ablation/``), ``summary.csv``, ``summary.md`` and
-``experiment.json``. Every run's config is checked before the first one starts. A run that
+``experiment.json`` (with ``caps``, a second table by depth cap; with semantic outputs, mIoU).
+Every run's config is checked before the first one starts. A run that
 already finished is not trained again; an interrupted one is resumed from its last checkpoint.
 """
 
@@ -38,7 +44,8 @@ import yaml
 from seldepth.train_config import load_config
 from seldepth.atomic import write_text_atomic
 
-EXPERIMENT_KEYS = {"base", "runs", "dissect", "ablation", "quick", "jobs", "description"}
+EXPERIMENT_KEYS = {"base", "runs", "dissect", "ablation", "quick", "jobs", "description", "caps"}
+OUT_PLACEHOLDER = "{out}"
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,15 @@ class ExperimentSpec:
     jobs: int = 1
     description: str = ""
     settings: dict[str, str] = field(default_factory=dict)
+    caps: tuple[float, ...] = ()
+
+    def dependencies(self, name: str) -> list[str]:
+        """The runs whose output folder ``name``'s ``init_from`` points into (``{out}/RUN/...``)."""
+        init = str(self.runs[name].get("init_from") or "")
+        if not init.startswith(OUT_PLACEHOLDER + "/"):
+            return []
+        first = init[len(OUT_PLACEHOLDER) + 1:].split("/", 1)[0]
+        return [first] if first in self.runs and first != name else []
 
 
 def describe_overrides(overrides: dict, prefix: str = "") -> str:
@@ -68,8 +84,8 @@ def describe_overrides(overrides: dict, prefix: str = "") -> str:
             if inner:
                 parts.append(inner)
         else:
-            if isinstance(value, str) and ("/" in value or os.sep in value):
-                value = Path(value).name
+            if isinstance(value, str) and ("/" in value or os.sep in value) and Path(value).suffix:
+                value = Path(value).name  # a file path, shortened (not a metric name such as val/miou)
             parts.append(f"{name}={value}")
     return ", ".join(parts)
 
@@ -119,7 +135,32 @@ def read_experiment(path: str | os.PathLike, quick: bool = False) -> ExperimentS
     if jobs < 1:
         raise ValueError(f"{path}: jobs must be >= 1, got {jobs}")
     settings = {str(name): describe_overrides(overrides or {}) for name, overrides in runs.items()}
-    return ExperimentSpec(merged, dict(raw.get("dissect") or {}), ablation, jobs, str(raw.get("description", "")), settings)
+    try:
+        caps = tuple(float(c) for c in raw.get("caps") or ())
+    except (TypeError, ValueError):
+        raise ValueError(f"{path}: caps must be a list of depths in metres, got {raw.get('caps')!r}") from None
+    if any(c <= 0 for c in caps):
+        raise ValueError(f"{path}: caps must be positive depths in metres, got {list(caps)}")
+    spec = ExperimentSpec(merged, dict(raw.get("dissect") or {}), ablation, jobs, str(raw.get("description", "")),
+                          settings, caps)
+    for name, cfg in merged.items():
+        init = str(cfg.get("init_from") or "")
+        if init.startswith(OUT_PLACEHOLDER) and not spec.dependencies(name):
+            raise ValueError(f"{path}: run {name!r}: init_from {init!r} must be {OUT_PLACEHOLDER}/RUN/model.safetensors "
+                             f"with RUN another run of this file ({', '.join(n for n in merged if n != name)})")
+        for dep in spec.dependencies(name):
+            if name in spec.dependencies(dep):
+                raise ValueError(f"{path}: runs {name!r} and {dep!r} start from each other's models")
+    return spec
+
+
+def _fill_out(value, out: Path):
+    """``value`` with ``{out}`` in its strings replaced by the experiment's output folder."""
+    if isinstance(value, dict):
+        return {k: _fill_out(v, out) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fill_out(v, out) for v in value]
+    return value.replace(OUT_PLACEHOLDER, str(out)) if isinstance(value, str) else value
 
 
 def prepare_runs(spec: ExperimentSpec, out: Path) -> dict[str, Path]:
@@ -129,11 +170,11 @@ def prepare_runs(spec: ExperimentSpec, out: Path) -> dict[str, Path]:
     for name, cfg in spec.runs.items():
         run_dir = out / name
         run_dir.mkdir(exist_ok=True)
-        cfg = deep_merge(cfg, {"trainer": {"out_dir": str(run_dir)}})
+        cfg = deep_merge(_fill_out(cfg, out), {"trainer": {"out_dir": str(run_dir)}})
         requested = run_dir / "requested.yaml"
         write_text_atomic(requested, yaml.safe_dump(cfg, sort_keys=False))
-        try:
-            load_config(str(requested))
+        try:  # a run that starts from another run's model is checked without that file, which comes later
+            load_config(str(requested), check_init=not spec.dependencies(name))
         except ValueError as exc:
             raise ValueError(f"run {name!r}: {exc}") from None
         folders[name] = run_dir
@@ -168,14 +209,27 @@ def run_spec(spec: ExperimentSpec, out: str | os.PathLike, jobs: int | None = No
         prepare(data_path, key="data.path", progress=progress)  # generate once, before the runs race for it
     jobs = jobs or spec.jobs
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    task = {"dissect": spec.dissect, "ablation": spec.ablation}
+    task = {"dissect": spec.dissect, "ablation": spec.ablation, "caps": list(spec.caps)}
     start = time.time()
     pending = list(folders.items())
     running: list[tuple[str, subprocess.Popen, float]] = []
     failed = []
     while pending or running:
-        while pending and len(running) < jobs:
-            name, run_dir = pending.pop(0)
+        for name, run_dir in list(pending):  # a run whose starting model failed cannot start
+            lost = [d for d in spec.dependencies(name) if d in failed]
+            if lost:
+                pending.remove((name, run_dir))
+                failed.append(name)
+                if progress:
+                    print(f"[{name}] not started: it starts from {lost[0]}, which failed", flush=True)
+        while len(running) < jobs:
+            ready = [(n, d) for n, d in pending if all((folders[x] / "run_done.json").exists() for x in spec.dependencies(n))]
+            if not ready:
+                if not running:  # only runs waiting for runs that will never finish
+                    raise RuntimeError(f"runs {', '.join(n for n, _ in pending)} wait on each other's models")
+                break
+            name, run_dir = ready[0]
+            pending.remove(ready[0])
             if (run_dir / "run_done.json").exists():
                 if progress:
                     print(f"[{name}] already done, skipped", flush=True)
@@ -225,6 +279,13 @@ def run_one(run_dir: Path) -> None:
     d = task.get("dissect") or {}
     split = d.get("split", cfg.data.test_split)
     dataset = open_dataset(cfg.data.path, split)
+    if task.get("caps"):
+        from seldepth.evaluation import evaluate
+        from seldepth.protocol import get_protocol
+
+        test = dataset if split == cfg.data.test_split else open_dataset(cfg.data.path, cfg.data.test_split)
+        capped = evaluate(model, test, get_protocol(cfg.protocol, caps=tuple(task["caps"])), progress=False)
+        write_text_atomic(run_dir / "test_caps.json", json.dumps(capped, indent=2))
     bins = d.get("bins", "sid:64")
     result = dissect(model, dataset, layers=d.get("layers"), bins=bins, depth_range=tuple(cfg.selectivity.depth_range),
                      batch_size=int(d.get("batch_size", 8)), progress=False, dtype=torch.float32)
@@ -269,6 +330,14 @@ def _row(name: str, run_dir: Path) -> dict:
            "mean_ds": dissection["mean_ds"], "train_seconds": results.get("train_seconds"),
            "run_seconds": round(sum(v for k, v in done.items() if k.endswith("_seconds")), 1)}
     row.update({f"ds_{k}": v["mean_ds"] for k, v in dissection["layers"].items()})
+    if "semantics" in results["test"]:
+        row["miou"] = results["test"]["semantics"]["miou"]
+    capped = run_dir / "test_caps.json"
+    if capped.exists():
+        c = json.loads(capped.read_text())
+        for cap in c["protocol"]["caps"]:
+            for metric in ("rmse", "abs_rel", "delta1"):
+                row[f"{metric}@{cap:g}m"] = c["metrics"][f"{metric}@{cap:g}m"]
     return row
 
 
@@ -288,6 +357,8 @@ def gather(spec: ExperimentSpec, folders: dict[str, Path], out: Path, wall_secon
         write_text_atomic(out / "summary.csv", text.getvalue())
     regularised = list(dict.fromkeys(l for cfg in spec.runs.values() for l in (cfg.get("selectivity", {}).get("layers") or [])))
     md = format_summary(rows, regularised, baseline)
+    if spec.caps and rows:
+        md += "\n" + format_caps(rows, spec.caps)
     write_text_atomic(out / "summary.md", md)
     summary = {"runs": rows, "baseline": baseline, "wall_seconds": round(wall_seconds, 1), "jobs": jobs, "quick": quick,
                "ablation": _ablation_summary(finished)}
@@ -318,7 +389,8 @@ def format_summary(rows: list[dict], regularised: list[str], baseline: str | Non
     """
     ds_cols = [f"ds_{l}" for l in regularised]
     setting_head = ["regularised", "lambda", "bins"] if regularised else ["setting"]
-    head = ["run", *setting_head, "RMSE (m)", "AbsRel", "delta1", "RMSE vs " + (baseline or "first"),
+    semantic = any(r.get("miou") is not None for r in rows)
+    head = ["run", *setting_head, "RMSE (m)", "AbsRel", "delta1", *(["mIoU"] if semantic else []), "RMSE vs " + (baseline or "first"),
             *[f"DS {l}" for l in regularised], "mean DS (all layers)", "train (s)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     base = next((r for r in rows if r["run"] == baseline), None)
@@ -331,9 +403,21 @@ def format_summary(rows: list[dict], regularised: list[str], baseline: str | Non
         overall = _fmt(r["mean_ds"], ".3f") + ("" if base is None or r is base else f" ({r['mean_ds'] - base['mean_ds']:+.3f})")
         setting = ([r["layers"], _fmt(r["lambda"], "g"), r["bins"] or "-"] if regularised
                    else [r.get("setting") or "(base)"])
+        miou = [_fmt(r.get("miou"), ".4f")] if semantic else []
         lines.append("| " + " | ".join([
             r["run"], *setting, f"{r['rmse']:.4f}", f"{r['abs_rel']:.4f}",
-            f"{r['delta1']:.4f}", _fmt(r["rmse_change_pct"], "+.1f") + "%", *ds, overall, _fmt(r["train_seconds"], ".0f")]) + " |")
+            f"{r['delta1']:.4f}", *miou, _fmt(r["rmse_change_pct"], "+.1f") + "%", *ds, overall,
+            _fmt(r["train_seconds"], ".0f")]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def format_caps(rows: list[dict], caps: tuple[float, ...]) -> str:
+    """The Markdown table of the test metrics on pixels with gt <= each cap (RMSE, AbsRel, delta1 per cap)."""
+    head = ["run"] + [f"{m} <= {c:g} m" for c in caps for m in ("RMSE", "AbsRel", "delta1")]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [_fmt(r.get(f"{m}@{c:g}m"), ".4f") for c in caps for m in ("rmse", "abs_rel", "delta1")]
+        lines.append("| " + " | ".join([r["run"], *cells]) + " |")
     return "\n".join(lines) + "\n"
 
 

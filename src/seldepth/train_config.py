@@ -43,6 +43,9 @@ class OptimConfig:
             raise ValueError(f"optim.betas must be in [0, 1), got {self.betas}")
 
 
+BEST_BY = {"val/rmse": "min", "val/miou": "max"}  # metric -> which end is best
+
+
 @dataclass(frozen=True)
 class TrainerConfig:
     """The training loop (Lightning Trainer) and where the run is written.
@@ -53,6 +56,8 @@ class TrainerConfig:
         accelerator, devices, num_nodes, strategy: Lightning's (``ddp`` for multi-process).
         checkpoint_every_n_steps: save ``last.ckpt`` every N training steps instead of at each epoch end.
         seed: seeds torch, numpy, python and the loader workers.
+        best_by: the validation metric that picks ``best.ckpt`` (and the run's model file):
+            ``val/rmse`` (lowest), or ``val/miou`` (highest; a run that trains semantics only).
     """
 
     epochs: int = 60
@@ -67,8 +72,11 @@ class TrainerConfig:
     checkpoint_every_n_steps: int | None = None
     progress_bar: bool = True
     evaluate_test: bool = True
+    best_by: str = "val/rmse"
 
     def __post_init__(self):
+        if self.best_by not in BEST_BY:
+            raise ValueError(f"trainer.best_by must be one of {', '.join(BEST_BY)}, got {self.best_by!r}")
         if self.epochs < 1:
             raise ValueError(f"trainer.epochs must be >= 1, got {self.epochs}")
         if self.devices < 1 or self.num_nodes < 1:
@@ -85,6 +93,8 @@ class TrainConfig:
     ``multiscale`` selects seed 003's multi-resolution log-depth loss (multi-head models) and
     ``synergy`` seed 004's joint depth and semantic loss (``synergy_depth``) instead of ``loss``
     (METER's balanced loss); ``teacher`` names the teacher networks and semantic targets.
+    ``init_from`` starts the model from a model file's weights, except the parts named by
+    prefix in ``init_skip`` (:mod:`seldepth.transfer`).
     """
 
     model: str = "meter_xxs"
@@ -98,6 +108,8 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     selectivity: SelectivityConfig = field(default_factory=SelectivityConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    init_from: str | None = None
+    init_skip: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return _plain(dataclasses.asdict(self))
@@ -120,7 +132,7 @@ def build_parser(prog: str = "seldepth train") -> ArgumentParser:
     return parser
 
 
-def parse_train_args(argv: list[str]) -> tuple[TrainConfig, bool]:
+def parse_train_args(argv: list[str], check_init: bool = True) -> tuple[TrainConfig, bool]:
     """Parse ``seldepth train`` arguments into a checked config and the resume flag.
 
     Raises:
@@ -137,13 +149,18 @@ def parse_train_args(argv: list[str]) -> tuple[TrainConfig, bool]:
         raise ValueError(str(exc).strip()) from None
     cfg = TrainConfig(model=init.model, model_options=dict(init.model_options or {}), protocol=init.protocol, data=init.data,
                       loss=init.loss, multiscale=init.multiscale, synergy=init.synergy, teacher=init.teacher, optim=init.optim,
-                      selectivity=init.selectivity, trainer=init.trainer)
-    validate(cfg)
+                      selectivity=init.selectivity, trainer=init.trainer, init_from=init.init_from,
+                      init_skip=list(init.init_skip or []))
+    validate(cfg, check_init=check_init)
     return cfg, bool(init.resume)
 
 
-def validate(cfg: TrainConfig) -> None:
-    """Checks that need more than one value or the file system; run before any work starts."""
+def validate(cfg: TrainConfig, check_init: bool = True) -> None:
+    """Checks that need more than one value or the file system; run before any work starts.
+
+    ``check_init=False`` leaves out the ``init_from`` file (an experiment's run that starts from
+    another run's model, which does not exist yet).
+    """
     from seldepth.data.spec import resolve_spec
     from seldepth.models import list_models
     from seldepth.protocol import PRESETS
@@ -160,6 +177,12 @@ def validate(cfg: TrainConfig) -> None:
     except ValueError as exc:
         raise ValueError(f"model_options: {exc}") from None
     _validate_heads_and_teachers(cfg, model)
+    if cfg.init_skip and not cfg.init_from:
+        raise ValueError("init_skip: names parts to leave out of init_from, but init_from is not set")
+    if cfg.init_from and check_init:
+        from seldepth.transfer import init_from_file
+
+        init_from_file(model, cfg.init_from, tuple(cfg.init_skip))  # the file exists and fits, before any work
     if cfg.selectivity.layers or cfg.selectivity.logged_layers:
         from seldepth.selectivity.dissect import resolve_layers
 
@@ -197,16 +220,21 @@ def _validate_heads_and_teachers(cfg: TrainConfig, model) -> None:
             raise ValueError(f"synergy: {cfg.model} has no semantic branch; the synergy loss needs model: synergy_depth")
         if cfg.multiscale is not None:
             raise ValueError("synergy and multiscale: choose one loss")
-        if not cfg.teacher.semantic:
+        if tuple(cfg.synergy.tasks) == ("semantics",) and not classes:
+            raise ValueError(f"synergy.tasks: {cfg.model} with these model_options has no semantic output "
+                             f"(structure depth_only) to train")
+        if "semantics" in cfg.synergy.tasks and classes and not cfg.teacher.semantic:
             raise ValueError("synergy: needs semantic targets (teacher.semantic: labels or a model file)")
+    if cfg.trainer.best_by == "val/miou" and not (classes and cfg.teacher.semantic):
+        raise ValueError("trainer.best_by: val/miou needs a model with semantic outputs and semantic targets (teacher.semantic)")
     if cfg.teacher.semantic and not classes:
         raise ValueError(f"teacher.semantic: {cfg.model} has no semantic output (model_options: {{semantic_classes: N}})")
     TrainingTargets(cfg.teacher, classes or None)  # loads and checks the teacher files
 
 
-def load_config(path: str) -> TrainConfig:
-    """Read a saved ``config.yaml`` back into a config."""
-    cfg, _ = parse_train_args(["--config", str(path)])
+def load_config(path: str, check_init: bool = True) -> TrainConfig:
+    """Read a saved ``config.yaml`` back into a config (``check_init``: see :func:`validate`)."""
+    cfg, _ = parse_train_args(["--config", str(path)], check_init=check_init)
     return cfg
 
 

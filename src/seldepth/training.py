@@ -34,6 +34,7 @@ from seldepth.data.collate import IGNORE_LABEL
 from seldepth.data.datamodule import DepthDataModule
 from seldepth.data.transforms import masked_downsample
 from seldepth.inference import predict_depth, predict_semantics, semantic_classes
+from seldepth.transfer import init_from_file, source_preprocessing
 from seldepth.losses.attention import SynergyLoss, SynergyLossConfig
 from seldepth.losses.balanced import BalancedLoss, BalancedLossConfig
 from seldepth.losses.logdepth import MultiScaleLoss, MultiScaleLossConfig
@@ -44,7 +45,7 @@ from seldepth.protocol import get_protocol
 from seldepth.selectivity.dissect import Dissector, EmptyBinWarning
 from seldepth.selectivity.regularizer import SelectivityConfig, SelectivityRegularizer
 from seldepth.teachers import TeacherConfig, TrainingTargets
-from seldepth.train_config import OptimConfig, TrainConfig, dump_config
+from seldepth.train_config import BEST_BY, OptimConfig, TrainConfig, dump_config
 
 
 def _tuples(d: dict) -> dict:
@@ -243,7 +244,9 @@ class ResumableCSVLogger(CSVLogger):
 
 
 def build_module(cfg: TrainConfig) -> DepthTrainingModule:
-    preprocessing = Preprocessing(input_size=tuple(cfg.data.input_size))
+    """The Lightning module of a run (a run started ``init_from`` a file keeps the file's normalisation)."""
+    preprocessing = (source_preprocessing(cfg.init_from, tuple(cfg.data.input_size)) if cfg.init_from
+                     else Preprocessing(input_size=tuple(cfg.data.input_size)))
     d = cfg.to_dict()
     return DepthTrainingModule(cfg.model, preprocessing.to_dict(), d["loss"], d["optim"], cfg.protocol, d["selectivity"],
                                d["model_options"], d["multiscale"], d["teacher"], d["synergy"])
@@ -252,8 +255,9 @@ def build_module(cfg: TrainConfig) -> DepthTrainingModule:
 def build_trainer(cfg: TrainConfig, out: Path, extra_callbacks=(), resume_step: int = -1) -> L.Trainer:
     """Lightning's trainer for a run folder; ``resume_step``: global step of the checkpoint resumed from (-1: none)."""
     t = cfg.trainer
-    # best.ckpt follows validation RMSE; last.ckpt is the latest state (every epoch, or every N steps), for --resume.
-    best = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor="val/rmse", mode="min",
+    # best.ckpt follows validation RMSE (or trainer.best_by); last.ckpt is the latest state (every epoch, or every
+    # N steps), for --resume.
+    best = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor=t.best_by, mode=BEST_BY[t.best_by],
                            save_top_k=1, enable_version_counter=False)
     every = {"every_n_train_steps": t.checkpoint_every_n_steps} if t.checkpoint_every_n_steps else {"every_n_epochs": 1}
     last = ModelCheckpoint(dirpath=out / "checkpoints", filename="last", monitor=None, save_top_k=1,
@@ -307,6 +311,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     datamodule = DepthDataModule(cfg.data)
     module = build_module(cfg)
     resume_step = int(torch.load(last, map_location="cpu", weights_only=True)["global_step"]) if resume and last.exists() else -1
+    if cfg.init_from and resume_step < 0:  # a resumed run takes every weight from its checkpoint
+        taken = init_from_file(module.model, cfg.init_from, tuple(cfg.init_skip))
+        print(f"init_from {cfg.init_from}: {len(taken)} tensors"
+              + (f"; fresh: {', '.join(cfg.init_skip)}" if cfg.init_skip else ""), flush=True)
     trainer = build_trainer(cfg, out, resume_step=resume_step)
     if trainer.is_global_zero:
         write_text_atomic(out / "config.yaml", dump_config(cfg))

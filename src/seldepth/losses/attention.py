@@ -125,6 +125,9 @@ class SynergyLossConfig:
         depth: ``attention`` (L_DA) or ``l1`` (plain L1 over valid pixels, the seed's ablation).
         w_depth, w_semantic, w_gradient: weights of the depth term, the focal loss and the joint gradient loss.
         focal_alpha, focal_gamma: of the focal loss.
+        tasks: the tasks trained (``depth``, ``semantics``); a task left out is treated as a batch
+            without its targets: no loss term and its branch unchanged. One task per phase gives the
+            seed's fine-tuned schedule (train on semantics, then ``init_from`` that model on depth).
     """
 
     depth: str = "attention"
@@ -133,10 +136,14 @@ class SynergyLossConfig:
     w_gradient: float = 1.0
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
+    tasks: tuple[str, ...] = ("depth", "semantics")
 
     def __post_init__(self):
         if self.depth not in ("attention", "l1"):
             raise ValueError(f"synergy.depth must be 'attention' or 'l1', got {self.depth!r}")
+        object.__setattr__(self, "tasks", tuple(self.tasks))
+        if not self.tasks or any(t not in ("depth", "semantics") for t in self.tasks):
+            raise ValueError(f"synergy.tasks must name 'depth' and/or 'semantics', got {list(self.tasks)}")
         for name in ("w_depth", "w_semantic", "w_gradient", "focal_alpha", "focal_gamma"):
             if getattr(self, name) < 0:
                 raise ValueError(f"synergy.{name} must be >= 0, got {getattr(self, name)}")
@@ -146,14 +153,15 @@ class SynergyLoss(nn.Module):
     """``forward(depth, logits, gt, valid, labels) -> (total, terms, supervised)``.
 
     Args of forward:
-        depth: (B, 1, h, w) predicted metres; logits: (B, C, h, w).
+        depth: (B, 1, h, w) predicted metres; logits: (B, C, h, w), or None (a depth-only model).
         gt, valid: (B, 1, H, W) metres and bool (reduced to (h, w) by a masked average).
         labels: (B, H, W) long with ``IGNORE_LABEL`` where unlabelled (reduced by nearest), or None.
 
     Returns:
         The weighted total, the unweighted terms, and ``supervised``: ``{"depth": bool, "semantics": bool}``,
-        whether the batch had any target of each task (a batch with only one kind trains only that
-        branch: the other task's terms are left out and the trainer drops its branch's gradients).
+        whether the batch had any target of each task that ``tasks`` trains (a batch with only one
+        kind trains only that branch: the other task's terms are left out and the trainer drops its
+        branch's gradients).
     """
 
     def __init__(self, config: SynergyLossConfig = SynergyLossConfig()):
@@ -164,8 +172,9 @@ class SynergyLoss(nn.Module):
         c = self.config
         size = tuple(depth.shape[-2:])
         gt, valid = masked_downsample(gt, valid.bool(), size)
-        lab = downsample_labels(labels, size) if labels is not None else None
-        supervised = {"depth": bool(valid.any()), "semantics": lab is not None and bool((lab != IGNORE_LABEL).any())}
+        lab = downsample_labels(labels, size) if labels is not None and logits is not None else None
+        supervised = {"depth": "depth" in c.tasks and bool(valid.any()),
+                      "semantics": "semantics" in c.tasks and lab is not None and bool((lab != IGNORE_LABEL).any())}
         total, terms = depth.new_zeros(()), {}
         if supervised["depth"]:
             if c.depth == "attention":

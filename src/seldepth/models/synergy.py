@@ -16,7 +16,11 @@ two decoder branches of METER's decoder shape, depth and semantics, with four st
 * ``cascaded``: the first task's branch runs whole, and the second task's head works on its
   final features (``cascade_first``: which task is first);
 * ``fine_tuned``: one decoder with both heads; the seed trains it on one task and fine-tunes it
-  on the other (a training schedule; the architecture is this single shared branch).
+  on the other (a training schedule: ``synergy.tasks`` and ``init_from`` in the training config;
+  the architecture is this single shared branch);
+* ``depth_only``: the single-task baseline: the encoder, the depth branch and the depth head, no
+  semantic branch and no sharing units (``semantic_classes`` becomes 0). It is METER's
+  architecture, so it is the same network as ``meter_xxs``, trained with the synergy depth loss.
 
 Every structure ends in a 3x3 conv per task: depth in metres (ReLU-free linear output, like
 METER) and ``semantic_classes`` logits, both at 1/4 of the input.
@@ -37,15 +41,15 @@ from seldepth.models.blocks import UpBlock
 from seldepth.models.meter import METER_SIZE_MULTIPLE, METER_VARIANTS, METEREncoder
 from seldepth.models.registry import register_model
 
-STRUCTURES = ("lateral", "branch_out", "merge_in", "cascaded", "fine_tuned")
+STRUCTURES = ("lateral", "branch_out", "merge_in", "cascaded", "fine_tuned", "depth_only")
 STAGES = 4  # decoder stages: input conv, up1, up2, up3
 
 
 class SynergyOutput(NamedTuple):
-    """``depth`` (B, 1, H/4, W/4) metres; ``semantics`` (B, C, H/4, W/4) logits."""
+    """``depth`` (B, 1, H/4, W/4) metres; ``semantics`` (B, C, H/4, W/4) logits (None for ``depth_only``)."""
 
     depth: torch.Tensor
-    semantics: torch.Tensor
+    semantics: torch.Tensor | None
 
 
 @dataclass(frozen=True)
@@ -54,7 +58,7 @@ class SynergyConfig:
 
     Attributes:
         backbone: METER variant of the shared encoder and the decoder widths (``xxs``, ``xs``, ``s``).
-        semantic_classes: logits of the semantic head (>= 1).
+        semantic_classes: logits of the semantic head (>= 1; ``depth_only`` sets it to 0).
         structure: one of :data:`STRUCTURES` (module docstring).
         shared_stages: decoder stages in common for ``branch_out`` (the first ones) and ``merge_in``
             (the last ones), 1..3.
@@ -72,7 +76,9 @@ class SynergyConfig:
             raise ValueError(f"backbone must be one of {', '.join(METER_VARIANTS)}, got {self.backbone!r}")
         if self.structure not in STRUCTURES:
             raise ValueError(f"structure must be one of {', '.join(STRUCTURES)}, got {self.structure!r}")
-        if self.semantic_classes < 1:
+        if self.structure == "depth_only":
+            object.__setattr__(self, "semantic_classes", 0)  # no semantic output (frozen dataclass)
+        elif self.semantic_classes < 1:
             raise ValueError(f"semantic_classes must be >= 1, got {self.semantic_classes}")
         if not 1 <= self.shared_stages < STAGES:
             raise ValueError(f"shared_stages must be 1..{STAGES - 1}, got {self.shared_stages}")
@@ -139,7 +145,9 @@ class SynergyDepth(DepthModel):
         meter = METER_VARIANTS[cfg.backbone]
         self.encoder = METEREncoder(meter)
         k, structure = cfg.shared_stages, cfg.structure
-        if structure == "lateral":
+        if structure == "depth_only":
+            self.depth_branch = DecoderBranch(meter)
+        elif structure == "lateral":
             self.depth_branch, self.semantic_branch = DecoderBranch(meter), DecoderBranch(meter)
             self.sharing = nn.ModuleList([LateralSharing() for _ in range(STAGES)])
         elif structure == "branch_out":
@@ -155,7 +163,7 @@ class SynergyDepth(DepthModel):
         if structure == "cascaded":  # the second task's own layers on the first task's features
             self.second = nn.Sequential(nn.Conv2d(width, width, 3, padding=1, bias=False), nn.ReLU(inplace=True))
         self.depth_head = nn.Conv2d(width, 1, 3, padding=1, bias=False)
-        self.semantic_head = nn.Conv2d(width, cfg.semantic_classes, 3, padding=1)
+        self.semantic_head = nn.Conv2d(width, cfg.semantic_classes, 3, padding=1) if cfg.semantic_classes else None
         layers = {"enc_0": "encoder.stem", "enc_out": "encoder.head"}
         layers.update({f"enc_{i + 1}": f"encoder.blocks.{i}" for i in range(10)})
         self.selectivity_layers = layers
@@ -163,6 +171,8 @@ class SynergyDepth(DepthModel):
     def _decode(self, x: torch.Tensor, skips: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(depth features, semantic features) at 1/4."""
         structure = self.config.structure
+        if structure == "depth_only":
+            return self.depth_branch(x, skips), None
         if structure == "lateral":
             d = s = x
             for i in range(STAGES):
@@ -187,7 +197,8 @@ class SynergyDepth(DepthModel):
         x, skips = self.encoder(pad_to_multiple(image, self.size_multiple))
         d, s = self._decode(x, skips)
         oh, ow = math.ceil(h / 4), math.ceil(w / 4)
-        return SynergyOutput(self.depth_head(d)[..., :oh, :ow], self.semantic_head(s)[..., :oh, :ow])
+        semantics = self.semantic_head(s)[..., :oh, :ow] if self.semantic_head is not None else None
+        return SynergyOutput(self.depth_head(d)[..., :oh, :ow], semantics)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.forward_tasks(image).depth
@@ -203,7 +214,8 @@ class SynergyDepth(DepthModel):
         if task not in ("depth", "semantics"):
             raise ValueError(f"task must be 'depth' or 'semantics', got {task!r}")
         depth = task == "depth"
-        modules = [self.depth_head if depth else self.semantic_head]
+        head = self.depth_head if depth else self.semantic_head
+        modules = [head] if head is not None else []
         branch = "depth_branch" if depth else "semantic_branch"
         if hasattr(self, branch):
             modules.append(getattr(self, branch))

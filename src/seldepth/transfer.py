@@ -1,0 +1,83 @@
+"""Starting a training run from another model's weights (transfer learning, seed 002; the seed 004 fine-tuned schedule).
+
+``init_from`` names a model file (``.safetensors``, or a Lightning ``.ckpt``) whose tensors
+initialise the new run's model. Every tensor of the model must come from the file with the same
+name and shape, except those under the name prefixes of ``init_skip`` (a new head, say), which
+keep their fresh initial values; a tensor that does not fit is an error naming it, never a
+silent partial start. The run keeps the file's normalisation (mean, std, resize method), with
+which its weights were trained, at the run's own input size.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from seldepth.models.preprocessing import Preprocessing
+
+
+def _matches(name: str, prefixes) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def source_preprocessing(path: str | os.PathLike, input_size: tuple[int, int], key: str = "init_from") -> Preprocessing:
+    """The normalisation recorded in the model file ``path``, at ``input_size``."""
+    from seldepth.models.model_file import load_model, read_metadata
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{key}: model file not found: {path}")
+    try:
+        recorded = (Preprocessing.from_dict(read_metadata(path)["preprocessing"]) if path.suffix == ".safetensors"
+                    else load_model(path).preprocessing)
+    except (ValueError, KeyError) as exc:
+        raise ValueError(f"{key}: {exc}") from None
+    return Preprocessing(tuple(input_size), recorded.mean, recorded.std, recorded.resize)
+
+
+def init_from_file(model: torch.nn.Module, path: str | os.PathLike, skip: tuple[str, ...] = (),
+                   key: str = "init_from") -> list[str]:
+    """Copy the weights of the model file ``path`` into ``model``; returns the names taken from the file.
+
+    Args:
+        model: the freshly built model (its architecture may differ from the file's in the
+            ``skip`` parts only).
+        path: a seldepth model file or Lightning checkpoint.
+        skip: name prefixes (``semantic_head``, ``decoder.output``) whose tensors keep their
+            initial values (the file need not have them, or may have another shape).
+        key: the configuration key named in errors.
+
+    Raises:
+        FileNotFoundError, ValueError: the file is missing or unreadable, or a tensor outside
+            ``skip`` is missing from the file or has another shape (all of them are listed).
+    """
+    from seldepth.models.model_file import load_model
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{key}: model file not found: {path}")
+    try:
+        source = load_model(path).state_dict()
+    except (ValueError, KeyError) as exc:
+        raise ValueError(f"{key}: {exc}") from None
+    own = model.state_dict()
+    unused = [p for p in skip if not any(_matches(n, [p]) for n in own)]
+    if unused:
+        raise ValueError(f"{key}: init_skip names {', '.join(unused)}, which match no tensor of "
+                         f"{getattr(model, 'name', type(model).__name__)}")
+    wanted = [n for n in own if not _matches(n, skip)]
+    missing = [n for n in wanted if n not in source]
+    shapes = [f"{n}: file {tuple(source[n].shape)} vs model {tuple(own[n].shape)}"
+              for n in wanted if n in source and source[n].shape != own[n].shape]
+    if missing or shapes:
+        parts = ([f"missing from the file ({len(missing)}): {', '.join(missing[:12])}{' ...' if len(missing) > 12 else ''}"]
+                 if missing else [])
+        parts += [f"other shapes ({len(shapes)}): {'; '.join(shapes[:12])}"] if shapes else []
+        raise ValueError(f"{key}: {path} does not fit {getattr(model, 'name', type(model).__name__)}: {' | '.join(parts)}"
+                         " (list the parts to start afresh in init_skip)")
+    with torch.no_grad():
+        for name in wanted:
+            own[name].copy_(source[name])
+    return wanted
