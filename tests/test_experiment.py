@@ -109,3 +109,40 @@ def test_runs_without_regulariser_are_described_by_their_overrides(tmp_path):
     assert lines[2].startswith("| a | (base) | 0.5000 |")
     assert lines[3].startswith("| b | optim.lr=0.02, teacher.depth=m.safetensors, teacher.depth_mode=replace | 0.4000 |")
     assert "-20.0%" in lines[3]
+
+
+def test_a_run_can_start_from_another_runs_model(tmp_path):
+    from seldepth.experiment import format_caps
+
+    content = {"base": {"data": {"path": "synthetic:default:320"}}, "caps": [4, 6],
+               "runs": {"pre": {"trainer": {"best_by": "val/rmse"}},
+                        "fine": {"init_from": "{out}/pre/model.safetensors", "freeze": ["encoder"]}}}
+    spec = read_experiment(_write(tmp_path, content))
+    assert spec.dependencies("fine") == ["pre"] and spec.dependencies("pre") == [] and spec.caps == (4.0, 6.0)
+    folders = prepare_runs(spec, tmp_path / "out")  # checked although pre's model does not exist yet
+    requested = yaml.safe_load((folders["fine"] / "requested.yaml").read_text())
+    assert requested["init_from"] == str(tmp_path / "out" / "pre" / "model.safetensors")
+    bad = dict(content, runs={"a": {"init_from": "{out}/nope/model.safetensors"}})
+    with pytest.raises(ValueError, match=r"run 'a': init_from '\{out\}/nope/model.safetensors' must be"):
+        read_experiment(_write(tmp_path, bad))
+    loop = dict(content, runs={"a": {"init_from": "{out}/b/model.safetensors"}, "b": {"init_from": "{out}/a/model.safetensors"}})
+    with pytest.raises(ValueError, match="start from each other's models"):
+        read_experiment(_write(tmp_path, loop))
+    rows = [{"run": "pre", "rmse@4m": 0.25, "abs_rel@4m": 0.1, "delta1@4m": 0.9, "rmse@6m": 0.5, "abs_rel@6m": 0.2,
+             "delta1@6m": 0.8}, {"run": "fine"}]
+    lines = format_caps(rows, (4.0, 6.0)).splitlines()
+    assert lines[0] == "| run | RMSE <= 4 m | AbsRel <= 4 m | delta1 <= 4 m | RMSE <= 6 m | AbsRel <= 6 m | delta1 <= 6 m |"
+    assert lines[2] == "| pre | 0.2500 | 0.1000 | 0.9000 | 0.5000 | 0.2000 | 0.8000 |" and lines[3] == "| fine | - | - | - | - | - | - |"
+
+
+def test_the_shipped_synergy_grid_compares_the_seeds_rows():
+    spec = read_experiment(REPO / "configs" / "experiments" / "synergy_structures.yaml")
+    runs = spec.runs
+    assert spec.caps == (4.0, 6.0, 8.0) and spec.dependencies("d_fine_tuned") == ["d0_pretrain_semantics"]
+    assert {n: r.get("model_options", {}).get("structure") for n, r in runs.items() if r["model"] == "synergy_depth"} == {
+        "a_depth_only": "depth_only", "b_synergy_lda": "lateral", "c_synergy_l1": "lateral",
+        "d0_pretrain_semantics": "fine_tuned", "d_fine_tuned": "fine_tuned", "e_cascaded": "cascaded",
+        "f_merge_in": "merge_in", "g_branch_out": "branch_out"}
+    assert [runs[n]["synergy"]["depth"] for n in ("b_synergy_lda", "c_synergy_l1")] == ["attention", "l1"]
+    assert runs["d0_pretrain_semantics"]["synergy"]["tasks"] == ["semantics"] and runs["d_fine_tuned"]["synergy"]["tasks"] == ["depth"]
+    assert runs["h_meter_xxs"]["model"] == "meter_xxs" and runs["h_meter_xxs"]["synergy"] is None

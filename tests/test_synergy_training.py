@@ -80,3 +80,29 @@ def test_seldepth_train_with_the_synergy_loss(tmp_path, monkeypatch):
 
     logged = {k for r in csv.DictReader((out / "csv" / "metrics.csv").open()) for k, v in r.items() if v}
     assert {"train/depth", "train/semantic", "train/gradient", "val/miou"} <= logged
+
+
+def test_a_one_task_phase_trains_only_that_task_on_full_batches():
+    """The fine-tuned schedule's phases: synergy.tasks leaves the other task's branch unchanged."""
+    torch.manual_seed(0)
+    module = DepthTrainingModule("synergy_depth", Preprocessing(input_size=(64, 64)).to_dict(), loss={}, optim={},
+                                 model_options={"structure": "lateral", "semantic_classes": 3},
+                                 teacher={"semantic": "labels"}, synergy={"tasks": ["semantics"]})
+    changed = _step(module, _batch())
+    depth = {n for n, p in module.model.named_parameters() if any(p is q for q in module.model.task_parameters("depth"))}
+    assert depth and not (changed & depth) and any(n.startswith("semantic_head") for n in changed)
+
+
+def test_the_depth_only_baseline_trains_with_the_synergy_depth_loss():
+    torch.manual_seed(0)
+    module = DepthTrainingModule("synergy_depth", Preprocessing(input_size=(64, 64)).to_dict(), loss={}, optim={},
+                                 model_options={"structure": "depth_only"}, synergy={"depth": "attention"})
+    batch = _batch()
+    loss = module.training_step(batch, 0)
+    from seldepth.losses.attention import SynergyLoss, SynergyLossConfig
+
+    out = module.model.forward_tasks(module.model.preprocessing(batch["image"]))
+    expected, terms, supervised = SynergyLoss(SynergyLossConfig())(out.depth, None, batch["depth"], batch["valid"])
+    assert supervised == {"depth": True, "semantics": False} and set(terms) == {"depth", "gradient"}
+    torch.testing.assert_close(loss, expected)
+    assert _step(module, batch)

@@ -22,9 +22,14 @@ from seldepth.teachers import TeacherConfig
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """AdamW with a step schedule (METER: lr 1e-3, weight decay 0.01, x0.1 every 20 epochs)."""
+    """AdamW with a step schedule (METER: lr 1e-3, weight decay 0.01, x0.1 every 20 epochs).
+
+    ``part_lr`` gives parts of the model (parameter name prefixes: ``encoder``, ``decoder.up3``)
+    their own learning rate, e.g. a small one for a pretrained encoder; the schedule scales all.
+    """
 
     lr: float = 1e-3
+    part_lr: dict[str, float] = field(default_factory=dict)
     weight_decay: float = 0.01
     betas: tuple[float, float] = (0.9, 0.999)
     step_epochs: int = 20
@@ -39,6 +44,9 @@ class OptimConfig:
             raise ValueError(f"optim.step_epochs must be >= 1, got {self.step_epochs}")
         if not 0 < self.gamma <= 1:
             raise ValueError(f"optim.gamma must be in (0, 1], got {self.gamma}")
+        bad = {k: v for k, v in self.part_lr.items() if not float(v) > 0}
+        if bad:
+            raise ValueError(f"optim.part_lr: learning rates must be > 0, got {bad}")
         if not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"optim.betas must be in [0, 1), got {self.betas}")
 
@@ -94,7 +102,8 @@ class TrainConfig:
     ``synergy`` seed 004's joint depth and semantic loss (``synergy_depth``) instead of ``loss``
     (METER's balanced loss); ``teacher`` names the teacher networks and semantic targets.
     ``init_from`` starts the model from a model file's weights, except the parts named by
-    prefix in ``init_skip`` (:mod:`seldepth.transfer`).
+    prefix in ``init_skip``; ``freeze`` names parts (prefixes) that training leaves unchanged
+    (:mod:`seldepth.transfer`).
     """
 
     model: str = "meter_xxs"
@@ -110,6 +119,7 @@ class TrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     init_from: str | None = None
     init_skip: list[str] = field(default_factory=list)
+    freeze: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return _plain(dataclasses.asdict(self))
@@ -150,7 +160,7 @@ def parse_train_args(argv: list[str], check_init: bool = True) -> tuple[TrainCon
     cfg = TrainConfig(model=init.model, model_options=dict(init.model_options or {}), protocol=init.protocol, data=init.data,
                       loss=init.loss, multiscale=init.multiscale, synergy=init.synergy, teacher=init.teacher, optim=init.optim,
                       selectivity=init.selectivity, trainer=init.trainer, init_from=init.init_from,
-                      init_skip=list(init.init_skip or []))
+                      init_skip=list(init.init_skip or []), freeze=list(init.freeze or []))
     validate(cfg, check_init=check_init)
     return cfg, bool(init.resume)
 
@@ -177,6 +187,10 @@ def validate(cfg: TrainConfig, check_init: bool = True) -> None:
     except ValueError as exc:
         raise ValueError(f"model_options: {exc}") from None
     _validate_heads_and_teachers(cfg, model)
+    from seldepth.transfer import freeze, parameter_groups
+
+    freeze(model, cfg.freeze)  # names checked before any work
+    parameter_groups(model, cfg.optim.lr, cfg.optim.part_lr)
     if cfg.init_skip and not cfg.init_from:
         raise ValueError("init_skip: names parts to leave out of init_from, but init_from is not set")
     if cfg.init_from and check_init:

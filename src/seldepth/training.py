@@ -34,7 +34,8 @@ from seldepth.data.collate import IGNORE_LABEL
 from seldepth.data.datamodule import DepthDataModule
 from seldepth.data.transforms import masked_downsample
 from seldepth.inference import predict_depth, predict_semantics, semantic_classes
-from seldepth.transfer import init_from_file, source_preprocessing
+from seldepth.transfer import freeze as freeze_parts
+from seldepth.transfer import init_from_file, parameter_groups, source_preprocessing
 from seldepth.losses.attention import SynergyLoss, SynergyLossConfig
 from seldepth.losses.balanced import BalancedLoss, BalancedLossConfig
 from seldepth.losses.logdepth import MultiScaleLoss, MultiScaleLossConfig
@@ -73,10 +74,11 @@ class DepthTrainingModule(L.LightningModule):
 
     def __init__(self, model: str, preprocessing: dict, loss: dict, optim: dict, protocol: str = "synthetic",
                  selectivity: dict | None = None, model_options: dict | None = None, multiscale: dict | None = None,
-                 teacher: dict | None = None, synergy: dict | None = None):
+                 teacher: dict | None = None, synergy: dict | None = None, freeze: list | None = None):
         super().__init__()
         self.save_hyperparameters()
         self.model = create_model(model, **(model_options or {}))
+        self.frozen = freeze_parts(self.model, list(freeze or []))
         self.model.preprocessing = Preprocessing.from_dict(preprocessing)
         self.loss_fn = BalancedLoss(BalancedLossConfig(**loss))
         self.multiscale_loss = None
@@ -104,6 +106,10 @@ class DepthTrainingModule(L.LightningModule):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.model(self.model.preprocessing(image))
+
+    def on_train_epoch_start(self) -> None:
+        for m in self.frozen:  # frozen parts keep their batch-norm statistics too
+            m.eval()
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         depth, valid, labels = self.targets(batch)
@@ -175,7 +181,8 @@ class DepthTrainingModule(L.LightningModule):
 
     def configure_optimizers(self):
         o = self.optim_config
-        optimizer = torch.optim.AdamW(self.model.parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+        groups = parameter_groups(self.model, o.lr, dict(o.part_lr))
+        optimizer = torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=o.step_epochs, gamma=o.gamma)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
@@ -249,7 +256,7 @@ def build_module(cfg: TrainConfig) -> DepthTrainingModule:
                      else Preprocessing(input_size=tuple(cfg.data.input_size)))
     d = cfg.to_dict()
     return DepthTrainingModule(cfg.model, preprocessing.to_dict(), d["loss"], d["optim"], cfg.protocol, d["selectivity"],
-                               d["model_options"], d["multiscale"], d["teacher"], d["synergy"])
+                               d["model_options"], d["multiscale"], d["teacher"], d["synergy"], d["freeze"])
 
 
 def build_trainer(cfg: TrainConfig, out: Path, extra_callbacks=(), resume_step: int = -1) -> L.Trainer:

@@ -81,3 +81,58 @@ def init_from_file(model: torch.nn.Module, path: str | os.PathLike, skip: tuple[
         for name in wanted:
             own[name].copy_(source[name])
     return wanted
+
+
+def parts_named(model: torch.nn.Module, prefixes, key: str) -> dict[str, list[str]]:
+    """The parameter names under each prefix (``encoder``, ``decoder.up3``); an unknown prefix is an error naming ``key``."""
+    names = [n for n, _ in model.named_parameters()]
+    found = {p: [n for n in names if _matches(n, [p])] for p in prefixes}
+    unknown = [p for p, hit in found.items() if not hit]
+    if unknown:
+        tops = sorted({n.split(".")[0] for n in names})
+        raise ValueError(f"{key}: {', '.join(unknown)} name no parameters of {getattr(model, 'name', type(model).__name__)}; "
+                         f"its top-level parts are {', '.join(tops)} (a prefix may go deeper, e.g. {tops[0]}.0)")
+    return found
+
+
+def freeze(model: torch.nn.Module, prefixes) -> list[torch.nn.Module]:
+    """Stop training the parts named by prefix: their parameters get ``requires_grad=False``.
+
+    Returns the frozen modules, which the trainer keeps in eval mode so that their batch-norm
+    statistics do not move either (a frozen part is unchanged by training, buffers included).
+    """
+    parts_named(model, prefixes, "freeze")
+    frozen = [m for name, m in model.named_modules() if name and _matches(name, prefixes)]
+    for m in frozen:
+        for p in m.parameters():
+            p.requires_grad_(False)
+    return frozen
+
+
+def parameter_groups(model: torch.nn.Module, lr: float, part_lr: dict[str, float]) -> list[dict]:
+    """Optimiser groups: the parameters under each ``part_lr`` prefix at its rate, the rest at ``lr``.
+
+    Frozen parameters (``requires_grad=False``) are left out. A parameter under two prefixes
+    takes the longer (more specific) one's rate.
+
+    Example:
+        >>> groups = parameter_groups(create_model("meter_xxs"), 1e-3, {"encoder": 1e-4})
+        >>> [(g["name"], g["lr"]) for g in groups]
+        [('encoder', 0.0001), ('rest', 0.001)]
+    """
+    found = parts_named(model, part_lr, "optim.part_lr")
+    owner = {}
+    for prefix in sorted(part_lr, key=len):  # longer prefixes last: they win
+        for name in found[prefix]:
+            owner[name] = prefix
+    groups: dict[str, list] = {p: [] for p in part_lr}
+    rest = []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (groups[owner[name]] if name in owner else rest).append(p)
+    out = [{"name": prefix, "params": params, "lr": float(part_lr[prefix])} for prefix, params in groups.items() if params]
+    if rest:  # unnamed when it is the only group, so that the logged learning rate keeps its plain name
+        out.append({"name": "rest", "params": rest, "lr": float(lr)} if part_lr else {"params": rest, "lr": float(lr)})
+    if not out:
+        raise ValueError("freeze: every parameter is frozen; nothing would train")
+    return out
