@@ -52,7 +52,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from seldepth.models.model_file import load_model
     from seldepth.protocol import get_protocol
 
-    protocol = get_protocol(args.protocol, flip=args.flip, caps=args.caps)
+    protocol = get_protocol(args.protocol, flip=args.flip, caps=args.caps, median_scaling=args.median_scaling)
     model = with_head(load_model(args.model), args.head)
     dataset = _open_data(args)
     result = evaluate(model, dataset, protocol, batch_size=args.batch_size, num_workers=args.workers)
@@ -128,6 +128,12 @@ def _print_run_results(out_dir: str, results: dict) -> None:
             r = results[split]
             print(f"\n{split} split of the best checkpoint:")
             print(format_table(r, Protocol(**{**r["protocol"], "caps": tuple(r["protocol"]["caps"])})))
+    pose = results.get("pose")
+    if pose and "error" not in pose:
+        print(f"\npose network on the test split ({pose['num_pairs']} frame pairs): translation direction error "
+              f"{pose['translation_deg']:.2f} deg, rotation error {pose['rotation_deg']:.3f} deg (pose.safetensors)")
+    elif pose:
+        print(f"\npose network not scored: {pose['error']}")
     print(f"\nrun folder {out_dir}: model.safetensors, checkpoints/, csv/metrics.csv, tb/, config.yaml, results.json "
           f"(trained {results['train_seconds']:.0f} s)")
 
@@ -270,6 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--protocol", default="nyu", help="nyu (1e-3..10 m, Eigen crop), kitti (1e-3..80 m, Garg crop), kitti_eigen (Eigen crop), synthetic, none")
     p.add_argument("--flip", action="store_true", help="horizontal-flip test-time averaging")
     p.add_argument("--caps", type=_floats, default=(), help="extra depth caps in metres, e.g. 4,6,8")
+    p.add_argument("--median-scaling", action="store_true",
+                   help="scale each prediction by median(gt) / median(pred) first (depth up to scale: self-supervised "
+                        "models); prints the ratios' mean and spread")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--workers", type=int, default=0, help="data loader processes")
     p.add_argument("--head", help="output head of a multi-head model (realtime_depth: L, M, S, XS); computes only up to it")

@@ -55,6 +55,10 @@ def format_table(result: dict, protocol: Protocol) -> str:
     for label in labels:
         row = " ".join(f"{result['metrics'][n + label]:>9.4f}" for n in METRIC_NAMES)
         lines.append(f"{(label.lstrip('@') or 'all'):>8} " + row)
+    if "scale_ratio" in result["metrics"]:
+        m = result["metrics"]
+        lines.append(f"median scaling: ratio median(gt) / median(pred) mean {m['scale_ratio']:.4g}, "
+                     f"spread (std / mean) {m['scale_ratio_spread']:.4f}")
     if "semantics" in result:
         iou = " ".join("-" if v != v else f"{v:.3f}" for v in result["semantics"]["iou"])
         lines.append(f"semantic mIoU {result['semantics']['miou']:.4f} (per class: {iou})")

@@ -7,6 +7,8 @@ One implementation, used by training (validation) and by ``seldepth eval``:
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torchmetrics import Metric
@@ -77,7 +79,9 @@ class DepthMetrics(Metric):
     ``update(pred, gt, valid=None)``: pred and gt (B, 1, H, W) metres (pred is resized
     bilinearly to gt's size if it differs); ``valid`` (B, 1, H, W) bool, ANDed with the
     protocol's range and crop. ``compute()`` returns ``{name: value}`` for ``METRIC_NAMES``,
-    plus ``{name@cap: value}`` for each cap, and ``num_images``.
+    plus ``{name@cap: value}`` for each cap, and ``num_images``; with the protocol's
+    ``median_scaling`` also ``scale_ratio`` (the mean of the per-image ratios median(gt) /
+    median(pred)) and ``scale_ratio_spread`` (their standard deviation / mean).
     """
 
     full_state_update = False
@@ -89,6 +93,8 @@ class DepthMetrics(Metric):
         n_ranges = 1 + len(protocol.caps)
         self.add_state("sums", default=torch.zeros(n_ranges, len(METRIC_NAMES), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("counts", default=torch.zeros(n_ranges, dtype=torch.float64), dist_reduce_fx="sum")
+        # median scaling: number of ratios, their sum and their sum of squares
+        self.add_state("ratios", default=torch.zeros(3, dtype=torch.float64), dist_reduce_fx="sum")
 
     def update(self, pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor | None = None) -> None:
         if gt.ndim != 4 or gt.shape[1] != 1:
@@ -103,12 +109,26 @@ class DepthMetrics(Metric):
         base &= crop_mask(proto.crop, gt.shape[-2], gt.shape[-1], device=gt.device)
         if valid is not None:
             base &= valid.to(gt.device).bool()
+        if proto.median_scaling:
+            pred = self._median_scaled(pred, gt, base & (gt < proto.max_depth))
         ranges = [(proto.max_depth, gt < proto.max_depth)] + [(cap, gt <= cap) for cap in proto.caps]
         for i, (top, in_range) in enumerate(ranges):
             values = per_image_metrics(clamp_prediction(pred, proto.min_depth, top), gt, base & in_range)
             scored = ~torch.isnan(values[:, 0])
             self.sums[i] += values[scored].sum(0).to(self.sums.device)
             self.counts[i] += scored.sum().to(self.counts.dtype)
+
+    def _median_scaled(self, pred: torch.Tensor, gt: torch.Tensor, scored: torch.Tensor) -> torch.Tensor:
+        """Each image's prediction times median(gt) / median(pred) over its scored pixels (unscaled if none)."""
+        scaled = []
+        for p, g, m in zip(pred, gt, scored):
+            if not m.any():
+                scaled.append(p)
+                continue
+            ratio = g[m].median().double() / p[m].double().median().clamp_min(1e-12)
+            self.ratios += torch.stack([torch.ones_like(ratio), ratio, ratio * ratio]).to(self.ratios.device)
+            scaled.append(p * ratio.to(p.dtype))
+        return torch.stack(scaled)
 
     def compute(self) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -118,6 +138,11 @@ class DepthMetrics(Metric):
             for name, value in zip(METRIC_NAMES, means.tolist()):
                 out[name + label] = value if self.counts[i] > 0 else float("nan")
         out["num_images"] = int(self.counts[0].item())
+        if self.protocol.median_scaling:
+            n, total, squares = self.ratios.tolist()
+            mean = total / n if n else float("nan")
+            std = math.sqrt(max(squares / n - mean * mean, 0.0)) if n else float("nan")
+            out["scale_ratio"], out["scale_ratio_spread"] = mean, std / mean if n else float("nan")
         return out
 
 

@@ -57,6 +57,9 @@ class Protocol:
         caps: extra depth caps (m): metrics again on pixels with gt <= cap, predictions
             clamped to the cap (seed 004's robustness-to-range figures).
         flip: average the prediction with that of the horizontally flipped image.
+        median_scaling: multiply each image's prediction by median(gt) / median(pred) over its
+            scored pixels first (depth known only up to scale: self-supervised models); the
+            ratios' mean and spread (std / mean) are reported with the metrics.
     """
 
     name: str = "nyu"
@@ -65,6 +68,7 @@ class Protocol:
     crop: str | None = "eigen_nyu"
     caps: tuple[float, ...] = field(default_factory=tuple)
     flip: bool = False
+    median_scaling: bool = False
 
     def __post_init__(self):
         if not (self.min_depth >= 0 and self.max_depth > self.min_depth):
@@ -79,7 +83,8 @@ class Protocol:
         """One line for the head of a results table."""
         crop = self.crop or "none"
         caps = ", caps " + "/".join(f"{c:g}" for c in self.caps) + " m" if self.caps else ""
-        return (f"protocol {self.name}: {self.min_depth:g} < gt < {self.max_depth:g} m, crop {crop}, "
+        scaling = ", median-scaled per image" if self.median_scaling else ""
+        return (f"protocol {self.name}: {self.min_depth:g} < gt < {self.max_depth:g} m, crop {crop}{scaling}, "
                 f"predictions clamped to range, flip {'on' if self.flip else 'off'}{caps}, per image then averaged")
 
     def to_dict(self) -> dict:
@@ -97,8 +102,8 @@ PRESETS = {
 }
 
 
-def get_protocol(name: str, flip: bool = False, caps: tuple[float, ...] = ()) -> Protocol:
-    """A preset protocol with ``flip`` and ``caps`` set."""
+def get_protocol(name: str, flip: bool = False, caps: tuple[float, ...] = (), median_scaling: bool = False) -> Protocol:
+    """A preset protocol with ``flip``, ``caps`` and ``median_scaling`` set."""
     if name not in PRESETS:
         raise ValueError(f"unknown protocol {name!r}; available: {', '.join(PRESETS)}")
-    return replace(PRESETS[name], flip=flip, caps=tuple(float(c) for c in caps))
+    return replace(PRESETS[name], flip=flip, caps=tuple(float(c) for c in caps), median_scaling=median_scaling)

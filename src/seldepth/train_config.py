@@ -17,6 +17,7 @@ from seldepth.losses.attention import SynergyLossConfig
 from seldepth.losses.balanced import BalancedLossConfig
 from seldepth.losses.logdepth import MultiScaleLossConfig
 from seldepth.selectivity.regularizer import SelectivityConfig
+from seldepth.selfsupervised import SelfSupervisedConfig
 from seldepth.teachers import TeacherConfig
 
 
@@ -103,7 +104,8 @@ class TrainConfig:
     (METER's balanced loss); ``teacher`` names the teacher networks and semantic targets.
     ``init_from`` starts the model from a model file's weights, except the parts named by
     prefix in ``init_skip``; ``freeze`` names parts (prefixes) that training leaves unchanged
-    (:mod:`seldepth.transfer`).
+    (:mod:`seldepth.transfer`). ``selfsup`` trains from video frames without depth labels
+    (:mod:`seldepth.selfsupervised`).
     """
 
     model: str = "meter_xxs"
@@ -113,6 +115,7 @@ class TrainConfig:
     loss: BalancedLossConfig = field(default_factory=BalancedLossConfig)
     multiscale: MultiScaleLossConfig | None = None
     synergy: SynergyLossConfig | None = None
+    selfsup: SelfSupervisedConfig | None = None
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     selectivity: SelectivityConfig = field(default_factory=SelectivityConfig)
@@ -158,7 +161,7 @@ def parse_train_args(argv: list[str], check_init: bool = True) -> tuple[TrainCon
     except Exception as exc:  # jsonargparse reports unknown keys and type errors as ArgumentError
         raise ValueError(str(exc).strip()) from None
     cfg = TrainConfig(model=init.model, model_options=dict(init.model_options or {}), protocol=init.protocol, data=init.data,
-                      loss=init.loss, multiscale=init.multiscale, synergy=init.synergy, teacher=init.teacher, optim=init.optim,
+                      loss=init.loss, multiscale=init.multiscale, synergy=init.synergy, selfsup=init.selfsup, teacher=init.teacher, optim=init.optim,
                       selectivity=init.selectivity, trainer=init.trainer, init_from=init.init_from,
                       init_skip=list(init.init_skip or []), freeze=list(init.freeze or []))
     validate(cfg, check_init=check_init)
@@ -241,6 +244,19 @@ def _validate_heads_and_teachers(cfg: TrainConfig, model) -> None:
             raise ValueError("synergy: needs semantic targets (teacher.semantic: labels or a model file)")
     if cfg.trainer.best_by == "val/miou" and not (classes and cfg.teacher.semantic):
         raise ValueError("trainer.best_by: val/miou needs a model with semantic outputs and semantic targets (teacher.semantic)")
+    if cfg.selfsup is not None:
+        others = [k for k in ("multiscale", "synergy") if getattr(cfg, k) is not None]
+        if others or cfg.teacher.depth or cfg.teacher.semantic or cfg.selectivity.enabled:
+            raise ValueError(f"selfsup: self-supervised training takes no {', '.join(others) or 'teacher or selectivity'} "
+                             f"(it reads no depth or semantic labels)")
+        if getattr(getattr(model, "config", None), "output", None) == "linear":
+            raise ValueError(f"selfsup: {cfg.model} must predict positive depth for view synthesis: "
+                             f"model_options: {{output: softplus}}")
+        from seldepth.models import list_models as models_of
+
+        if cfg.selfsup.pose_model not in models_of("pose"):
+            raise ValueError(f"selfsup.pose_model: unknown pose network {cfg.selfsup.pose_model!r}; "
+                             f"available: {', '.join(models_of('pose'))}")
     if cfg.teacher.semantic and not classes:
         raise ValueError(f"teacher.semantic: {cfg.model} has no semantic output (model_options: {{semantic_classes: N}})")
     TrainingTargets(cfg.teacher, classes or None)  # loads and checks the teacher files

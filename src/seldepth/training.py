@@ -250,13 +250,29 @@ class ResumableCSVLogger(CSVLogger):
         return self._experiment
 
 
-def build_module(cfg: TrainConfig) -> DepthTrainingModule:
-    """The Lightning module of a run (a run started ``init_from`` a file keeps the file's normalisation)."""
+def build_module(cfg: TrainConfig) -> L.LightningModule:
+    """The Lightning module of a run: :class:`DepthTrainingModule`, or with ``selfsup``
+    :class:`~seldepth.selfsupervised.SelfSupervisedModule` (a run started ``init_from`` a file keeps
+    the file's normalisation)."""
     preprocessing = (source_preprocessing(cfg.init_from, tuple(cfg.data.input_size)) if cfg.init_from
                      else Preprocessing(input_size=tuple(cfg.data.input_size)))
     d = cfg.to_dict()
+    if cfg.selfsup is not None:
+        from seldepth.selfsupervised import SelfSupervisedModule
+
+        return SelfSupervisedModule(cfg.model, preprocessing.to_dict(), d["optim"], cfg.protocol, d["model_options"],
+                                    d["selfsup"], d["freeze"])
     return DepthTrainingModule(cfg.model, preprocessing.to_dict(), d["loss"], d["optim"], cfg.protocol, d["selectivity"],
                                d["model_options"], d["multiscale"], d["teacher"], d["synergy"], d["freeze"])
+
+
+def build_datamodule(cfg: TrainConfig) -> DepthDataModule:
+    """Samples for supervised training, or frame snippets for ``selfsup``."""
+    if cfg.selfsup is not None:
+        from seldepth.data.datamodule import SequenceDataModule
+
+        return SequenceDataModule(cfg.data, cfg.selfsup.stride)
+    return DepthDataModule(cfg.data)
 
 
 def build_trainer(cfg: TrainConfig, out: Path, extra_callbacks=(), resume_step: int = -1) -> L.Trainer:
@@ -289,7 +305,7 @@ def validate(cfg: TrainConfig, checkpoint: str | os.PathLike) -> dict[str, float
     from seldepth.data.spec import prepare
 
     prepare(cfg.data.path, key="data.path")
-    datamodule = DepthDataModule(cfg.data)
+    datamodule = build_datamodule(cfg)
     module = build_module(cfg)
     t = cfg.trainer
     trainer = L.Trainer(accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
@@ -315,7 +331,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     for stale in (out / "checkpoints").glob(".*.tmp"):  # left by a run killed while writing
         stale.unlink()
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
-    datamodule = DepthDataModule(cfg.data)
+    datamodule = build_datamodule(cfg)
     module = build_module(cfg)
     resume_step = int(torch.load(last, map_location="cpu", weights_only=True)["global_step"]) if resume and last.exists() else -1
     if cfg.init_from and resume_step < 0:  # a resumed run takes every weight from its checkpoint
@@ -333,6 +349,27 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     return finish_run(cfg, out, data_path, elapsed)
 
 
+def finish_pose(cfg: TrainConfig, out: Path, checkpoint: Path) -> dict:
+    """Save the self-supervised run's pose network (``pose.safetensors``) and score it on the test split's snippets."""
+    from seldepth.data.errors import DatasetError
+    from seldepth.data.sequences import FrameSnippets
+    from seldepth.data.spec import open_dataset
+    from seldepth.models.model_file import save_model_file
+    from seldepth.selfsupervised import evaluate_pose
+
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    pose_net = create_model(cfg.selfsup.pose_model, sources=2)
+    pose_net.load_state_dict({k[len("pose_net."):]: v for k, v in state.items() if k.startswith("pose_net.")})
+    size = tuple(cfg.data.input_size)
+    save_model_file(pose_net, out / "pose.safetensors", Preprocessing(size, (0.0,) * 3, (1.0,) * 3),
+                    {"trained_by": "seldepth train (selfsup)", "input": "target (B,3,H,W) and sources (B,2,3,H,W) in [0,1]"})
+    try:
+        snippets = FrameSnippets(open_dataset(cfg.data.path, cfg.data.test_split), cfg.selfsup.stride)
+    except DatasetError as exc:  # a test split without video order: no pose figures
+        return {"error": str(exc)}
+    return evaluate_pose(pose_net, snippets, size)
+
+
 def finish_run(cfg: TrainConfig, out: Path, data_path: Path, elapsed: float) -> dict:
     """Export the best checkpoint as a model file and score it on validation and test."""
     from seldepth.data.spec import open_dataset
@@ -340,12 +377,15 @@ def finish_run(cfg: TrainConfig, out: Path, data_path: Path, elapsed: float) -> 
     from seldepth.models.model_file import load_model, save_model_file
 
     best = out / "checkpoints" / "best.ckpt"
-    model = load_model(best if best.exists() else out / "checkpoints" / "last.ckpt")
-    protocol = get_protocol(cfg.protocol)
+    checkpoint = best if best.exists() else out / "checkpoints" / "last.ckpt"
+    model = load_model(checkpoint)
+    protocol = get_protocol(cfg.protocol, median_scaling=cfg.selfsup is not None)
     results = {"train_seconds": round(elapsed, 1), "epochs": cfg.trainer.epochs}
     results["val"] = evaluate(model, open_dataset(cfg.data.path, cfg.data.val_split), protocol, progress=False)
     if cfg.trainer.evaluate_test:
         results["test"] = evaluate(model, open_dataset(cfg.data.path, cfg.data.test_split), protocol, progress=False)
+    if cfg.selfsup is not None:
+        results["pose"] = finish_pose(cfg, out, checkpoint)
     provenance = {"trained_by": "seldepth train", "config": cfg.to_dict(), "data": str(data_path),
                   "val_metrics": results["val"]["metrics"]}
     save_model_file(model, out / "model.safetensors", model.preprocessing, provenance)

@@ -104,3 +104,28 @@ class DepthDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, train=False)
+
+
+class SequenceDataModule(DepthDataModule):
+    """Frame snippets for self-supervised training: target and neighbours ``stride`` frames away.
+
+    Training snippets are resized to ``input_size`` (K scaled) and not augmented; validation
+    snippets keep the native size, with the target's depth for the metrics.
+    """
+
+    def __init__(self, config: DataConfig, stride: int = 1):
+        super().__init__(config)
+        self.stride = stride
+
+    def setup(self, stage: str | None = None) -> None:
+        from seldepth.data.errors import DatasetError
+        from seldepth.data.sequences import FrameSnippets
+
+        c = self.config
+        if self.train_set is None:
+            try:
+                self.train_set = _limit(FrameSnippets(open_dataset(c.path, c.train_split), self.stride, tuple(c.input_size)),
+                                        c.limit_train)
+                self.val_set = _limit(FrameSnippets(open_dataset(c.path, c.val_split), self.stride), c.limit_val)
+            except DatasetError as exc:
+                raise DatasetError(f"data.path {c.path}: {exc}") from None

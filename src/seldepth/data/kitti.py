@@ -212,6 +212,19 @@ class _Item:
     focal: float | None
 
 
+def _read_poses(path: Path) -> np.ndarray:
+    """(N, 4, 4) camera-to-world poses from a text file of 12 numbers (3x4 row-major) per line."""
+    try:
+        rows = np.loadtxt(path, dtype=np.float64, ndmin=2)
+    except ValueError as exc:
+        raise DatasetError(f"{path}: expected 12 numbers (a 3x4 pose) per line ({exc})") from None
+    if rows.shape[1] != 12:
+        raise DatasetError(f"{path}: expected 12 numbers (a 3x4 pose) per line, got {rows.shape[1]}")
+    poses = np.tile(np.eye(4), (len(rows), 1, 1))
+    poses[:, :3, :4] = rows.reshape(-1, 3, 4)
+    return poses
+
+
 class KITTIRaw(Dataset):
     """Frames of KITTI raw drives with ground-truth depth, from a file list or a folder.
 
@@ -283,6 +296,7 @@ class KITTIRaw(Dataset):
         self.skipped: list[str] = []
         self._calib_K: dict[tuple[Path, int], torch.Tensor | None] = {}
         self._cam_txt: dict[Path, torch.Tensor | None] = {}
+        self._poses: dict[Path, np.ndarray | None] = {}
         self._projections: dict[tuple[Path, int], np.ndarray] = {}
         self.list_path: Path | None = None
 
@@ -495,6 +509,28 @@ class KITTIRaw(Dataset):
                 raise DatasetError(f"{item.rgb}: {exc}") from None
             sample = crop_sample(sample, *box)
         return sample
+
+    def sequence_frame(self, index: int):
+        """Where sample ``index`` sits in its drive (:class:`~seldepth.data.sequences.FrameId`): the drive and
+        camera, the frame number, and the camera-to-world pose from ``image_0X/poses.txt`` (one 3x4 row-major
+        pose per frame, PackNet's layout) when the drive has one.
+
+        Raises:
+            DatasetError: naming the image, when it is not in a ``DRIVE/image_0X/data/`` folder.
+        """
+        from seldepth.data.sequences import FrameId
+
+        item = self.items[index]
+        if item.drive is None or item.frame is None or not item.frame.isdigit():
+            raise DatasetError(f"{item.rgb}: not a frame of a KITTI raw drive (DRIVE/image_0X/data/NNNNNNNNNN.png), "
+                               "so it has no video order")
+        number = int(item.frame)
+        poses_txt = item.rgb.parent.parent / "poses.txt"
+        if poses_txt not in self._poses:
+            self._poses[poses_txt] = _read_poses(poses_txt) if poses_txt.is_file() else None
+        poses = self._poses[poses_txt]
+        pose = poses[number] if poses is not None and number < len(poses) else None
+        return FrameId(f"{item.drive}/image_0{item.camera}", number, pose)
 
     def _read_depth(self, item: _Item, size: tuple[int, int]) -> torch.Tensor:
         if item.depth_kind == "annotated":

@@ -157,6 +157,30 @@ class NYUDenseDepth(Dataset):
         return make_sample(image, depth, self._intrinsics(rgb_rel, h, w),
                            {"rgb": rgb_name, "depth": depth_name, "index": index}, semantics)
 
+    def sequence_frame(self, index: int):
+        """Where sample ``index`` sits in its video (:class:`~seldepth.data.sequences.FrameId`), from the
+        JSON sidecar of seldepth's synthetic sets (``scene``, ``frame``, ``pose``).
+
+        Raises:
+            DatasetError: naming the file, when the frame has no sidecar with these keys.
+        """
+        from seldepth.data.sequences import FrameId
+
+        rgb_rel = self.pairs[index][0]
+        sidecar = rgb_rel.split("_colors.")[0] + ".json" if "_colors." in rgb_rel else None
+        if sidecar is None or not self.files.exists(sidecar):
+            raise DatasetError(f"{self.files.describe(rgb_rel)}: no JSON sidecar with the frame's scene, number and pose "
+                               "(only seldepth's synthetic sets give NYU-layout frames a video order)")
+        try:
+            meta = json.loads(self.files.read(sidecar))
+            pose = np.asarray(meta["pose"], dtype=np.float64)
+            if pose.shape != (4, 4):
+                raise ValueError(f"pose has shape {pose.shape}, expected (4, 4)")
+            return FrameId(f"scene{int(meta['scene'])}", int(meta["frame"]), pose)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DatasetError(f"{self.files.describe(sidecar)}: bad sidecar, expected 'scene', 'frame' and a 4x4 'pose' "
+                               f"({exc})") from None
+
     def _intrinsics(self, rgb_rel: str, h: int, w: int) -> torch.Tensor:
         if "_colors." in rgb_rel:
             sidecar = rgb_rel.split("_colors.")[0] + ".json"

@@ -2,8 +2,9 @@
 
 Kinds: ``nyu`` and ``kitti`` (the layout is detected, see :data:`LAYOUTS`), ``folder`` (image/depth
 pairs matched by name; ``?scale=`` required for PNG depth), ``synthetic`` (a set written by
-``seldepth synth``; ``synthetic:default[:N[:SEED]]`` is the cached default set: N scenes drawn
-with SEED, default 2000 and 0; scene s is the same in every N with the same seed). Options after ``?``
+``seldepth synth``; ``synthetic:default[:N[:SEED[:T]]]`` is the cached default set: N scenes drawn
+with SEED, default 2000 and 0, of T frames each along a camera walk, default 1; scene s is the same
+in every N with the same seed). Options after ``?``
 go to the layout's reader, e.g. ``kitti:eigen_test_files.txt?gt_root=data_depth_annotated&crop=kb``,
 ``nyu:nyu_depth_v2_labeled.mat?splits=splits.mat``, ``folder:pairs?scale=1000``.
 """
@@ -107,41 +108,46 @@ def cache_dir() -> Path:
     return Path(os.environ.get("SELDEPTH_CACHE", Path.home() / ".cache" / "seldepth"))
 
 
-def default_synthetic_dir(num: int = DEFAULT_SYNTHETIC["num"], seed: int = DEFAULT_SYNTHETIC["seed"]) -> Path:
+def default_synthetic_dir(num: int = DEFAULT_SYNTHETIC["num"], seed: int = DEFAULT_SYNTHETIC["seed"],
+                          length: int = 1) -> Path:
     h, w = DEFAULT_SYNTHETIC["size"]
-    return cache_dir() / f"synthetic-{w}x{h}-n{num}-seed{seed}"
+    return cache_dir() / (f"synthetic-{w}x{h}-n{num}-seed{seed}" + (f"-t{length}" if length > 1 else ""))
 
 
-def ensure_synthetic(path: Path, num: int, progress: bool = True, seed: int = DEFAULT_SYNTHETIC["seed"]) -> Path:
+def ensure_synthetic(path: Path, num: int, progress: bool = True, seed: int = DEFAULT_SYNTHETIC["seed"],
+                     length: int = 1) -> Path:
     """Generate the default synthetic set at ``path`` unless a complete one is there (``dataset.json``)."""
     if not (path / "dataset.json").is_file():
         from seldepth.data.synthetic import generate
 
-        print(f"generating the default synthetic data set ({num} images, seed {seed}) in {path}")
-        generate(path, num, size=DEFAULT_SYNTHETIC["size"], seed=seed, progress=progress,
+        frames = f"{num} scenes x {length} frames" if length > 1 else f"{num} images"
+        print(f"generating the default synthetic data set ({frames}, seed {seed}) in {path}")
+        generate(path, num, size=DEFAULT_SYNTHETIC["size"], seed=seed, sequence_length=length, progress=progress,
                  workers=min(2, os.cpu_count() or 1))
     return path
 
 
-def _default_set(spec: DataSpec, key: str = "data") -> tuple[int, int] | None:
-    """(N, SEED) for ``synthetic:default[:N[:SEED]]``, else None.
+def _default_set(spec: DataSpec, key: str = "data") -> tuple[int, int, int] | None:
+    """(N, SEED, T) for ``synthetic:default[:N[:SEED[:T]]]``, else None (T: frames per scene, default 1).
 
     Raises:
-        DatasetError: naming ``key``, when N or SEED is not a whole number (N >= 1, SEED >= 0).
+        DatasetError: naming ``key``, when N, SEED or T is not a whole number (N >= 1, SEED >= 0, T >= 1).
     """
     if spec.kind != "synthetic" or not (spec.path == "default" or spec.path.startswith("default:")):
         return None
     parts = spec.path.split(":")[1:]
-    if len(parts) > 2 or not all(p.isdigit() for p in parts) or (parts and int(parts[0]) < 1):
-        raise DatasetError(f"{key}: data spec {spec}: expected synthetic:default[:N[:SEED]] with whole numbers N >= 1 "
-                           f"and SEED >= 0")
+    if (len(parts) > 3 or not all(p.isdigit() for p in parts) or (parts and int(parts[0]) < 1)
+            or (len(parts) > 2 and int(parts[2]) < 1)):
+        raise DatasetError(f"{key}: data spec {spec}: expected synthetic:default[:N[:SEED[:T]]] with whole numbers "
+                           f"N >= 1, SEED >= 0 and T >= 1 (frames per scene)")
     num = int(parts[0]) if parts else DEFAULT_SYNTHETIC["num"]
     seed = int(parts[1]) if len(parts) > 1 else DEFAULT_SYNTHETIC["seed"]
-    return num, seed
+    length = int(parts[2]) if len(parts) > 2 else 1
+    return num, seed, length
 
 
 def resolve_spec(spec: str, key: str = "data") -> Path:
-    """Check a spec and return its path. ``synthetic:default[:N[:SEED]]`` names a cached generated set.
+    """Check a spec and return its path. ``synthetic:default[:N[:SEED[:T]]]`` names a cached generated set.
 
     Raises:
         DatasetError: naming ``key`` and the spec, for an unknown kind or a missing path.
@@ -160,7 +166,7 @@ def prepare(spec: str, key: str = "data", progress: bool = True) -> Path:
     path = resolve_spec(spec, key)
     default = _default_set(parse_spec(spec, key), key)
     if default is not None:
-        ensure_synthetic(path, default[0], progress, seed=default[1])
+        ensure_synthetic(path, default[0], progress, seed=default[1], length=default[2])
     return path
 
 

@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from seldepth.models.base import DepthModel, pad_to_multiple
@@ -29,6 +30,8 @@ class METERConfig:
         decoder_in: D0, width of the decoder's input 1x1 conv.
         decoder_widths: output widths of the three up blocks.
         mlp_ratios: MLP width of each METER block as a multiple of its token dimension.
+        output: ``linear`` (METER's: the last conv's value is the depth) or ``softplus`` (always
+            positive, for self-supervised training, where a depth <= 0 cannot be projected).
     """
 
     channels: tuple[int, ...]
@@ -37,6 +40,11 @@ class METERConfig:
     decoder_in: int
     decoder_widths: tuple[int, int, int]
     mlp_ratios: tuple[int, int, int] = (2, 4, 4)
+    output: str = "linear"
+
+    def __post_init__(self):
+        if self.output not in ("linear", "softplus"):
+            raise ValueError(f"output must be 'linear' or 'softplus', got {self.output!r}")
 
 
 METER_VARIANTS = {
@@ -138,6 +146,8 @@ class METER(DepthModel):
         h, w = image.shape[-2:]
         padded = pad_to_multiple(image, METER_SIZE_MULTIPLE)
         depth = self.decoder(*self.encoder(padded))
+        if self.config.output == "softplus":
+            depth = F.softplus(depth)
         if padded.shape[-2:] != (h, w):
             depth = depth[..., : math.ceil(h / 4), : math.ceil(w / 4)]
         return depth

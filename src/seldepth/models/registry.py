@@ -7,19 +7,28 @@ from typing import Callable
 from torch import nn
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+_KINDS: dict[str, str] = {}
+KINDS = ("depth", "pose")
 
 
-def register_model(name: str, factory: Callable[..., nn.Module]) -> None:
-    """Register ``factory`` under ``name``; it is called with the keyword options of :func:`create_model`."""
+def register_model(name: str, factory: Callable[..., nn.Module], kind: str = "depth") -> None:
+    """Register ``factory`` under ``name``; it is called with the keyword options of :func:`create_model`.
+
+    ``kind``: ``depth`` (image -> depth, the models of every command) or ``pose`` (frames -> camera
+    motion, the pose networks of self-supervised training).
+    """
     if name in _REGISTRY:
         raise ValueError(f"model {name!r} is already registered")
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
     _REGISTRY[name] = factory
+    _KINDS[name] = kind
 
 
-def list_models() -> list[str]:
-    """Names of all registered models, sorted."""
+def list_models(kind: str = "depth") -> list[str]:
+    """Names of the registered models of one kind (``depth`` or ``pose``), sorted."""
     _import_builtin_models()
-    return sorted(_REGISTRY)
+    return sorted(n for n in _REGISTRY if _KINDS[n] == kind)
 
 
 def create_model(name: str, **options) -> nn.Module:
@@ -45,4 +54,4 @@ def create_model(name: str, **options) -> nn.Module:
 
 
 def _import_builtin_models() -> None:
-    from seldepth.models import meter, realtime, synergy  # noqa: F401  (register their models on import)
+    from seldepth.models import meter, pose, realtime, synergy  # noqa: F401  (register their models on import)

@@ -1,0 +1,195 @@
+"""Self-supervised training of a depth model from video (seed 002; vid2depth; SPEC.md section 6).
+
+No depth label is read in training. For each target frame and its two neighbours the depth
+model predicts the target's depth (upsampled to the frame size), the pose network the camera
+motion to each neighbour, and :class:`~seldepth.losses.photometric.PhotometricLoss` scores
+how well the neighbours, warped into the target view, reproduce it.
+
+Validation and test score depth with per-image median scaling (a self-supervised depth has a
+free scale), and, where the data has camera poses (synthetic sequences, KITTI with
+``poses.txt``), the pose network's motion against the true one:
+
+* translation direction error: the angle (degrees) between predicted and true translation
+  (the scale of a self-supervised translation is free, its direction is not);
+* rotation error: the angle (degrees) of R_pred^T R_true.
+
+``selfsup:`` in the training config turns it on (:class:`SelfSupervisedConfig`); the run's
+model file is the depth model, and ``pose.safetensors`` beside it the pose network.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from seldepth.inference import predict_depth
+from seldepth.losses.photometric import PhotometricLoss, PhotometricLossConfig, pose_to_matrix
+from seldepth.metrics import DepthMetrics
+from seldepth.models import create_model
+from seldepth.models.preprocessing import Preprocessing
+from seldepth.protocol import get_protocol
+from seldepth.transfer import freeze as freeze_parts
+from seldepth.transfer import parameter_groups
+
+
+@dataclass(frozen=True)
+class SelfSupervisedConfig:
+    """Self-supervised training (``selfsup:`` in the training config).
+
+    Attributes:
+        loss: weights of the photometric loss (vid2depth's by default).
+        stride: frames between the target and each of its two source frames.
+        pose_model: registered pose network (``pose_net``).
+    """
+
+    loss: PhotometricLossConfig = field(default_factory=PhotometricLossConfig)
+    stride: int = 1
+    pose_model: str = "pose_net"
+
+    def __post_init__(self):
+        if self.stride < 1:
+            raise ValueError(f"selfsup.stride must be >= 1, got {self.stride}")
+
+
+def pose_errors(predicted: torch.Tensor, true: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Translation direction and rotation errors in degrees of (N, 4, 4) transforms against the true ones.
+
+    Example:
+        >>> a = pose_to_matrix(torch.tensor([[1.0, 0, 0, 0, 0, 0]]))
+        >>> b = pose_to_matrix(torch.tensor([[0.0, 2, 0, 0, 0, 0.1]]))
+        >>> [round(float(e), 2) for e in pose_errors(a, b)]
+        [90.0, 5.73]
+    """
+    tp, tt = predicted[:, :3, 3], true[:, :3, 3]
+    cos = F.cosine_similarity(tp, tt, dim=1, eps=1e-12).clamp(-1, 1)
+    relative = predicted[:, :3, :3].transpose(1, 2) @ true[:, :3, :3]
+    trace = relative.diagonal(dim1=1, dim2=2).sum(-1)
+    angle = torch.acos(((trace - 1) / 2).clamp(-1, 1))
+    return torch.rad2deg(torch.acos(cos)), torch.rad2deg(angle)
+
+
+def _sources_at(sources: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    b, s = sources.shape[:2]
+    flat = F.interpolate(sources.flatten(0, 1), size=size, mode="bilinear", align_corners=False, antialias=True)
+    return flat.view(b, s, *flat.shape[1:])
+
+
+@torch.no_grad()
+def predict_motion(pose_net: torch.nn.Module, target: torch.Tensor, sources: torch.Tensor,
+                   size: tuple[int, int]) -> torch.Tensor:
+    """(B, S, 4, 4) target-to-source transforms predicted at the pose network's training size."""
+    target = F.interpolate(target, size=size, mode="bilinear", align_corners=False, antialias=True)
+    return pose_to_matrix(pose_net(target, _sources_at(sources, size)))
+
+
+class SelfSupervisedModule(L.LightningModule):
+    """Depth and pose networks trained by view synthesis (module docstring).
+
+    Batches are :class:`~seldepth.data.sequences.FrameSnippets` samples: training ones at the
+    input size (``image``, ``sources``, ``K``), validation ones at the native size with depth.
+    Logged: ``train/loss`` and its terms, ``val/rmse`` and the other median-scaled metrics,
+    ``val/scale_ratio_spread``, ``val/pose_translation_deg`` and ``val/pose_rotation_deg``.
+    """
+
+    def __init__(self, model: str, preprocessing: dict, optim: dict, protocol: str = "synthetic",
+                 model_options: dict | None = None, selfsup: dict | None = None, freeze: list | None = None):
+        super().__init__()
+        self.save_hyperparameters()
+        from seldepth.train_config import OptimConfig
+
+        self.model = create_model(model, **(model_options or {}))
+        self.model.preprocessing = Preprocessing.from_dict(preprocessing)
+        self.frozen = freeze_parts(self.model, list(freeze or []))
+        cfg = selfsup or {}
+        self.config = SelfSupervisedConfig(PhotometricLossConfig(**cfg.get("loss", {})), int(cfg.get("stride", 1)),
+                                           cfg.get("pose_model", "pose_net"))
+        self.pose_net = create_model(self.config.pose_model, sources=2)
+        self.loss_fn = PhotometricLoss(self.config.loss)
+        self.optim_config = OptimConfig(**{k: tuple(v) if k == "betas" else v for k, v in optim.items()})
+        self.val_metrics = DepthMetrics(get_protocol(protocol, median_scaling=True))
+        self._pose_errors: list[torch.Tensor] = []
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return tuple(self.model.preprocessing.input_size)
+
+    def on_train_epoch_start(self) -> None:
+        for m in self.frozen:
+            m.eval()
+
+    def _depth(self, image: torch.Tensor) -> torch.Tensor:
+        """The depth model's prediction for frames at the input size, upsampled to that size."""
+        depth = self.model(self.model.preprocessing(image))
+        return F.interpolate(depth, size=image.shape[-2:], mode="bilinear", align_corners=False)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        image, sources, K = batch["image"], batch["sources"], batch["K"]
+        depth = self._depth(image)
+        transforms = pose_to_matrix(self.pose_net(image, sources))
+        source_depths = None
+        if self.config.loss.w_alignment > 0:
+            b, s = sources.shape[:2]
+            source_depths = self._depth(sources.flatten(0, 1)).view(b, s, 1, *image.shape[-2:])
+        loss, terms = self.loss_fn(image, sources, depth, transforms, K, source_depths)
+        n = len(image)
+        self.log("train/loss", loss, prog_bar=True, batch_size=n)
+        self.log_dict({f"train/{k}": v for k, v in terms.items()}, batch_size=n)
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        depth = batch["depth"]
+        pred = predict_depth(self.model, batch["image"], size=tuple(depth.shape[-2:]))
+        self.val_metrics.update(pred, depth, batch["valid"])
+        known = batch["source_pose_known"]
+        if known.any():
+            motion = predict_motion(self.pose_net, batch["image"], batch["sources"], self.input_size)
+            t, r = pose_errors(motion[known].flatten(0, 1), batch["source_pose"][known].flatten(0, 1))
+            self._pose_errors.append(torch.stack([t, r], 1))
+
+    def on_validation_epoch_end(self) -> None:
+        values = self.val_metrics.compute()
+        self.val_metrics.reset()
+        values.pop("num_images")
+        self.log("val/rmse", values.pop("rmse"), prog_bar=True, sync_dist=False)
+        self.log_dict({f"val/{k}": v for k, v in values.items()}, sync_dist=False)
+        if self._pose_errors:
+            errors = torch.cat(self._pose_errors).mean(0)
+            self.log_dict({"val/pose_translation_deg": errors[0], "val/pose_rotation_deg": errors[1]}, sync_dist=True)
+        self._pose_errors = []
+
+    def configure_optimizers(self):
+        o = self.optim_config
+        groups = parameter_groups(self.model, o.lr, dict(o.part_lr))
+        groups.append({"name": "pose", "params": list(self.pose_net.parameters()), "lr": o.lr}
+                      if o.part_lr else {"params": list(self.pose_net.parameters()), "lr": o.lr})
+        optimizer = torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=o.step_epochs, gamma=o.gamma)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+
+@torch.no_grad()
+def evaluate_pose(pose_net: torch.nn.Module, snippets, size: tuple[int, int], batch_size: int = 8) -> dict:
+    """Mean translation direction and rotation errors (degrees) of a pose network on snippets with known poses.
+
+    Returns:
+        ``{"translation_deg", "rotation_deg", "num_pairs"}`` (NaN errors and 0 pairs when no pose is known).
+    """
+    from torch.utils.data import DataLoader
+
+    from seldepth.data.collate import collate_samples
+
+    pose_net.eval()
+    errors = []
+    for batch in DataLoader(snippets, batch_size=batch_size, collate_fn=collate_samples):
+        known = batch["source_pose_known"]
+        if known.any():
+            motion = predict_motion(pose_net, batch["image"], batch["sources"], size)
+            errors.append(torch.stack(pose_errors(motion[known].flatten(0, 1), batch["source_pose"][known].flatten(0, 1)), 1))
+    if not errors:
+        return {"translation_deg": math.nan, "rotation_deg": math.nan, "num_pairs": 0}
+    e = torch.cat(errors)
+    return {"translation_deg": float(e[:, 0].mean()), "rotation_deg": float(e[:, 1].mean()), "num_pairs": len(e)}
