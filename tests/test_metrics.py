@@ -176,3 +176,21 @@ def test_evaluate_scores_semantics_of_a_model_with_a_semantic_output(tmp_path, m
     assert result["semantics"]["miou"] == pytest.approx(walls / len(labels) / present)
     assert "semantic mIoU" in format_table(result, get_protocol("synthetic"))
     assert "semantics" not in evaluate(create_model("meter_xxs"), data, get_protocol("synthetic"), progress=False)
+
+
+def test_median_scaling_by_hand_and_the_ratios_spread():
+    proto = Protocol("t", 1e-3, 10.0, None, median_scaling=True)
+    gt = torch.tensor([[[[1.0, 2.0, 4.0]]], [[[2.0, 2.0, 2.0]]]])
+    pred = torch.stack([gt[0] / 2, gt[1] / 4])  # right up to scale: ratios 2 and 4
+    metric = DepthMetrics(proto)
+    metric.update(pred, gt)
+    out = metric.compute()
+    assert out["abs_rel"] == pytest.approx(0, abs=1e-12) and out["rmse"] == pytest.approx(0, abs=1e-12)
+    assert out["scale_ratio"] == pytest.approx(3.0) and out["scale_ratio_spread"] == pytest.approx(1 / 3)
+    # the ratio is of medians over the scored pixels: invalid ones do not count
+    metric = DepthMetrics(proto)
+    metric.update(torch.tensor([[[[1.0, 1.0, 100.0]]]]), torch.tensor([[[[2.0, 3.0, 0.0]]]]))
+    m = metric.compute()
+    # median(gt) over the two valid pixels is 2 (torch: the lower one), median(pred) 1, so pred -> 2, 2
+    assert m["scale_ratio"] == pytest.approx(2.0) and m["abs_rel"] == pytest.approx((0 + 1 / 3) / 2)
+    assert "scale_ratio" not in DepthMetrics(Protocol("t", 1e-3, 10.0, None)).compute()

@@ -14,6 +14,7 @@ An experiment file holds a base training config and named runs that override par
     quick: {data: {path: "synthetic:default:320"}, trainer: {epochs: 2}}   # merged into base by --quick
     jobs: 2                    # runs trained at once, each with torch threads = cores / jobs
     caps: [4, 6, 8]            # each run's test split scored again on pixels with gt <= cap (m)
+    median_scaling: true       # ... and with per-image median scaling (self-supervised runs)
 
 ``{out}`` in a run's string values is the experiment's output folder, so a run can start from
 another run's model (``init_from: "{out}/pretrain/model.safetensors"``); such a run waits until
@@ -21,7 +22,8 @@ that run has finished (and is not started if it failed).
 
 The output folder gets one run folder per run (``seldepth train``'s layout plus
 ``dissect/`` and, for the ablated runs, ``ablation/``), ``summary.csv``, ``summary.md`` and
-``experiment.json`` (with ``caps``, a second table by depth cap; with semantic outputs, mIoU).
+``experiment.json`` (with ``caps``, a second table by depth cap; with ``median_scaling``, a table
+of median-scaled metrics and, for self-supervised runs, pose errors; with semantic outputs, mIoU).
 Every run's config is checked before the first one starts. A run that
 already finished is not trained again; an interrupted one is resumed from its last checkpoint.
 """
@@ -44,7 +46,7 @@ import yaml
 from seldepth.train_config import load_config
 from seldepth.atomic import write_text_atomic
 
-EXPERIMENT_KEYS = {"base", "runs", "dissect", "ablation", "quick", "jobs", "description", "caps"}
+EXPERIMENT_KEYS = {"base", "runs", "dissect", "ablation", "quick", "jobs", "description", "caps", "median_scaling"}
 OUT_PLACEHOLDER = "{out}"
 
 
@@ -59,6 +61,7 @@ class ExperimentSpec:
     description: str = ""
     settings: dict[str, str] = field(default_factory=dict)
     caps: tuple[float, ...] = ()
+    median_scaling: bool = False
 
     def dependencies(self, name: str) -> list[str]:
         """The runs whose output folder ``name``'s ``init_from`` points into (``{out}/RUN/...``)."""
@@ -141,8 +144,10 @@ def read_experiment(path: str | os.PathLike, quick: bool = False) -> ExperimentS
         raise ValueError(f"{path}: caps must be a list of depths in metres, got {raw.get('caps')!r}") from None
     if any(c <= 0 for c in caps):
         raise ValueError(f"{path}: caps must be positive depths in metres, got {list(caps)}")
+    if not isinstance(raw.get("median_scaling", False), bool):
+        raise ValueError(f"{path}: median_scaling must be true or false, got {raw.get('median_scaling')!r}")
     spec = ExperimentSpec(merged, dict(raw.get("dissect") or {}), ablation, jobs, str(raw.get("description", "")),
-                          settings, caps)
+                          settings, caps, bool(raw.get("median_scaling", False)))
     for name, cfg in merged.items():
         init = str(cfg.get("init_from") or "")
         if init.startswith(OUT_PLACEHOLDER) and not spec.dependencies(name):
@@ -209,7 +214,8 @@ def run_spec(spec: ExperimentSpec, out: str | os.PathLike, jobs: int | None = No
         prepare(data_path, key="data.path", progress=progress)  # generate once, before the runs race for it
     jobs = jobs or spec.jobs
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    task = {"dissect": spec.dissect, "ablation": spec.ablation, "caps": list(spec.caps)}
+    task = {"dissect": spec.dissect, "ablation": spec.ablation, "caps": list(spec.caps),
+            "median_scaling": spec.median_scaling}
     start = time.time()
     pending = list(folders.items())
     running: list[tuple[str, subprocess.Popen, float]] = []
@@ -279,13 +285,14 @@ def run_one(run_dir: Path) -> None:
     d = task.get("dissect") or {}
     split = d.get("split", cfg.data.test_split)
     dataset = open_dataset(cfg.data.path, split)
-    if task.get("caps"):
+    if task.get("caps") or task.get("median_scaling"):  # the test split scored again under the extra settings
         from seldepth.evaluation import evaluate
         from seldepth.protocol import get_protocol
 
         test = dataset if split == cfg.data.test_split else open_dataset(cfg.data.path, cfg.data.test_split)
-        capped = evaluate(model, test, get_protocol(cfg.protocol, caps=tuple(task["caps"])), progress=False)
-        write_text_atomic(run_dir / "test_caps.json", json.dumps(capped, indent=2))
+        protocol = get_protocol(cfg.protocol, caps=tuple(task.get("caps") or ()),
+                                median_scaling=bool(task.get("median_scaling")))
+        write_text_atomic(run_dir / "test_extra.json", json.dumps(evaluate(model, test, protocol, progress=False), indent=2))
     bins = d.get("bins", "sid:64")
     result = dissect(model, dataset, layers=d.get("layers"), bins=bins, depth_range=tuple(cfg.selectivity.depth_range),
                      batch_size=int(d.get("batch_size", 8)), progress=False, dtype=torch.float32)
@@ -332,12 +339,18 @@ def _row(name: str, run_dir: Path) -> dict:
     row.update({f"ds_{k}": v["mean_ds"] for k, v in dissection["layers"].items()})
     if "semantics" in results["test"]:
         row["miou"] = results["test"]["semantics"]["miou"]
-    capped = run_dir / "test_caps.json"
-    if capped.exists():
-        c = json.loads(capped.read_text())
+    extra = run_dir / "test_extra.json"
+    if extra.exists():
+        c = json.loads(extra.read_text())
         for cap in c["protocol"]["caps"]:
             for metric in ("rmse", "abs_rel", "delta1"):
                 row[f"{metric}@{cap:g}m"] = c["metrics"][f"{metric}@{cap:g}m"]
+        if c["protocol"].get("median_scaling"):
+            row.update({f"{k}_scaled": c["metrics"][k] for k in ("rmse", "abs_rel", "delta1")})
+            row["scale_ratio_spread"] = c["metrics"]["scale_ratio_spread"]
+    pose = results.get("pose") or {}
+    if "translation_deg" in pose:
+        row["pose_translation_deg"], row["pose_rotation_deg"] = pose["translation_deg"], pose["rotation_deg"]
     return row
 
 
@@ -359,6 +372,8 @@ def gather(spec: ExperimentSpec, folders: dict[str, Path], out: Path, wall_secon
     md = format_summary(rows, regularised, baseline)
     if spec.caps and rows:
         md += "\n" + format_caps(rows, spec.caps)
+    if spec.median_scaling and rows:
+        md += "\n" + format_scaled(rows)
     write_text_atomic(out / "summary.md", md)
     summary = {"runs": rows, "baseline": baseline, "wall_seconds": round(wall_seconds, 1), "jobs": jobs, "quick": quick,
                "ablation": _ablation_summary(finished)}
@@ -408,6 +423,19 @@ def format_summary(rows: list[dict], regularised: list[str], baseline: str | Non
             r["run"], *setting, f"{r['rmse']:.4f}", f"{r['abs_rel']:.4f}",
             f"{r['delta1']:.4f}", *miou, _fmt(r["rmse_change_pct"], "+.1f") + "%", *ds, overall,
             _fmt(r["train_seconds"], ".0f")]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def format_scaled(rows: list[dict]) -> str:
+    """The Markdown table of the median-scaled test metrics, the ratios' spread and the pose errors."""
+    head = ["run", "RMSE (scaled)", "AbsRel (scaled)", "delta1 (scaled)", "scale spread (std/mean)",
+            "pose translation dir. (deg)", "pose rotation (deg)", "train (s)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [_fmt(r.get(k), f) for k, f in (("rmse_scaled", ".4f"), ("abs_rel_scaled", ".4f"), ("delta1_scaled", ".4f"),
+                                                 ("scale_ratio_spread", ".4f"), ("pose_translation_deg", ".2f"),
+                                                 ("pose_rotation_deg", ".3f"), ("train_seconds", ".0f"))]
+        lines.append("| " + " | ".join([r["run"], *cells]) + " |")
     return "\n".join(lines) + "\n"
 
 

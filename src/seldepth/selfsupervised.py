@@ -64,12 +64,13 @@ def pose_errors(predicted: torch.Tensor, true: torch.Tensor) -> tuple[torch.Tens
         >>> [round(float(e), 2) for e in pose_errors(a, b)]
         [90.0, 5.73]
     """
+    predicted, true = predicted.double(), true.double()
     tp, tt = predicted[:, :3, 3], true[:, :3, 3]
-    cos = F.cosine_similarity(tp, tt, dim=1, eps=1e-12).clamp(-1, 1)
+    direction = torch.atan2(torch.linalg.cross(tp, tt).norm(dim=1), (tp * tt).sum(1))  # exact near 0, unlike acos
     relative = predicted[:, :3, :3].transpose(1, 2) @ true[:, :3, :3]
     trace = relative.diagonal(dim1=1, dim2=2).sum(-1)
     angle = torch.acos(((trace - 1) / 2).clamp(-1, 1))
-    return torch.rad2deg(torch.acos(cos)), torch.rad2deg(angle)
+    return torch.rad2deg(direction).float(), torch.rad2deg(angle).float()
 
 
 def _sources_at(sources: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -65,6 +65,8 @@ class TrainerConfig:
         accelerator, devices, num_nodes, strategy: Lightning's (``ddp`` for multi-process).
         checkpoint_every_n_steps: save ``last.ckpt`` every N training steps instead of at each epoch end.
         seed: seeds torch, numpy, python and the loader workers.
+        max_minutes: stop training after this many minutes of wall-clock time (at a step's end; the
+            run is then finished and scored as after its last epoch), to compare recipes at equal time.
         best_by: the validation metric that picks ``best.ckpt`` (and the run's model file):
             ``val/rmse`` (lowest), or ``val/miou`` (highest; a run that trains semantics only).
     """
@@ -82,8 +84,11 @@ class TrainerConfig:
     progress_bar: bool = True
     evaluate_test: bool = True
     best_by: str = "val/rmse"
+    max_minutes: float | None = None
 
     def __post_init__(self):
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise ValueError(f"trainer.max_minutes must be > 0 or null, got {self.max_minutes}")
         if self.best_by not in BEST_BY:
             raise ValueError(f"trainer.best_by must be one of {', '.join(BEST_BY)}, got {self.best_by!r}")
         if self.epochs < 1:

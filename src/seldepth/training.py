@@ -17,6 +17,7 @@ import io
 import json
 import os
 import time
+from datetime import timedelta
 import warnings
 from contextlib import nullcontext
 from pathlib import Path
@@ -292,6 +293,7 @@ def build_trainer(cfg: TrainConfig, out: Path, extra_callbacks=(), resume_step: 
                      strategy=t.strategy, precision=t.precision, callbacks=callbacks, logger=loggers,
                      log_every_n_steps=t.log_every_n_steps, enable_progress_bar=t.progress_bar,
                      plugins=[AtomicCheckpointIO()], use_distributed_sampler=True, num_sanity_val_steps=0,
+                     max_time=timedelta(minutes=t.max_minutes) if t.max_minutes else None,
                      enable_model_summary=False)
 
 

@@ -1,0 +1,78 @@
+"""Self-supervised training from video: no depth label is read, both networks learn, and the run's outputs."""
+
+import json
+
+import pytest
+import torch
+
+from seldepth.losses.photometric import pose_to_matrix
+from seldepth.models.preprocessing import Preprocessing
+from seldepth.selfsupervised import SelfSupervisedModule, pose_errors
+
+
+def _module(**selfsup):
+    torch.manual_seed(0)
+    return SelfSupervisedModule("meter_xxs", Preprocessing(input_size=(64, 64)).to_dict(), optim={"lr": 1e-3},
+                                model_options={"output": "softplus"}, selfsup=selfsup)
+
+
+def _batch():
+    torch.manual_seed(1)
+    K = torch.tensor([[40.0, 0, 31.5], [0, 40.0, 31.5], [0, 0, 1]]).repeat(2, 1, 1)
+    return {"image": torch.rand(2, 3, 64, 64), "sources": torch.rand(2, 2, 3, 64, 64), "K": K}
+
+
+def test_training_reads_no_depth_and_trains_both_networks():
+    for selfsup in ({}, {"loss": {"w_alignment": 0.1}}):
+        module = _module(**selfsup)
+        batch = _batch()  # no "depth" or "valid" key: a label read would fail
+        loss = module.training_step(batch, 0)
+        assert torch.isfinite(loss) and loss > 0
+        loss.backward()
+        for net in (module.model, module.pose_net):
+            assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
+        assert module.pose_net.motion.weight.grad.abs().sum() > 0
+
+
+def test_pose_errors_by_hand():
+    a = pose_to_matrix(torch.tensor([[0.1, 0, 0.1, 0, 0, 0], [0, 0, 1.0, 0.2, 0, 0]]))
+    b = pose_to_matrix(torch.tensor([[0.5, 0, 0.5, 0, 0, 0], [0, 0, 3.0, 0, 0, 0]]))  # same directions, other lengths
+    t, r = pose_errors(a, b)
+    torch.testing.assert_close(t, torch.zeros(2), atol=1e-3, rtol=0)
+    torch.testing.assert_close(r, torch.tensor([0.0, 11.459]), atol=1e-3, rtol=0)  # 0.2 rad
+
+
+def test_seldepth_train_selfsup_end_to_end(tmp_path, monkeypatch, capsys):
+    from seldepth.cli import main
+    from seldepth.models.model_file import load_model
+
+    monkeypatch.setenv("SELDEPTH_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    args = ["train", "--model", "meter_xxs", "--data.path", "synthetic:default:10:0:3", "--data.batch_size", "4",
+            "--data.input_size", "[64,64]", "--trainer.epochs", "1", "--trainer.out_dir", str(out),
+            "--trainer.progress_bar", "false", "--selfsup", "{stride: 1}"]
+    assert main(args) == 2 and "model_options: {output: softplus}" in capsys.readouterr().err  # refused before any work
+    assert main(args + ["--model_options", "{output: softplus}"]) == 0
+    printed = capsys.readouterr().out
+    assert "median-scaled per image" in printed and "translation direction error" in printed
+    results = json.loads((out / "results.json").read_text())
+    assert results["test"]["protocol"]["median_scaling"] and results["test"]["metrics"]["scale_ratio"] > 0
+    assert results["pose"]["num_pairs"] > 0 and 0 <= results["pose"]["translation_deg"] <= 180
+    assert load_model(out / "pose.safetensors").name == "pose_net"
+    assert load_model(out / "model.safetensors").config.output == "softplus"
+    assert main(["eval", "--model", str(out / "model.safetensors"), "--data", "synthetic:default:10:0:3", "--split", "test",
+                 "--protocol", "synthetic", "--median-scaling"]) == 0
+    assert "median scaling: ratio median(gt) / median(pred) mean" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--selectivity.layers", "[enc_7]"], "selfsup: self-supervised training takes no teacher or selectivity"),
+    (["--selfsup.pose_model", "posenet9"], "selfsup.pose_model: unknown pose network 'posenet9'; available: pose_net"),
+])
+def test_selfsup_config_errors(tmp_path, extra, message):
+    from seldepth.train_config import parse_train_args
+
+    base = ["--data.path", "synthetic:default:12", "--model_options", "{output: softplus}", "--selfsup", "{stride: 1}",
+            "--trainer.out_dir", str(tmp_path / "r")]
+    with pytest.raises(ValueError, match=message):
+        parse_train_args(base + extra)
