@@ -252,6 +252,34 @@ DATA_HELP = ("data spec KIND:PATH[?key=value&...]: nyu:PATH (labeled .mat, Dense
              "annotation JSON), folder:PATH?scale=1000, synthetic:PATH or synthetic:default")
 
 
+def cmd_select(args: argparse.Namespace) -> None:
+    from seldepth.active import read_selection, uncertainty_scores, write_selection
+    from seldepth.data.spec import open_dataset
+    from seldepth.models.model_file import load_model
+
+    if args.budget < 1:
+        raise ValueError(f"--budget must be >= 1, got {args.budget}")
+    models = [load_model(m) for m in args.model]
+    pool = open_dataset(args.pool, args.split)
+    exclude = set(read_selection(args.exclude, len(pool), key="--exclude")) if args.exclude else set()
+    if args.budget > len(pool) - len(exclude):
+        raise ValueError(f"--budget {args.budget} is more than the {len(pool) - len(exclude)} unlabelled images of {args.pool}")
+    scores = uncertainty_scores(models, pool, args.method, passes=args.passes, p=args.dropout, seed=args.seed)
+    chosen = write_selection(scores, pool, args.budget, args.out, exclude)
+    print(f"chose {len(chosen)} of {len(pool) - len(exclude)} unlabelled images by {args.method} "
+          f"(uncertainty {float(scores[chosen].min()):.4g}..{float(scores[chosen].max()):.4g}; pool median "
+          f"{float(scores.median()):.4g}): {args.out}, ranking in {Path(args.out).with_name('scores.csv')}; "
+          f"train on them with --data.train_subset {args.out}")
+
+
+def cmd_active(args: argparse.Namespace) -> None:
+    from seldepth.active_rounds import run_active
+
+    summary = run_active(args.config, args.out, quick=args.quick, jobs=args.jobs)
+    print(f"\n{(Path(args.out) / 'summary.md').read_text()}\nactive learning finished in "
+          f"{summary['wall_seconds'] / 60:.1f} min; {args.out}/summary.md, active.json, active.png")
+
+
 def _add_data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help=DATA_HELP)
     p.add_argument("--split", default="test", help="split where the layout has several (default test)")
@@ -319,6 +347,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", help="comma-separated layer names or module paths (default the model's selectivity layers)")
     p.add_argument("--out", default="runs/attention", help="output folder (default runs/attention)")
     p.set_defaults(func=cmd_attention)
+
+    p = sub.add_parser("select", help="active learning: choose the unlabelled images whose predicted depth is most uncertain")
+    p.add_argument("--model", required=True, action="append",
+                   help="model file; give it several times for --method ensemble")
+    p.add_argument("--pool", required=True, help="the unlabelled images: " + DATA_HELP)
+    p.add_argument("--split", default="train", help="split of the pool (default train)")
+    p.add_argument("--budget", required=True, type=int, help="number of images to choose")
+    p.add_argument("--method", default="mc-dropout", choices=["mc-dropout", "ensemble", "random"])
+    p.add_argument("--passes", type=int, default=8, help="dropout passes per image (mc-dropout)")
+    p.add_argument("--dropout", type=float, default=0.2, help="channel dropout probability on the decoder layers (mc-dropout)")
+    p.add_argument("--exclude", help="a chosen list of images already labelled, left out of the choice")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/select/chosen.txt", help="chosen list (index<TAB>path lines); scores.csv beside it")
+    p.set_defaults(func=cmd_select)
+
+    p = sub.add_parser("active", help="active-learning experiment: rounds of train and choose, uncertainty vs random")
+    p.add_argument("--config", required=True, help="experiment YAML, e.g. configs/experiments/active_synthetic.yaml")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--quick", action="store_true", help="merge the file's quick overrides (a run of minutes)")
+    p.add_argument("--jobs", type=int, help="chains trained at once (default the file's jobs)")
+    p.set_defaults(func=cmd_active)
 
     p = sub.add_parser("train", add_help=False, help="train a model from a YAML config (seldepth train --help)")
     p.set_defaults(func=cmd_train, takes_rest=True)

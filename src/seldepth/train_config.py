@@ -188,6 +188,10 @@ def validate(cfg: TrainConfig, check_init: bool = True) -> None:
     if cfg.protocol not in PRESETS:
         raise ValueError(f"protocol: unknown protocol {cfg.protocol!r}; available: {', '.join(PRESETS)}")
     resolve_spec(cfg.data.path, key="data.path")
+    if cfg.data.train_subset:
+        from seldepth.active import read_selection
+
+        read_selection(cfg.data.train_subset)  # exists and lists indices (their range is checked when the data is opened)
     from seldepth.models import create_model
 
     try:

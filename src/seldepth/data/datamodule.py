@@ -24,6 +24,8 @@ class DataConfig:
         batch_size: per process.
         num_workers: loader processes per training process.
         limit_train, limit_val: use only the first N samples (None = all).
+        train_subset: a chosen list (``seldepth select``'s ``index<TAB>path`` lines) of the
+            training split's samples to train on; None = all.
         augment: training augmentation.
         sparse: LiDAR-like sparsification of the training split's ground truth (validation and
             test keep theirs), applied before augmentation.
@@ -38,6 +40,7 @@ class DataConfig:
     train_split: str = "train"
     val_split: str = "val"
     test_split: str = "test"
+    train_subset: str | None = None
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     sparse: SparseDepthConfig = field(default_factory=SparseDepthConfig)
 
@@ -82,7 +85,12 @@ class DepthDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         c = self.config
         if self.train_set is None:
-            train = _limit(open_dataset(c.path, c.train_split), c.limit_train)
+            train = open_dataset(c.path, c.train_split)
+            if c.train_subset:
+                from seldepth.active import read_selection
+
+                train = Subset(train, read_selection(c.train_subset, len(train)))
+            train = _limit(train, c.limit_train)
             if c.sparse.enabled:
                 train = SparseDepth(train, c.sparse)
             self.train_set = Transformed(train, TrainTransform(c.input_size, c.augment))

@@ -1,0 +1,183 @@
+"""Active learning (seed 002): rank unlabelled images by the predicted depth's uncertainty and choose which to label.
+
+Methods:
+
+* ``mc-dropout``: Monte-Carlo dropout. Channel dropout (``p``) is applied to the outputs of the
+  model's decoder layers (its selectivity layers named ``dec_*``; for a model without them, its
+  last three) and the image is predicted ``passes`` times; no retraining, so it works on any
+  trained model.
+* ``ensemble``: several model files (e.g. the same recipe with other seeds) predict the image.
+* ``random``: a seeded random order, the baseline.
+
+An image's uncertainty is the mean over its pixels of the predictions' standard deviation
+divided by their mean (relative, so far pixels do not dominate). The ``budget`` most uncertain
+images are chosen; the chosen list is a text file of ``index<TAB>path`` lines (the index into
+the pool's split, which ``data.train_subset`` of a training config reads) and ``scores.csv``
+ranks the whole pool.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from seldepth.atomic import write_text_atomic
+from seldepth.data.collate import collate_samples
+from seldepth.inference import predict_depth
+
+METHODS = ("mc-dropout", "ensemble", "random")
+
+
+def dropout_layers(model: torch.nn.Module) -> list[str]:
+    """The module paths that MC dropout perturbs by default: the decoder's selectivity layers, else the last three."""
+    layers = dict(getattr(model, "selectivity_layers", {}) or {})
+    if not layers:
+        raise ValueError(f"{getattr(model, 'name', type(model).__name__)} names no layers for MC dropout")
+    decoder = [path for name, path in layers.items() if name.startswith("dec_")]
+    return decoder or list(layers.values())[-3:]
+
+
+@contextlib.contextmanager
+def mc_dropout(model: torch.nn.Module, p: float, layers: list[str] | None = None):
+    """Within the block, the outputs of ``layers`` (module paths) go through channel dropout with probability ``p``."""
+    if not 0 < p < 1:
+        raise ValueError(f"dropout probability must be in (0, 1), got {p}")
+    modules = dict(model.named_modules())
+    names = layers or dropout_layers(model)
+    unknown = [n for n in names if n not in modules]
+    if unknown:
+        raise ValueError(f"unknown layers {', '.join(unknown)} for MC dropout")
+    handles = [modules[n].register_forward_hook(lambda m, i, out: F.dropout2d(out, p, training=True)) for n in names]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def relative_spread(predictions: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """(T, B, 1, H, W) predictions -> (B,) mean over pixels of std / mean across the T predictions.
+
+    Example:
+        >>> relative_spread(torch.tensor([1.0, 3.0]).view(2, 1, 1, 1, 1))
+        tensor([0.5000])
+    """
+    mean = predictions.mean(0)
+    std = predictions.std(0, unbiased=False)
+    ratio = std / mean.abs().clamp_min(1e-6)
+    if valid is None:
+        return ratio.flatten(1).mean(1)
+    valid = valid.float()
+    return (ratio * valid).flatten(1).sum(1) / valid.flatten(1).sum(1).clamp_min(1)
+
+
+@torch.no_grad()
+def uncertainty_scores(models: list[torch.nn.Module], pool: Dataset, method: str, passes: int = 8, p: float = 0.2,
+                       seed: int = 0, batch_size: int = 8, progress: bool = True) -> torch.Tensor:
+    """(N,) uncertainty of every pool image (higher: label it first).
+
+    Args:
+        models: one model (``mc-dropout``, ``random``) or several (``ensemble``), in eval mode.
+        pool: the unlabelled images (samples' ``image``; depth is not read).
+        method: one of :data:`METHODS`.
+        passes: dropout passes per image (``mc-dropout``).
+        p: dropout probability (``mc-dropout``).
+        seed: seeds the dropout masks and the ``random`` order.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if method == "ensemble" and len(models) < 2:
+        raise ValueError(f"ensemble needs at least 2 models, got {len(models)}")
+    if method != "ensemble" and len(models) != 1:
+        raise ValueError(f"{method} takes one model, got {len(models)}")
+    generator = torch.Generator().manual_seed(seed)
+    if method == "random":
+        return torch.rand(len(pool), generator=generator)
+    torch.manual_seed(seed)
+    for m in models:
+        m.eval()
+    loader = DataLoader(pool, batch_size=batch_size, collate_fn=collate_samples)
+    scores = []
+    for batch in tqdm(loader, desc=f"uncertainty ({method})", unit="batch", disable=not progress):
+        images = batch["image"]
+        if method == "mc-dropout":
+            with mc_dropout(models[0], p):
+                preds = torch.stack([predict_depth(models[0], images) for _ in range(passes)])
+        else:
+            preds = torch.stack([predict_depth(m, images) for m in models])
+        scores.append(relative_spread(preds))
+    return torch.cat(scores)
+
+
+def write_selection(scores: torch.Tensor, pool: Dataset, budget: int, out: str | os.PathLike,
+                    exclude: set[int] = frozenset()) -> list[int]:
+    """Choose the ``budget`` highest-scoring pool indices not in ``exclude``; write ``out`` and ``scores.csv`` beside it.
+
+    Returns:
+        The chosen indices, most uncertain first.
+    """
+    if budget < 1:
+        raise ValueError(f"budget must be >= 1, got {budget}")
+    order = [int(i) for i in torch.argsort(scores, descending=True, stable=True) if int(i) not in exclude]
+    if budget > len(order):
+        raise ValueError(f"budget {budget} is more than the {len(order)} images left in the pool")
+    chosen = order[:budget]
+    paths = _paths(pool)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out, "".join(f"{i}\t{paths[i]}\n" for i in chosen))
+    table = io.StringIO()
+    writer = csv.writer(table)
+    writer.writerow(["rank", "index", "path", "uncertainty", "chosen"])
+    chosen_set = set(chosen)
+    for rank, i in enumerate(order):
+        writer.writerow([rank, i, paths[i], f"{float(scores[i]):.6g}", int(i in chosen_set)])
+    write_text_atomic(out.with_name("scores.csv"), table.getvalue())
+    return chosen
+
+
+def _paths(pool: Dataset) -> list[str]:
+    """The image path of each pool sample, from the reader's list when it has one (no image decoded)."""
+    base, indices = pool, list(range(len(pool)))
+    while hasattr(base, "dataset") and hasattr(base, "indices"):
+        indices = [base.indices[i] for i in indices]
+        base = base.dataset
+    if hasattr(base, "pairs"):
+        return [str(base.pairs[i][0]) for i in indices]
+    if hasattr(base, "items"):
+        return [str(base.items[i].rgb) for i in indices]
+    return [str(pool[i]["meta"].get("rgb", i)) for i in range(len(pool))]
+
+
+def read_selection(path: str | os.PathLike, pool_size: int | None = None, key: str = "data.train_subset") -> list[int]:
+    """The indices of a chosen list (``index<TAB>path`` lines; ``#`` comments and blank lines skipped).
+
+    Raises:
+        FileNotFoundError, ValueError: naming ``key``, the file and the line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{key}: {path} does not exist")
+    indices = []
+    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        first = line.split("\t")[0].split()[0]
+        if not first.isdigit():
+            raise ValueError(f"{key}: {path}, line {lineno}: expected an image index first, got {first!r}")
+        index = int(first)
+        if pool_size is not None and index >= pool_size:
+            raise ValueError(f"{key}: {path}, line {lineno}: index {index} is beyond the split's {pool_size} images")
+        indices.append(index)
+    if not indices:
+        raise ValueError(f"{key}: {path} lists no images")
+    return indices
