@@ -91,11 +91,15 @@ def test_rigid_alignment_recovers_a_transform_and_the_alignment_loss_is_zero_whe
     assert alignment_loss(points, agree * 1.5, torch.ones(1, 1, 4, 5)) > 0.1
 
 
-def test_smoothness_is_zero_for_constant_depth_and_scale_free():
+def test_smoothness_is_zero_for_constant_depth_and_scales_with_disparity_unless_normalised():
     image = torch.rand(1, 3, 8, 8)
     assert smoothness_loss(torch.full((1, 1, 8, 8), 3.0), image) == 0
     depth = torch.rand(1, 1, 8, 8) + 1
-    torch.testing.assert_close(smoothness_loss(depth, image), smoothness_loss(depth * 7, image))
+    torch.testing.assert_close(smoothness_loss(depth * 7, image), smoothness_loss(depth, image) / 7)
+    torch.testing.assert_close(smoothness_loss(depth, image, True), smoothness_loss(depth * 7, image, True))
+    # the edge-aware term by hand on two equal rows: |d(1/D)| exp(-mean_c |dI|) = |1/2 - 1| exp(-0.5), no y change
+    d, img = torch.tensor([[[[1.0, 2.0], [1.0, 2.0]]]]), torch.tensor([[[[0.0, 0.5], [0.0, 0.5]]]]).repeat(1, 3, 1, 1)
+    assert float(smoothness_loss(d, img)) == pytest.approx(0.5 * math.exp(-0.5))
 
 
 def test_the_loss_is_zero_for_a_perfect_warp_and_weights_add_up():

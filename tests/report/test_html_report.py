@@ -110,7 +110,7 @@ def test_report_is_one_self_contained_page(report):
     assert "<script" not in page.lower() and "<link" not in page.lower()
     assert not re.search(r'(src|href)="(?!data:|#)', page), "a resource outside the page"
     images = _data_uris(page)
-    assert len(images) == page.count("<img ") == 5  # predictions, mean DS, enc_7 responses, ablation, training
+    assert len(images) == page.count("<img ") == 6  # predictions, attention, mean DS, enc_7 responses, ablation, training
     for data in images:
         png = Image.open(io.BytesIO(base64.b64decode(data)))
         assert png.format == "PNG" and png.width > 200 and png.height > 100
@@ -131,7 +131,8 @@ def test_report_content(report, report_runs):
     for text in ("untrained: no dissection.", "untrained: no ablation.", "sel_enc7, enc_7 (regularised in this run)",
                  "Layers: enc_7 (regularised layers)", "2 images of nyu:", "indices 0, 2"):
         assert text in page, text
-    for anchor in ("metrics", "predictions", "mean-ds", "responses", "ablation", "training"):
+    assert "A(T) = sum over channels of |T|, min-max normalised per panel" in page
+    for anchor in ("metrics", "predictions", "attention", "mean-ds", "responses", "ablation", "training"):
         assert f'<section id="{anchor}">' in page
 
 
@@ -165,7 +166,7 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     check = re.search(r'data-check="([^"]*)"', dom.stdout)
     assert check, "the page did not finish loading: " + dom.stdout[:500]
     counts = dict(item.split("=") for item in check.group(1).split(";"))
-    assert counts == {"tables": "1", "rows": "2", "images": "5", "decoded": "5"}, counts
+    assert counts == {"tables": "1", "rows": "2", "images": "6", "decoded": "6"}, counts
     for text in ("seldepth report: untrained vs sel_enc7", "Sample predictions", "Training curves", "sel_enc7"):
         assert text in dom.stdout, text
 
@@ -213,7 +214,7 @@ def test_cli_one_run_without_dissection_or_ablation(report_runs, tmp_path, capsy
     page = out.read_text(encoding="utf-8")
     for text in ("No dissection in any run", "No unit responses: no run has a dissection", "No ablation in any run"):
         assert text in page, text
-    assert len(_data_uris(page)) == 2  # predictions and training curves
+    assert len(_data_uris(page)) == 3  # predictions, attention maps (the model's first layers) and training curves
     assert page.count("<tr>") == 2
 
     assert main(["report", str(report_runs[0]), str(tmp_path / "nope"), "--out", str(tmp_path / "x.html")]) == 2
@@ -251,3 +252,18 @@ def test_a_partial_ablation_document_gets_a_note_not_a_crash(tmp_path):
 
     html = ablation_section([Run()], report_html.FigureFolder(tmp_path))
     assert "run: ablation/ablation.json lacks what the plot needs" in html
+
+
+def test_attention_section_shows_the_regularised_layer_of_each_run(report_runs, tmp_path, monkeypatch):
+    from seldepth.report import attention
+    from seldepth.report import html as report_html
+
+    original, captured = attention.plot_attention_grid, {}
+
+    def grid(image, rows, path):
+        captured.update({name: list(maps.maps) for name, maps in rows.items()})
+        return original(image, rows, path)
+
+    monkeypatch.setattr(attention, "plot_attention_grid", grid)
+    html = report_html.attention_section(report_html.load_runs(report_runs), report_html.FigureFolder(tmp_path))
+    assert captured == {"untrained": ["enc_7"], "sel_enc7": ["enc_7"]} and "<img " in html

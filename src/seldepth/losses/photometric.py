@@ -9,9 +9,9 @@ scored. The loss of a target and its sources:
 * reconstruction: mean |warped - target| over masked pixels (weight 0.85);
 * SSIM: mean clip((1 - SSIM) / 2, 0, 1) over masked pixels, kornia's SSIM with a 3x3 window
   (C1 = 0.01^2, C2 = 0.03^2 as in vid2depth; kornia's window is Gaussian, vid2depth's a box) (0.15);
-* edge-aware smoothness |dD| exp(-|dI|) on the disparity 1/D, divided by its mean per image so
-  that the loss cannot shrink by growing the depth's free scale (kornia's
-  ``inverse_depth_smoothness_loss``) (0.05);
+* edge-aware smoothness |dD| exp(-|dI|) on the disparity 1/D (kornia's
+  ``inverse_depth_smoothness_loss``) (0.05); ``normalise_disparity`` divides the disparity by its
+  mean per image first (monodepth2's variant, scale-free; use a weight near 1e-3 with it);
 * optional 3D alignment (ICP-style, weight 0 by default, 0.1 in vid2depth's examples): the
   target's points moved into the source camera are aligned to the source's own points at the
   same pixels by the best rigid transform T' (closed form, Kabsch); the loss is
@@ -106,10 +106,16 @@ def ssim_error(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return ((1 - ssim(x, y, 3)) / 2).clamp(0, 1)
 
 
-def smoothness_loss(depth: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-    """Edge-aware smoothness of the disparity 1/depth, normalised by its mean per image (kornia's)."""
+def smoothness_loss(depth: torch.Tensor, image: torch.Tensor, normalise: bool = False) -> torch.Tensor:
+    """Edge-aware smoothness of the disparity 1/depth (kornia's ``inverse_depth_smoothness_loss``).
+
+    ``normalise``: divide the disparity by its mean per image first (monodepth2), which makes the
+    term scale-free; vid2depth's (the default) is on the raw disparity, so it weakens as the
+    depth's free scale grows.
+    """
     disparity = 1 / depth.clamp_min(MIN_Z)
-    disparity = disparity / disparity.mean(dim=(1, 2, 3), keepdim=True)
+    if normalise:
+        disparity = disparity / disparity.mean(dim=(1, 2, 3), keepdim=True)
     return inverse_depth_smoothness_loss(disparity, image)
 
 
@@ -161,6 +167,7 @@ class PhotometricLossConfig:
     w_ssim: float = 0.15
     w_smoothness: float = 0.05
     w_alignment: float = 0.0
+    normalise_disparity: bool = False
 
     def __post_init__(self):
         for name in ("w_reconstruction", "w_ssim", "w_smoothness", "w_alignment"):
@@ -202,7 +209,7 @@ class PhotometricLoss(nn.Module):
             if c.w_alignment > 0:
                 depth_warped, _, _ = warp_to_target(source_depths[:, s], depth, transforms[:, s], K)
                 terms["alignment"] = terms["alignment"] + alignment_loss(points, depth_warped, mask) / n
-        terms["smoothness"] = smoothness_loss(depth, target)
+        terms["smoothness"] = smoothness_loss(depth, target, c.normalise_disparity)
         total = (c.w_reconstruction * terms["reconstruction"] + c.w_ssim * terms["ssim"]
                  + c.w_smoothness * terms["smoothness"] + c.w_alignment * terms["alignment"])
         out = {k: (v.detach() if torch.is_tensor(v) else torch.tensor(float(v))) for k, v in terms.items()}

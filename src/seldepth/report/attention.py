@@ -206,3 +206,32 @@ def save_attention(result: AttentionMaps, image: torch.Tensor, out_dir: str | os
         np.savez(f, **{name: a.numpy() for name, a in result.maps.items()})
     paths.append(out / f"{prefix}.npz")
     return paths
+
+
+def plot_attention_grid(image: torch.Tensor, rows: dict[str, AttentionMaps], path: str | os.PathLike,
+                        cmap: str = "inferno", alpha: float = 0.5) -> Path:
+    """One row per model: the image, then the overlay of each of its layers' attention maps (the report's figure).
+
+    Args:
+        image: (3, H, W) float RGB in [0, 1], the image every model saw.
+        rows: row title (a run's name) -> its :func:`capture_attention` result on ``image``.
+        path: PNG to write (atomically).
+    """
+    columns = 1 + max(len(r.maps) for r in rows.values())
+    height, width = image.shape[-2:]
+    fig = Figure(figsize=(2.3 * columns, (2.3 * height / width + 0.4) * len(rows)))
+    picture = image.permute(1, 2, 0).clamp(0, 1).cpu().numpy()
+    for r, (title, result) in enumerate(rows.items()):
+        panels = [(f"{title}: image", picture)]
+        panels += [(name, attention_overlay(result.covering_image(name), image, cmap, alpha)) for name in result.maps]
+        for c, (label, panel) in enumerate(panels):
+            ax = fig.add_subplot(len(rows), columns, r * columns + c + 1)
+            ax.imshow(panel)
+            ax.set_title(label, fontsize=8)
+            ax.axis("off")
+    fig.tight_layout()
+    FigureCanvasAgg(fig)
+    with atomic_path(Path(path)) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    return Path(path)
+

@@ -384,6 +384,42 @@ def predict_depth_map(model: torch.nn.Module, image: torch.Tensor, size: tuple[i
     return predict_depth(model, image[None], size=size)[0, 0].float().cpu().numpy()
 
 
+def attention_section(runs: list[RunFolder], figures: FigureFolder, max_layers: int = 6) -> str:
+    """Attention maps A(T) = sum |T| of each run's layers on the first test image (seed 004's visualisation).
+
+    The layers are :func:`response_layers` (regularised or most selective) when the runs have
+    dissections, else each model's first ``max_layers`` selectivity layers.
+    """
+    from seldepth.models.model_file import load_model
+    from seldepth.report.attention import capture_attention, plot_attention_grid
+
+    dataset = _open_test_split(runs[0])
+    if isinstance(dataset, str):
+        return note(f"No attention maps: {dataset}.")
+    if len(dataset) == 0:
+        return note(f"No attention maps: the test split of {runs[0].data_spec} is empty.")
+    image = dataset[0]["image"]
+    wanted = response_layers(runs)
+    rows, notes = {}, []
+    for run in runs:
+        if run.model_file is None:
+            notes.append(note(f"{run.name}: no model.safetensors, left out."))
+            continue
+        model = load_model(run.model_file)
+        known = list(getattr(model, "selectivity_layers", {}) or {})
+        layers = [layer for layer in wanted if layer in known] or known[:max_layers]
+        if not layers:
+            notes.append(note(f"{run.name}: its model names no layers."))
+            continue
+        rows[run.name] = capture_attention(model, image, layers[:max_layers])
+    if not rows:
+        return "\n".join(notes) or note("No attention maps: no run has a model.safetensors.")
+    path = plot_attention_grid(image, rows, figures.new("attention"))
+    caption = (f"Test image #0 of {runs[0].data_spec}; each panel is the layer's A(T) = sum over channels of |T|, "
+               f"min-max normalised per panel (bright: strong activation).")
+    return "\n".join([*notes, figure(path, caption)])
+
+
 def mean_ds_section(runs: list[RunFolder], figures: FigureFolder) -> str:
     """Grouped bars of the per-layer mean DS of every run with a dissection."""
     with_dissection = [r for r in runs if (r.dissection() or {}).get("layers")]
@@ -528,6 +564,9 @@ def write_report(run_dirs: list, out: str | os.PathLike, samples: int = 4, progr
              ("Test images of the first run's data: RGB, ground truth, each run's prediction, then each run's "
               "absolute error; all depth panels share one colour range."),
              lambda: predictions_section(runs, int(samples), figures, progress)),
+            ("attention", "Attention maps",
+             "A(T) = sum over channels of |T| for the layers shown below, per run, on one test image (seed 004).",
+             lambda: attention_section(runs, figures)),
             ("mean-ds", "Mean depth selectivity per layer",
              "Mean DS of each layer's units in each run's dissection, runs side by side.",
              lambda: mean_ds_section(runs, figures)),
