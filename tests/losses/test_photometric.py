@@ -109,8 +109,37 @@ def test_the_loss_is_zero_for_a_perfect_warp_and_weights_add_up():
     source = torch.zeros_like(target)
     source[..., : w - 10] = target[..., 10:]  # the wall seen from 0.1 m to the right: shifted 10 px left
     T = pose_to_matrix(torch.tensor([[-0.1, 0, 0, 0, 0, 0]]))[:, None]
-    loss = PhotometricLoss(PhotometricLossConfig(w_smoothness=0.0))
+    loss = PhotometricLoss(PhotometricLossConfig(w_smoothness=0.0, scales=1))
     total, terms = loss(target, source[:, None], torch.ones(1, 1, h, w), T, _K(1, h, w))
+    with pytest.raises(ValueError, match=r"4 scales reduce \(12, 40\) frames below 4 pixels"):
+        PhotometricLoss()(target, source[:, None], torch.ones(1, 1, h, w), T, _K(1, h, w))
     assert terms["reconstruction"] < 1e-6 and total < 0.05  # SSIM's 3x3 window sees the masked border
     with pytest.raises(ValueError, match="w_alignment > 0 needs the sources' depths"):
-        PhotometricLoss(PhotometricLossConfig(w_alignment=0.1))(target, source[:, None], torch.ones(1, 1, h, w), T, _K(1, h, w))
+        PhotometricLoss(PhotometricLossConfig(w_alignment=0.1, scales=1))(target, source[:, None], torch.ones(1, 1, h, w), T, _K(1, h, w))
+
+
+def test_min_reduction_scores_each_pixel_against_its_best_source():
+    h, w = 12, 40
+    torch.manual_seed(0)
+    target = torch.rand(1, 3, h, w)
+    good = torch.zeros_like(target)
+    good[..., : w - 10] = target[..., 10:]  # seen from 0.1 m to the right
+    bad = torch.rand(1, 3, h, w)
+    T = pose_to_matrix(torch.tensor([[-0.1, 0, 0, 0, 0, 0], [-0.1, 0, 0, 0, 0, 0]]))[None]
+    sources, depth, K = torch.stack([good, bad], 1), torch.ones(1, 1, h, w), _K(1, h, w)
+    cfg = dict(w_smoothness=0.0, scales=1)
+    _, best = PhotometricLoss(PhotometricLossConfig(reduce="min", **cfg))(target, sources, depth, T, K)
+    _, mean = PhotometricLoss(PhotometricLossConfig(reduce="mean", **cfg))(target, sources, depth, T, K)
+    assert best["reconstruction"] < 1e-6 < mean["reconstruction"]
+    assert best["mask"] == pytest.approx((w - 10) / w)  # the last 10 columns are outside both sources
+
+
+def test_coarser_scales_see_the_same_geometry():
+    from seldepth.losses.photometric import downscale
+
+    frames, depth, K = torch.rand(2, 3, 3, 16, 24), torch.rand(2, 1, 16, 24) + 1, _K(2, 16, 24)
+    small, d, Ks = downscale(frames, depth, K, 4)
+    assert small.shape == (2, 3, 3, 4, 6) and d.shape == (2, 1, 4, 6)
+    torch.testing.assert_close(small[0, 1, 2, 0, 0], frames[0, 1, 2, :4, :4].mean())
+    # the pixel centre (1.5, 1.5) of the 4x4 block maps to (0, 0): cx' = (cx + 0.5) / 4 - 0.5
+    assert Ks[0, 0, 2] == pytest.approx((K[0, 0, 2] + 0.5) / 4 - 0.5) and Ks[0, 0, 0] == pytest.approx(K[0, 0, 0] / 4)

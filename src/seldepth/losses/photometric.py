@@ -19,6 +19,18 @@ scored. The loss of a target and its sources:
 
 All frames are (B, 3, H, W) RGB in [0, 1]; depth is (B, 1, H, W), any positive unit (self-
 supervised depth has a free scale); K is (B, 3, 3) for that H, W.
+
+**Sources**: with ``reduce: min`` (default) each target pixel is scored against the source
+that reproduces it best (0.85 L1 + 0.15 SSIM error per pixel, among the sources where it is
+inside the mask), and a pixel inside no source's mask is not scored (monodepth2's minimum
+reprojection). With ``mean`` every source is scored over its own mask and the sources averaged
+(vid2depth); there a pose that pushes pixels out of the source image lowers the loss, which on
+forward motion teaches the pose network the wrong direction for the next frame.
+
+**Scales**: as vid2depth, the terms are computed at 4 scales, the frames, the depth and K
+reduced by 1, 2, 4 and 8 (2x2 averages), and averaged (the smoothness of scale s weighted by
+1/2^s as in vid2depth). The coarse scales give the pose and depth a gradient for motions of
+many pixels, which bilinear sampling at full resolution cannot see.
 """
 
 from __future__ import annotations
@@ -95,6 +107,19 @@ def warp_to_target(source: torch.Tensor, depth: torch.Tensor, transform: torch.T
     return warped, mask, points
 
 
+def downscale(frames: torch.Tensor, depth: torch.Tensor, K: torch.Tensor, factor: int):
+    """Frames (..., C, H, W) and depth (B, 1, H, W) averaged over ``factor`` x ``factor`` blocks, K for the smaller grid."""
+    if factor == 1:
+        return frames, depth, K
+    lead = frames.shape[:-3]
+    small = F.avg_pool2d(frames.reshape(-1, *frames.shape[-3:]), factor)
+    small = small.view(*lead, *small.shape[-3:])
+    K = K.clone()
+    K[:, :2, :2] /= factor
+    K[:, :2, 2] = (K[:, :2, 2] + 0.5) / factor - 0.5
+    return small, F.avg_pool2d(depth, factor), K
+
+
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of ``x`` (B, C, H, W) over the pixels where ``mask`` (B, 1, H, W) is 1 (0 if none)."""
     weight = mask.expand_as(x)
@@ -168,8 +193,14 @@ class PhotometricLossConfig:
     w_smoothness: float = 0.05
     w_alignment: float = 0.0
     normalise_disparity: bool = False
+    scales: int = 4
+    reduce: str = "min"
 
     def __post_init__(self):
+        if self.reduce not in ("min", "mean"):
+            raise ValueError(f"selfsup.loss.reduce must be 'min' or 'mean', got {self.reduce!r}")
+        if self.scales < 1:
+            raise ValueError(f"selfsup.loss.scales must be >= 1, got {self.scales}")
         for name in ("w_reconstruction", "w_ssim", "w_smoothness", "w_alignment"):
             if getattr(self, name) < 0:
                 raise ValueError(f"selfsup.{name} must be >= 0, got {getattr(self, name)}")
@@ -185,7 +216,8 @@ class PhotometricLoss(nn.Module):
 
     Returns:
         The weighted total and the unweighted terms (``reconstruction``, ``ssim``, ``smoothness``,
-        ``alignment``, ``mask``: the masked fraction), each averaged over the sources.
+        ``alignment``, ``mask``: the fraction of target pixels inside some source's mask), averaged
+        over the scales.
     """
 
     def __init__(self, config: PhotometricLossConfig = PhotometricLossConfig()):
@@ -199,17 +231,42 @@ class PhotometricLoss(nn.Module):
                              f"{tuple(transforms.shape)}")
         if c.w_alignment > 0 and source_depths is None:
             raise ValueError("selfsup.w_alignment > 0 needs the sources' depths")
-        terms = {"reconstruction": 0.0, "ssim": 0.0, "alignment": 0.0, "mask": 0.0}
-        n = sources.shape[1]
-        for s in range(n):
-            warped, mask, points = warp_to_target(sources[:, s], depth, transforms[:, s], K)
-            terms["reconstruction"] = terms["reconstruction"] + masked_mean((warped - target).abs(), mask) / n
-            terms["ssim"] = terms["ssim"] + masked_mean(ssim_error(warped, target), mask) / n
-            terms["mask"] = terms["mask"] + mask.mean().detach() / n
+        terms = {"reconstruction": 0.0, "ssim": 0.0, "alignment": 0.0, "mask": 0.0, "smoothness": 0.0}
+        n, k = sources.shape[1], c.scales
+        if min(depth.shape[-2:]) // 2 ** (k - 1) < 4:
+            raise ValueError(f"selfsup.loss.scales: {k} scales reduce {tuple(depth.shape[-2:])} frames below 4 pixels; "
+                             f"use fewer scales or larger frames")
+        for scale in range(k):
+            f = 2 ** scale
+            frames, d, Ks = downscale(torch.cat([target[:, None], sources], 1), depth, K, f)
+            tgt, srcs = frames[:, 0], frames[:, 1:]
+            src_depths = None
             if c.w_alignment > 0:
-                depth_warped, _, _ = warp_to_target(source_depths[:, s], depth, transforms[:, s], K)
-                terms["alignment"] = terms["alignment"] + alignment_loss(points, depth_warped, mask) / n
-        terms["smoothness"] = smoothness_loss(depth, target, c.normalise_disparity)
+                src_depths = F.avg_pool2d(source_depths.flatten(0, 1), f).view(*source_depths.shape[:3], *d.shape[-2:]) \
+                    if f > 1 else source_depths
+            l1s, ssims, masks = [], [], []
+            for s in range(n):
+                warped, mask, points = warp_to_target(srcs[:, s], d, transforms[:, s], Ks)
+                l1s.append((warped - tgt).abs().mean(1, keepdim=True))
+                ssims.append(ssim_error(warped, tgt).mean(1, keepdim=True))
+                masks.append(mask)
+                if c.w_alignment > 0:
+                    depth_warped, _, _ = warp_to_target(src_depths[:, s], d, transforms[:, s], Ks)
+                    terms["alignment"] = terms["alignment"] + alignment_loss(points, depth_warped, mask) / (n * k)
+            if scale == 0:
+                terms["mask"] = terms["mask"] + torch.stack(masks).amax(0).mean().detach()
+            if c.reduce == "min":
+                l1, sim, mask = torch.stack(l1s), torch.stack(ssims), torch.stack(masks)
+                error = torch.where(mask > 0, c.w_reconstruction * l1 + c.w_ssim * sim, torch.full_like(l1, float("inf")))
+                best = error.argmin(0, keepdim=True)
+                seen = mask.amax(0)
+                terms["reconstruction"] = terms["reconstruction"] + masked_mean(l1.gather(0, best)[0], seen) / k
+                terms["ssim"] = terms["ssim"] + masked_mean(sim.gather(0, best)[0], seen) / k
+            else:
+                for l1, sim, mask in zip(l1s, ssims, masks):
+                    terms["reconstruction"] = terms["reconstruction"] + masked_mean(l1, mask) / (n * k)
+                    terms["ssim"] = terms["ssim"] + masked_mean(sim, mask) / (n * k)
+            terms["smoothness"] = terms["smoothness"] + smoothness_loss(d, tgt, c.normalise_disparity) / (f * k)
         total = (c.w_reconstruction * terms["reconstruction"] + c.w_ssim * terms["ssim"]
                  + c.w_smoothness * terms["smoothness"] + c.w_alignment * terms["alignment"])
         out = {k: (v.detach() if torch.is_tensor(v) else torch.tensor(float(v))) for k, v in terms.items()}
