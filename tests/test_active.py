@@ -97,3 +97,34 @@ def test_seldepth_select_and_training_on_the_chosen_images(tmp_path, monkeypatch
     assert [s["meta"]["index"] for s in (module.train_set.dataset[i] for i in range(3))] == chosen
     assert main(["select", "--model", str(path), "--pool", "synthetic:default:12", "--budget", "30", "--out", str(out)]) == 2
     assert "--budget 30 is more than the 10 unlabelled images" in capsys.readouterr().err
+
+
+def test_active_rounds_table_by_hand_and_config_errors(tmp_path):
+    import yaml
+
+    from seldepth.active_rounds import plot_active, read_active, summary_table
+
+    rec = lambda r, n, rmse: {"round": r, "labelled": n, "rmse": rmse, "abs_rel": 0.1, "delta1": 0.9, "train_seconds": 1}
+    summary = {"spec": {"seeds": [0, 1]}, "chains": [
+        {"seed": 0, "method": "initial", "rounds": [rec(0, 10, 1.0)]},
+        {"seed": 1, "method": "initial", "rounds": [rec(0, 10, 2.0)]},
+        {"seed": 0, "method": "random", "rounds": [rec(1, 20, 0.9)]},
+        {"seed": 1, "method": "random", "rounds": [rec(1, 20, 1.1)]},
+        {"seed": 0, "method": "mc-dropout", "rounds": [rec(1, 20, 0.5)]},
+        {"seed": 1, "method": "mc-dropout", "rounds": [rec(1, 20, 0.7)]}]}
+    lines = summary_table(summary).splitlines()
+    assert lines[0] == ("| round | labelled images | RMSE mc-dropout (mean +- std) | RMSE random (mean +- std) | "
+                        "mc-dropout per seed | random per seed |")
+    assert lines[2] == "| 0 | 10 | 1.5000 +- 0.5000 | 1.5000 +- 0.5000 | 1.0000 / 2.0000 | 1.0000 / 2.0000 |"
+    assert lines[3] == "| 1 | 20 | 0.6000 +- 0.1000 | 1.0000 +- 0.1000 | 0.5000 / 0.7000 | 0.9000 / 1.1000 |"
+    plot_active(summary, tmp_path / "a.png")
+    assert (tmp_path / "a.png").stat().st_size > 10_000
+    path = tmp_path / "active.yaml"
+    for content, message in (({"methods": ["ensemble"]}, "methods must be mc-dropout and/or random"),
+                             ({"budget": 0}, "budget must be a whole number >= 1"),
+                             ({"select": {"passes": 2, "p": 0.1}}, "select takes passes and dropout, got p"),
+                             ({"base": {"optim": {"lr": -1}}}, "base: optim.lr must be > 0"),
+                             ({"roundz": 2}, "unknown keys roundz")):
+        path.write_text(yaml.safe_dump(content))
+        with pytest.raises(ValueError, match=message):
+            read_active(path)
