@@ -280,6 +280,13 @@ def cmd_active(args: argparse.Namespace) -> None:
           f"{summary['wall_seconds'] / 60:.1f} min; {args.out}/summary.md, active.json, active.png")
 
 
+def _add_experiment_arguments(p: argparse.ArgumentParser, example: str, units: str) -> None:
+    p.add_argument("--config", required=True, help=f"experiment YAML, e.g. {example}")
+    p.add_argument("--out", required=True, help="output folder (one sub-folder per run; finished trainings are kept)")
+    p.add_argument("--quick", action="store_true", help="apply the file's quick: overrides (minutes instead of an hour)")
+    p.add_argument("--jobs", type=int, help=f"{units} trained at once (default the file's jobs:)")
+
+
 def _add_data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help=DATA_HELP)
     p.add_argument("--split", default="test", help="split where the layout has several (default test)")
@@ -363,10 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_select)
 
     p = sub.add_parser("active", help="active-learning experiment: rounds of train and choose, uncertainty vs random")
-    p.add_argument("--config", required=True, help="experiment YAML, e.g. configs/experiments/active_synthetic.yaml")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--quick", action="store_true", help="merge the file's quick overrides (a run of minutes)")
-    p.add_argument("--jobs", type=int, help="chains trained at once (default the file's jobs)")
+    _add_experiment_arguments(p, "configs/experiments/active_synthetic.yaml", "chains (method, seed)")
     p.set_defaults(func=cmd_active)
 
     p = sub.add_parser("train", add_help=False, help="train a model from a YAML config (seldepth train --help)")
@@ -394,10 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("experiment", help="train, dissect and ablate a grid of runs from one YAML; gather a table")
-    p.add_argument("--config", required=True, help="experiment YAML, e.g. configs/experiments/selectivity_meter_xxs.yaml")
-    p.add_argument("--out", required=True, help="output folder (one sub-folder per run; finished runs are kept)")
-    p.add_argument("--quick", action="store_true", help="apply the file's quick: overrides (minutes instead of an hour)")
-    p.add_argument("--jobs", type=int, help="runs trained at once (default the file's jobs:)")
+    _add_experiment_arguments(p, "configs/experiments/selectivity_meter_xxs.yaml", "runs")
     p.set_defaults(func=cmd_experiment)
 
     p = sub.add_parser("predict", help="depth for images, folders, list files and videos: .npy, 16-bit PNG, colour map, PLY, .mp4")
