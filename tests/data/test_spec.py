@@ -165,6 +165,10 @@ def test_synthetic_default_with_a_seed_is_its_own_cached_set(tmp_path, monkeypat
     seed1 = open_dataset("synthetic:default:6:1", "train")
     assert (tmp_path / "synthetic-256x192-n6-seed1" / "dataset.json").is_file()
     assert not torch.equal(seed0[0]["depth"], seed1[0]["depth"])  # other scenes
-    for bad in ("synthetic:default:x", "synthetic:default:6:1:2", "synthetic:default:0", "synthetic:default:6:-1"):
-        with pytest.raises(DatasetError, match=r"synthetic:default\[:N\[:SEED\]\]"):
+    # T frames per scene: its own cached set (sequences); T = 1 is the plain set
+    assert resolve_spec("synthetic:default:6:1:3") == tmp_path / "synthetic-256x192-n6-seed1-t3"
+    assert resolve_spec("synthetic:default:6:1:1") == tmp_path / "synthetic-256x192-n6-seed1"
+    for bad in ("synthetic:default:x", "synthetic:default:6:1:2:3", "synthetic:default:0", "synthetic:default:6:-1",
+                "synthetic:default:6:1:0"):
+        with pytest.raises(DatasetError, match=r"synthetic:default\[:N\[:SEED\[:T\]\]\]"):
             resolve_spec(bad, key="data.path")
