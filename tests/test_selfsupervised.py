@@ -76,3 +76,18 @@ def test_selfsup_config_errors(tmp_path, extra, message):
             "--trainer.out_dir", str(tmp_path / "r")]
     with pytest.raises(ValueError, match=message):
         parse_train_args(base + extra)
+
+
+def test_pose_net_shapes_options_and_errors():
+    from torch import nn
+
+    from seldepth.models import create_model, list_models
+
+    assert list_models("pose") == ["pose_net"] and "pose_net" not in list_models()
+    net = create_model("pose_net", sources=3)
+    assert net(torch.rand(2, 3, 64, 96), torch.rand(2, 3, 3, 64, 96)).shape == (2, 3, 6)
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in net.modules()) == 7
+    plain = create_model("pose_net", batch_norm=False)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in plain.modules())
+    with pytest.raises(ValueError, match=r"pose_net expects target \(B, 3, H, W\) and sources \(B, 2, 3, H, W\)"):
+        plain(torch.rand(1, 3, 64, 64), torch.rand(1, 3, 3, 64, 64))
