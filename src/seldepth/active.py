@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from seldepth.atomic import write_text_atomic
 from seldepth.data.collate import collate_samples
+from seldepth.data.datamodule import reader_and_indices
 from seldepth.inference import predict_depth
 
 METHODS = ("mc-dropout", "ensemble", "random")
@@ -146,10 +147,7 @@ def write_selection(scores: torch.Tensor, pool: Dataset, budget: int, out: str |
 
 def _paths(pool: Dataset) -> list[str]:
     """The image path of each pool sample, from the reader's list when it has one (no image decoded)."""
-    base, indices = pool, list(range(len(pool)))
-    while hasattr(base, "dataset") and hasattr(base, "indices"):
-        indices = [base.indices[i] for i in indices]
-        base = base.dataset
+    base, indices = reader_and_indices(pool)
     if hasattr(base, "pairs"):
         return [str(base.pairs[i][0]) for i in indices]
     if hasattr(base, "items"):

@@ -87,6 +87,16 @@ def predict_motion(pose_net: torch.nn.Module, target: torch.Tensor, sources: tor
     return pose_to_matrix(pose_net(target, _sources_at(sources, size)))
 
 
+def batch_pose_errors(pose_net: torch.nn.Module, batch: dict, size: tuple[int, int]) -> torch.Tensor | None:
+    """(N, 2) translation direction and rotation errors (degrees) of the snippets of ``batch`` whose poses are
+    known, one row per (snippet, source); None when no pose is known."""
+    known = batch["source_pose_known"]
+    if not known.any():
+        return None
+    motion = predict_motion(pose_net, batch["image"], batch["sources"], size)
+    return torch.stack(pose_errors(motion[known].flatten(0, 1), batch["source_pose"][known].flatten(0, 1)), 1)
+
+
 class SelfSupervisedModule(L.LightningModule):
     """Depth and pose networks trained by view synthesis (module docstring).
 
@@ -100,7 +110,8 @@ class SelfSupervisedModule(L.LightningModule):
                  model_options: dict | None = None, selfsup: dict | None = None, freeze: list | None = None):
         super().__init__()
         self.save_hyperparameters()
-        from seldepth.train_config import OptimConfig
+        from seldepth.train_config import OptimConfig  # not at the top: train_config imports this module
+        from seldepth.training import lists_to_tuples
 
         self.model = create_model(model, **(model_options or {}))
         self.model.preprocessing = Preprocessing.from_dict(preprocessing)
@@ -110,7 +121,7 @@ class SelfSupervisedModule(L.LightningModule):
                                            cfg.get("pose_model", "pose_net"))
         self.pose_net = create_model(self.config.pose_model, sources=2)
         self.loss_fn = PhotometricLoss(self.config.loss)
-        self.optim_config = OptimConfig(**{k: tuple(v) if k == "betas" else v for k, v in optim.items()})
+        self.optim_config = OptimConfig(**lists_to_tuples(optim))
         self.val_metrics = DepthMetrics(get_protocol(protocol, median_scaling=True))
         self._pose_errors: list[torch.Tensor] = []
 
@@ -145,31 +156,27 @@ class SelfSupervisedModule(L.LightningModule):
         depth = batch["depth"]
         pred = predict_depth(self.model, batch["image"], size=tuple(depth.shape[-2:]))
         self.val_metrics.update(pred, depth, batch["valid"])
-        known = batch["source_pose_known"]
-        if known.any():
-            motion = predict_motion(self.pose_net, batch["image"], batch["sources"], self.input_size)
-            t, r = pose_errors(motion[known].flatten(0, 1), batch["source_pose"][known].flatten(0, 1))
-            self._pose_errors.append(torch.stack([t, r], 1))
+        errors = batch_pose_errors(self.pose_net, batch, self.input_size)
+        if errors is not None:
+            self._pose_errors.append(errors)
 
     def on_validation_epoch_end(self) -> None:
-        values = self.val_metrics.compute()
-        self.val_metrics.reset()
-        values.pop("num_images")
-        self.log("val/rmse", values.pop("rmse"), prog_bar=True, sync_dist=False)
-        self.log_dict({f"val/{k}": v for k, v in values.items()}, sync_dist=False)
+        from seldepth.training import log_depth_metrics
+
+        log_depth_metrics(self, self.val_metrics)
         if self._pose_errors:
             errors = torch.cat(self._pose_errors).mean(0)
             self.log_dict({"val/pose_translation_deg": errors[0], "val/pose_rotation_deg": errors[1]}, sync_dist=True)
         self._pose_errors = []
 
     def configure_optimizers(self):
+        from seldepth.training import adamw_with_steps
+
         o = self.optim_config
         groups = parameter_groups(self.model, o.lr, dict(o.part_lr))
         groups.append({"name": "pose", "params": list(self.pose_net.parameters()), "lr": o.lr}
                       if o.part_lr else {"params": list(self.pose_net.parameters()), "lr": o.lr})
-        optimizer = torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
-        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=o.step_epochs, gamma=o.gamma)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        return adamw_with_steps(o, groups)
 
 
 @torch.no_grad()
@@ -186,10 +193,9 @@ def evaluate_pose(pose_net: torch.nn.Module, snippets, size: tuple[int, int], ba
     pose_net.eval()
     errors = []
     for batch in DataLoader(snippets, batch_size=batch_size, collate_fn=collate_samples):
-        known = batch["source_pose_known"]
-        if known.any():
-            motion = predict_motion(pose_net, batch["image"], batch["sources"], size)
-            errors.append(torch.stack(pose_errors(motion[known].flatten(0, 1), batch["source_pose"][known].flatten(0, 1)), 1))
+        batch_errors = batch_pose_errors(pose_net, batch, size)
+        if batch_errors is not None:
+            errors.append(batch_errors)
     if not errors:
         return {"translation_deg": math.nan, "rotation_deg": math.nan, "num_pairs": 0}
     e = torch.cat(errors)

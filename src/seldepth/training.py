@@ -50,8 +50,28 @@ from seldepth.teachers import TeacherConfig, TrainingTargets
 from seldepth.train_config import BEST_BY, OptimConfig, TrainConfig, dump_config
 
 
-def _tuples(d: dict) -> dict:
+def lists_to_tuples(d: dict) -> dict:
+    """A config dict (from YAML or hyper-parameters) with its lists as the dataclasses' tuples."""
     return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+
+
+def adamw_with_steps(o: OptimConfig, groups: list[dict]) -> dict:
+    """AdamW over parameter ``groups`` with ``o``'s step schedule, as Lightning's ``configure_optimizers`` returns it."""
+    optimizer = torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=o.step_epochs, gamma=o.gamma)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+
+def log_depth_metrics(module: L.LightningModule, metrics: DepthMetrics) -> None:
+    """Log the validation depth metrics (``val/rmse`` on the progress bar, ``val/NAME`` for the others) and reset them.
+
+    The values are already reduced across processes by torchmetrics.
+    """
+    values = metrics.compute()
+    metrics.reset()
+    values.pop("num_images")
+    module.log("val/rmse", values.pop("rmse"), prog_bar=True, sync_dist=False)
+    module.log_dict({f"val/{k}": v for k, v in values.items()}, sync_dist=False)
 
 
 class DepthTrainingModule(L.LightningModule):
@@ -86,7 +106,7 @@ class DepthTrainingModule(L.LightningModule):
         if multiscale is not None:
             if not hasattr(self.model, "forward_heads"):
                 raise ValueError(f"multiscale: {model} has a single output; the multi-scale loss needs a multi-head model")
-            self.multiscale_loss = MultiScaleLoss(MultiScaleLossConfig(**_tuples(multiscale)), heads=self.model.heads)
+            self.multiscale_loss = MultiScaleLoss(MultiScaleLossConfig(**lists_to_tuples(multiscale)), heads=self.model.heads)
         self.synergy_loss = None
         if synergy is not None:
             if not hasattr(self.model, "forward_tasks"):
@@ -95,10 +115,10 @@ class DepthTrainingModule(L.LightningModule):
         self._unsupervised_tasks: list[str] = []
         classes = semantic_classes(self.model)
         self.targets = TrainingTargets(TeacherConfig(**(teacher or {})), classes or None)
-        self.optim_config = OptimConfig(**_tuples(optim))
+        self.optim_config = OptimConfig(**lists_to_tuples(optim))
         self.val_metrics = DepthMetrics(get_protocol(protocol))
         self.val_iou = SemanticIoU(classes, ignore_index=IGNORE_LABEL) if classes else None
-        self.selectivity_config = SelectivityConfig(**_tuples(selectivity or {}))
+        self.selectivity_config = SelectivityConfig(**lists_to_tuples(selectivity or {}))
         self.regularizer = SelectivityRegularizer(self.model, self.selectivity_config)
         logged = self.selectivity_config.logged_layers
         self.val_dissector = (Dissector(self.model, list(logged), bins=self.selectivity_config.bins,
@@ -156,11 +176,7 @@ class DepthTrainingModule(L.LightningModule):
             self.val_iou.update(predict_semantics(self.model, batch["image"], size=tuple(depth.shape[-2:])), batch["semantics"])
 
     def on_validation_epoch_end(self) -> None:
-        values = self.val_metrics.compute()  # reduced across processes by torchmetrics
-        self.val_metrics.reset()
-        values.pop("num_images")
-        self.log("val/rmse", values.pop("rmse"), prog_bar=True, sync_dist=False)
-        self.log_dict({f"val/{k}": v for k, v in values.items()}, sync_dist=False)
+        log_depth_metrics(self, self.val_metrics)
         if self.val_iou is not None and int(self.val_iou.confusion.sum()) > 0:
             self.log("val/miou", self.val_iou.compute()["miou"], sync_dist=False)
         if self.val_iou is not None:
@@ -182,10 +198,7 @@ class DepthTrainingModule(L.LightningModule):
 
     def configure_optimizers(self):
         o = self.optim_config
-        groups = parameter_groups(self.model, o.lr, dict(o.part_lr))
-        optimizer = torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
-        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=o.step_epochs, gamma=o.gamma)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        return adamw_with_steps(o, parameter_groups(self.model, o.lr, dict(o.part_lr)))
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

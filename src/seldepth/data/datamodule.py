@@ -70,6 +70,15 @@ class Transformed(Dataset):
         return self.transform(self.dataset[index])
 
 
+def reader_and_indices(dataset: Dataset) -> tuple[Dataset, list[int]]:
+    """The reader under ``Subset`` wrappers (``limit_*``, ``train_subset``) and each sample's index into it."""
+    indices = list(range(len(dataset)))
+    while isinstance(dataset, Subset):
+        indices = [dataset.indices[i] for i in indices]
+        dataset = dataset.dataset
+    return dataset, indices
+
+
 def _limit(dataset: Dataset, n: int | None) -> Dataset:
     return dataset if n is None or n >= len(dataset) else Subset(dataset, range(n))
 

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from seldepth.data.datamodule import reader_and_indices
 from seldepth.data.errors import DatasetError
 from seldepth.data.transforms import resize
 
@@ -35,22 +36,13 @@ class FrameId:
     pose: np.ndarray | None = None
 
 
-def _base(dataset: Dataset) -> tuple[Dataset, list[int]]:
-    """The reader under Subset wrappers and the indices into it."""
-    indices = list(range(len(dataset)))
-    while hasattr(dataset, "dataset") and hasattr(dataset, "indices"):
-        indices = [dataset.indices[i] for i in indices]
-        dataset = dataset.dataset
-    return dataset, indices
-
-
 def frame_ids(dataset: Dataset) -> list[FrameId]:
     """The :class:`FrameId` of every sample, read without decoding images.
 
     Raises:
         DatasetError: the data set's reader has no sequence information.
     """
-    base, indices = _base(dataset)
+    base, indices = reader_and_indices(dataset)
     if not hasattr(base, "sequence_frame"):
         raise DatasetError(f"{type(base).__name__} ({getattr(base, 'layout', '?')}) has no frame order: self-supervised "
                            "training needs video frames (seldepth synth --sequence-length T, synthetic:default:N:SEED:T, "
