@@ -7,6 +7,7 @@ All activations are ReLU (METER replaces MobileViT's SiLU). Shapes follow PyTorc
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -67,7 +68,10 @@ class MV2Block(nn.Module):
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention over tokens (B, P, N, D): P patch positions, N patches each."""
+    """Multi-head self-attention within groups of N tokens.
+
+    ``forward(x, group_size)``: ``x`` (G*N, D) tokens, group after group; returns (G*N, D).
+    """
 
     def __init__(self, dim: int, heads: int = 4, head_dim: int = 8):
         super().__init__()
@@ -77,16 +81,19 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * inner, bias=False)
         self.out = nn.Linear(inner, dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, p, n, _ = x.shape
-        q, k, v = self.qkv(x).reshape(b, p, n, 3, self.heads, self.head_dim).permute(3, 0, 1, 4, 2, 5)
+    def forward(self, x: torch.Tensor, group_size: int) -> torch.Tensor:
+        n = group_size
+        q, k, v = self.qkv(x).reshape(-1, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
         attn = torch.softmax(q @ k.transpose(-1, -2) * self.head_dim**-0.5, dim=-1)
-        out = (attn @ v).permute(0, 1, 3, 2, 4).reshape(b, p, n, self.heads * self.head_dim)
-        return self.out(out)
+        return self.out((attn @ v).permute(0, 2, 1, 3).reshape(-1, self.heads * self.head_dim))
 
 
 class TransformerLayer(nn.Module):
-    """Pre-norm transformer layer: x + attn(norm(x)), then x + mlp(norm(x)), ReLU MLP, no dropout."""
+    """Pre-norm transformer layer: x + attn(norm(x)), then x + mlp(norm(x)), ReLU MLP, no dropout.
+
+    ``forward(x)``: ``x`` (B, P, N, D), attention over the N tokens of each (b, p). The layer works
+    on the (B*P*N, D) matrix, so every linear map is one matrix product (one ONNX Gemm, no reshapes).
+    """
 
     def __init__(self, dim: int, mlp_dim: int, heads: int = 4, head_dim: int = 8):
         super().__init__()
@@ -96,8 +103,10 @@ class TransformerLayer(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, mlp_dim), nn.ReLU(inplace=True), nn.Linear(mlp_dim, dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.attn_norm(x))
-        return x + self.mlp(self.mlp_norm(x))
+        shape = x.shape
+        x = x.reshape(-1, shape[-1])
+        x = x + self.attn(self.attn_norm(x), shape[-2])
+        return (x + self.mlp(self.mlp_norm(x))).reshape(shape)
 
 
 class METERBlock(nn.Module):
@@ -122,16 +131,34 @@ class METERBlock(nn.Module):
         self.from_tokens = conv_bn_relu(dim, channels)
         self.fusion = conv_pointwise_bn_relu(2 * channels, channels)
 
+    def _tokens_channels_last(self, local: torch.Tensor) -> torch.Tensor:
+        """``to_tokens`` (1x1 conv, BN, ReLU) of (B*h*w, C) channels-last features, as a linear map over C.
+
+        Training normalises with the batch's statistics over all B*h*w positions (as BatchNorm2d
+        does on the (B, C, h, w) map); evaluation folds the BN into the linear map's weight and bias.
+        """
+        conv, bn, relu = self.to_tokens
+        weight = conv.weight.flatten(1)
+        if self.training or not bn.track_running_stats:
+            t = F.linear(local, weight)
+            return relu(bn(t[:, :, None, None]).flatten(1))
+        scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+        return relu(F.linear(local, weight * scale[:, None], bn.bias - bn.running_mean * scale))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.to_tokens(self.local(x))
-        b, d, h, w = y.shape
+        local = self.local(x)
+        b, _, h, w = local.shape
         p = self.patch
         if h % p or w % p:
             raise ValueError(f"METERBlock needs H and W divisible by {p}, got {h}x{w}")
-        # (B, d, h, w) -> (B, p*p, (h/p)*(w/p), d): tokens at the same position inside each patch attend to each other.
-        tokens = y.reshape(b, d, h // p, p, w // p, p).permute(0, 3, 5, 2, 4, 1).reshape(b, p * p, (h // p) * (w // p), d)
+        # (B, C, h, w) -> (B, p*p, (h/p)*(w/p), d): tokens at the same position inside each patch attend to each other.
+        # Channels go last first and the 1x1 convs act on channels-last maps, so that every reordering moves whole
+        # channel vectors: ONNX Runtime runs a 6-D transpose that gathers single values about ten times slower.
+        y = self._tokens_channels_last(local.permute(0, 2, 3, 1).reshape(b * h * w, -1))
+        d = y.shape[-1]
+        tokens = y.reshape(b, h // p, p, w // p, p, d).permute(0, 2, 4, 1, 3, 5).reshape(b, p * p, (h // p) * (w // p), d)
         tokens = self.transformer(tokens)
-        y = tokens.reshape(b, p, p, h // p, w // p, d).permute(0, 5, 3, 1, 4, 2).reshape(b, d, h, w)
+        y = tokens.reshape(b, p, p, h // p, w // p, d).permute(0, 3, 1, 4, 2, 5).reshape(b, h, w, d).permute(0, 3, 1, 2)
         y = self.from_tokens(y)
         return self.fusion(torch.cat((y, x), dim=1))
 
