@@ -42,6 +42,31 @@ def test_pose_errors_by_hand():
     torch.testing.assert_close(r, torch.tensor([0.0, 11.459]), atol=1e-3, rtol=0)  # 0.2 rad
 
 
+def test_pose_errors_skip_the_direction_of_a_camera_turning_on_the_spot():
+    turn = pose_to_matrix(torch.tensor([[0.0, 0, 0, 0, 0.1, 0]]))  # no translation: no direction to score
+    moved = pose_to_matrix(torch.tensor([[0.0, 0, 0.2, 0, 0.1, 0]]))
+    t, r = pose_errors(moved, turn)
+    assert torch.isnan(t).all()
+    torch.testing.assert_close(r, torch.zeros(1), atol=1e-3, rtol=0)
+
+
+def test_evaluate_pose_averages_the_direction_over_moving_pairs_only():
+    from seldepth.selfsupervised import evaluate_pose
+
+    class Sideways(torch.nn.Module):  # always predicts a step along +x to both sources
+        def forward(self, target, sources):
+            return torch.tensor([1.0, 0, 0, 0, 0, 0]).expand(len(target), sources.shape[1], 6)
+
+    true = pose_to_matrix(torch.tensor([[[0.0, 0, 1.0, 0, 0, 0], [1.0, 0, 0, 0, 0, 0]],   # 90 and 0 deg off
+                                        [[0.0, 0, 0, 0, 0, 0], [0.0, 0, 0, 0, 0, 0]]]))  # standing still
+    snippets = [{"image": torch.rand(3, 8, 8), "sources": torch.rand(2, 3, 8, 8), "source_pose": true[i],
+                 "source_pose_known": torch.tensor(True), "meta": {}} for i in range(2)]
+    result = evaluate_pose(Sideways(), snippets, (8, 8))
+    assert result["num_pairs"] == 4 and result["translation_pairs"] == 2
+    assert abs(result["translation_deg"] - 45.0) < 1e-3  # (90 + 0) / 2; the still pairs would have pulled it to 22.5
+    assert abs(result["rotation_deg"]) < 1e-3
+
+
 def test_seldepth_train_selfsup_end_to_end(tmp_path, monkeypatch, capsys):
     from seldepth.cli import main
     from seldepth.models.model_file import load_model

@@ -55,8 +55,11 @@ class SelfSupervisedConfig:
             raise ValueError(f"selfsup.stride must be >= 1, got {self.stride}")
 
 
-def pose_errors(predicted: torch.Tensor, true: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def pose_errors(predicted: torch.Tensor, true: torch.Tensor, min_translation: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
     """Translation direction and rotation errors in degrees of (N, 4, 4) transforms against the true ones.
+
+    A pair whose true or predicted translation is shorter than ``min_translation`` (a camera that
+    turns on the spot) has no direction: its translation error is NaN, and the averages skip it.
 
     Example:
         >>> a = pose_to_matrix(torch.tensor([[1.0, 0, 0, 0, 0, 0]]))
@@ -67,6 +70,7 @@ def pose_errors(predicted: torch.Tensor, true: torch.Tensor) -> tuple[torch.Tens
     predicted, true = predicted.double(), true.double()
     tp, tt = predicted[:, :3, 3], true[:, :3, 3]
     direction = torch.atan2(torch.linalg.cross(tp, tt).norm(dim=1), (tp * tt).sum(1))  # exact near 0, unlike acos
+    direction = direction.masked_fill((tp.norm(dim=1) < min_translation) | (tt.norm(dim=1) < min_translation), math.nan)
     relative = predicted[:, :3, :3].transpose(1, 2) @ true[:, :3, :3]
     trace = relative.diagonal(dim1=1, dim2=2).sum(-1)
     angle = torch.acos(((trace - 1) / 2).clamp(-1, 1))
@@ -165,7 +169,7 @@ class SelfSupervisedModule(L.LightningModule):
 
         log_depth_metrics(self, self.val_metrics)
         if self._pose_errors:
-            errors = torch.cat(self._pose_errors).mean(0)
+            errors = torch.cat(self._pose_errors).nanmean(0)
             self.log_dict({"val/pose_translation_deg": errors[0], "val/pose_rotation_deg": errors[1]}, sync_dist=True)
         self._pose_errors = []
 
@@ -184,7 +188,9 @@ def evaluate_pose(pose_net: torch.nn.Module, snippets, size: tuple[int, int], ba
     """Mean translation direction and rotation errors (degrees) of a pose network on snippets with known poses.
 
     Returns:
-        ``{"translation_deg", "rotation_deg", "num_pairs"}`` (NaN errors and 0 pairs when no pose is known).
+        ``{"translation_deg", "rotation_deg", "num_pairs", "translation_pairs"}``: the translation error is
+        averaged over the ``translation_pairs`` pairs that move (:func:`pose_errors`); NaN errors and
+        0 pairs when no pose is known.
     """
     from torch.utils.data import DataLoader
 
@@ -199,4 +205,5 @@ def evaluate_pose(pose_net: torch.nn.Module, snippets, size: tuple[int, int], ba
     if not errors:
         return {"translation_deg": math.nan, "rotation_deg": math.nan, "num_pairs": 0}
     e = torch.cat(errors)
-    return {"translation_deg": float(e[:, 0].mean()), "rotation_deg": float(e[:, 1].mean()), "num_pairs": len(e)}
+    return {"translation_deg": float(e[:, 0].nanmean()), "rotation_deg": float(e[:, 1].mean()), "num_pairs": len(e),
+            "translation_pairs": int((~e[:, 0].isnan()).sum())}
