@@ -67,6 +67,40 @@ def test_evaluate_pose_averages_the_direction_over_moving_pairs_only():
     assert abs(result["rotation_deg"]) < 1e-3
 
 
+def test_with_true_motion_puts_in_the_named_part_by_hand():
+    from seldepth.selfsupervised import with_true_motion
+
+    predicted = pose_to_matrix(torch.tensor([[[0.1, 0, 0, 0, 0.05, 0]]]))
+    true = pose_to_matrix(torch.tensor([[[0.0, 0, 0.3, 0.02, 0, 0]]]))
+    known = torch.tensor([True])
+    rot = with_true_motion(predicted, true, known, "rotation")
+    assert torch.equal(rot[..., :3, :3], true[..., :3, :3]) and torch.equal(rot[..., :3, 3], predicted[..., :3, 3])
+    trans = with_true_motion(predicted, true, known, "translation")
+    assert torch.equal(trans[..., :3, :3], predicted[..., :3, :3]) and torch.equal(trans[..., :3, 3], true[..., :3, 3])
+    assert torch.equal(with_true_motion(predicted, true, known, "both"), true)
+    assert with_true_motion(predicted, true, torch.tensor([False]), "none") is predicted
+    with pytest.raises(ValueError, match="selfsup.true_motion: rotation needs camera poses.*1 without"):
+        with_true_motion(predicted, true, torch.tensor([False]), "rotation")
+
+
+def test_true_motion_both_trains_the_depth_on_the_true_motion_only():
+    from seldepth.losses.photometric import PhotometricLoss
+
+    with pytest.raises(ValueError, match="selfsup.true_motion must be one of none, rotation, translation, both"):
+        _module(true_motion="all")
+    module = _module(true_motion="both")
+    batch = _batch()
+    batch["source_pose"] = pose_to_matrix(torch.tensor([[[0.05, 0, 0.1, 0, 0.02, 0], [-0.05, 0, -0.1, 0, -0.02, 0]]] * 2))
+    batch["source_pose_known"] = torch.tensor([True, True])
+    loss = module.training_step(batch, 0)
+    expected, _ = PhotometricLoss()(batch["image"], batch["sources"], module._depth(batch["image"]), batch["source_pose"],
+                                    batch["K"])
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    assert all(p.grad is None for p in module.pose_net.parameters())  # scored only, not trained
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.model.parameters())
+
+
 def test_seldepth_train_selfsup_end_to_end(tmp_path, monkeypatch, capsys):
     from seldepth.cli import main
     from seldepth.models.model_file import load_model

@@ -44,15 +44,44 @@ class SelfSupervisedConfig:
         loss: weights of the photometric loss (vid2depth's by default).
         stride: frames between the target and each of its two source frames.
         pose_model: registered pose network (``pose_net``).
+        true_motion: an oracle ablation for data with known camera poses: ``none`` (default: the
+            pose network's motion), ``rotation`` or ``translation`` (that part of the true motion
+            replaces the network's) or ``both`` (the true motion; the pose network is still
+            trained on nothing and only scored). It shows which part of the motion the depth
+            needs; a run with it is no longer self-supervised in that part.
     """
 
     loss: PhotometricLossConfig = field(default_factory=PhotometricLossConfig)
     stride: int = 1
     pose_model: str = "pose_net"
+    true_motion: str = "none"
 
     def __post_init__(self):
         if self.stride < 1:
             raise ValueError(f"selfsup.stride must be >= 1, got {self.stride}")
+        if self.true_motion not in TRUE_MOTION:
+            raise ValueError(f"selfsup.true_motion must be one of {', '.join(TRUE_MOTION)}, got {self.true_motion!r}")
+
+
+TRUE_MOTION = ("none", "rotation", "translation", "both")
+
+
+def with_true_motion(predicted: torch.Tensor, true: torch.Tensor, known: torch.Tensor, part: str) -> torch.Tensor:
+    """(B, S, 4, 4) transforms with ``part`` (``rotation``, ``translation``, ``both``; ``none``: unchanged) of
+    the true ones put in, for the snippets whose poses are ``known`` (B,); an error if any is not."""
+    if part == "none":
+        return predicted
+    if not bool(known.all()):
+        raise ValueError(f"selfsup.true_motion: {part} needs camera poses for every snippet; this batch has "
+                         f"{int((~known).sum())} without")
+    if part == "both":
+        return true
+    out = predicted.clone()
+    if part == "rotation":
+        out[..., :3, :3] = true[..., :3, :3]
+    else:
+        out[..., :3, 3] = true[..., :3, 3]
+    return out
 
 
 def pose_errors(predicted: torch.Tensor, true: torch.Tensor, min_translation: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
@@ -122,7 +151,7 @@ class SelfSupervisedModule(L.LightningModule):
         self.frozen = freeze_parts(self.model, list(freeze or []))
         cfg = selfsup or {}
         self.config = SelfSupervisedConfig(PhotometricLossConfig(**cfg.get("loss", {})), int(cfg.get("stride", 1)),
-                                           cfg.get("pose_model", "pose_net"))
+                                           cfg.get("pose_model", "pose_net"), cfg.get("true_motion", "none"))
         self.pose_net = create_model(self.config.pose_model, sources=2)
         self.loss_fn = PhotometricLoss(self.config.loss)
         self.optim_config = OptimConfig(**lists_to_tuples(optim))
@@ -146,6 +175,8 @@ class SelfSupervisedModule(L.LightningModule):
         image, sources, K = batch["image"], batch["sources"], batch["K"]
         depth = self._depth(image)
         transforms = pose_to_matrix(self.pose_net(image, sources))
+        if self.config.true_motion != "none":
+            transforms = with_true_motion(transforms, batch["source_pose"], batch["source_pose_known"], self.config.true_motion)
         source_depths = None
         if self.config.loss.w_alignment > 0:
             b, s = sources.shape[:2]
