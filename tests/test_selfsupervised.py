@@ -101,6 +101,37 @@ def test_true_motion_both_trains_the_depth_on_the_true_motion_only():
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.model.parameters())
 
 
+def test_snippet_motion_corrects_the_pose_network_and_moves_only_the_batch_rows():
+    from seldepth.losses.photometric import PhotometricLoss
+
+    with pytest.raises(ValueError, match="selfsup.snippet_motion_lr must be >= 0"):
+        _module(snippet_motion_lr=-1)
+    module = SelfSupervisedModule("meter_xxs", Preprocessing(input_size=(64, 64)).to_dict(), optim={"lr": 1e-3},
+                                  model_options={"output": "softplus"}, selfsup={"snippet_motion_lr": 0.01}, num_snippets=5)
+    assert module.snippet_motion.weight.shape == (5, 12) and not module.snippet_motion.weight.any()
+    batch = _batch()
+    batch["snippet"] = torch.tensor([3, 1])
+    correction = torch.tensor([[0.02, 0, 0.1, 0, 0.01, 0], [-0.02, 0, -0.1, 0, -0.01, 0]])
+    with torch.no_grad():
+        module.snippet_motion.weight[3] = correction.flatten()
+    loss = module.training_step(batch, 0)
+    # the loss sees the pose network's motion plus each snippet's own row (zero for snippet 1)
+    motion = module.pose_net(batch["image"], batch["sources"]).detach() + torch.stack([correction, torch.zeros(2, 6)])
+    expected, _ = PhotometricLoss()(batch["image"], batch["sources"], module._depth(batch["image"]), pose_to_matrix(motion),
+                                    batch["K"])
+    torch.testing.assert_close(loss, expected)
+    before = module.snippet_motion.weight.detach().clone()
+    loss.backward()
+    module.on_after_backward()  # Lightning calls it after the backward pass: the rows' SparseAdam step
+    moved = (module.snippet_motion.weight.detach() != before).any(1)
+    assert moved.tolist() == [False, True, False, True, False]
+    # Adam's first step moves each coordinate with a gradient by the learning rate, against the gradient's sign
+    step = (module.snippet_motion.weight.detach() - before)[[1, 3]]
+    torch.testing.assert_close(step.abs()[step != 0], torch.full_like(step[step != 0], 0.01), rtol=1e-3, atol=1e-6)
+    assert module.pose_net.motion.weight.grad.abs().sum() > 0  # the pose network still learns from the same loss
+    assert module.snippet_motion.weight.grad is None  # cleared for the next batch
+
+
 def test_seldepth_train_selfsup_end_to_end(tmp_path, monkeypatch, capsys):
     from seldepth.cli import main
     from seldepth.models.model_file import load_model
@@ -109,7 +140,7 @@ def test_seldepth_train_selfsup_end_to_end(tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
     args = ["train", "--model", "meter_xxs", "--data.path", "synthetic:default:10:0:3", "--data.batch_size", "4",
             "--data.input_size", "[64,64]", "--trainer.epochs", "1", "--trainer.out_dir", str(out),
-            "--trainer.progress_bar", "false", "--selfsup", "{stride: 1}"]
+            "--trainer.progress_bar", "false", "--selfsup", "{stride: 1, snippet_motion_lr: 0.003}"]
     assert main(args) == 2 and "model_options: {output: softplus}" in capsys.readouterr().err  # refused before any work
     assert main(args + ["--model_options", "{output: softplus}"]) == 0
     printed = capsys.readouterr().out
@@ -119,6 +150,11 @@ def test_seldepth_train_selfsup_end_to_end(tmp_path, monkeypatch, capsys):
     assert results["pose"]["num_pairs"] > 0 and 0 <= results["pose"]["translation_deg"] <= 180
     assert load_model(out / "pose.safetensors").name == "pose_net"
     assert load_model(out / "model.safetensors").config.output == "softplus"
+    # one correction row per training snippet, each moved by training; the checkpoint rebuilds the table
+    ckpt = out / "checkpoints" / "last.ckpt"
+    rows = torch.load(ckpt, weights_only=False)["state_dict"]["snippet_motion.weight"]
+    assert rows.shape[1] == 12 and bool(rows.abs().sum(1).gt(0).all())
+    assert torch.equal(SelfSupervisedModule.load_from_checkpoint(ckpt).snippet_motion.weight.detach(), rows)
     assert main(["eval", "--model", str(out / "model.safetensors"), "--data", "synthetic:default:10:0:3", "--split", "test",
                  "--protocol", "synthetic", "--median-scaling"]) == 0
     assert "median scaling: ratio median(gt) / median(pred) mean" in capsys.readouterr().out

@@ -49,16 +49,25 @@ class SelfSupervisedConfig:
             replaces the network's) or ``both`` (the true motion; the pose network is still
             trained on nothing and only scored). It shows which part of the motion the depth
             needs; a run with it is no longer self-supervised in that part.
+        snippet_motion_lr: learning rate of per-snippet motion corrections (0: none, the
+            default). Each training snippet gets its own free (S, 6) correction, added to the
+            pose network's motion in the loss and fitted by the same loss with Adam (torch's
+            SparseAdam: only the batch's rows move); the idea of bundle adjustment, free poses
+            per frame pair. No label is read. Validation, test and ``pose.safetensors`` use the
+            pose network alone; the corrections exist for the training snippets only.
     """
 
     loss: PhotometricLossConfig = field(default_factory=PhotometricLossConfig)
     stride: int = 1
     pose_model: str = "pose_net"
     true_motion: str = "none"
+    snippet_motion_lr: float = 0.0
 
     def __post_init__(self):
         if self.stride < 1:
             raise ValueError(f"selfsup.stride must be >= 1, got {self.stride}")
+        if not self.snippet_motion_lr >= 0:
+            raise ValueError(f"selfsup.snippet_motion_lr must be >= 0 (0: no per-snippet corrections), got {self.snippet_motion_lr}")
         if self.true_motion not in TRUE_MOTION:
             raise ValueError(f"selfsup.true_motion must be one of {', '.join(TRUE_MOTION)}, got {self.true_motion!r}")
 
@@ -140,7 +149,8 @@ class SelfSupervisedModule(L.LightningModule):
     """
 
     def __init__(self, model: str, preprocessing: dict, optim: dict, protocol: str = "synthetic",
-                 model_options: dict | None = None, selfsup: dict | None = None, freeze: list | None = None):
+                 model_options: dict | None = None, selfsup: dict | None = None, freeze: list | None = None,
+                 num_snippets: int | None = None):
         super().__init__()
         self.save_hyperparameters()
         from seldepth.train_config import OptimConfig  # not at the top: train_config imports this module
@@ -151,8 +161,13 @@ class SelfSupervisedModule(L.LightningModule):
         self.frozen = freeze_parts(self.model, list(freeze or []))
         cfg = selfsup or {}
         self.config = SelfSupervisedConfig(PhotometricLossConfig(**cfg.get("loss", {})), int(cfg.get("stride", 1)),
-                                           cfg.get("pose_model", "pose_net"), cfg.get("true_motion", "none"))
+                                           cfg.get("pose_model", "pose_net"), cfg.get("true_motion", "none"),
+                                           float(cfg.get("snippet_motion_lr", 0.0)))
         self.pose_net = create_model(self.config.pose_model, sources=2)
+        self.snippet_motion: torch.nn.Embedding | None = None  # per-snippet corrections (see SelfSupervisedConfig)
+        self._snippet_optimizer: torch.optim.Optimizer | None = None
+        if self.config.snippet_motion_lr > 0 and num_snippets:
+            self._make_snippet_motion(num_snippets)
         self.loss_fn = PhotometricLoss(self.config.loss)
         self.optim_config = OptimConfig(**lists_to_tuples(optim))
         self.val_metrics = DepthMetrics(get_protocol(protocol, median_scaling=True))
@@ -161,6 +176,22 @@ class SelfSupervisedModule(L.LightningModule):
     @property
     def input_size(self) -> tuple[int, int]:
         return tuple(self.model.preprocessing.input_size)
+
+    def _make_snippet_motion(self, num_snippets: int) -> None:
+        """Zero corrections for ``num_snippets`` training snippets, and their SparseAdam."""
+        self.snippet_motion = torch.nn.Embedding(num_snippets, 6 * self.pose_net.config.sources, sparse=True)
+        torch.nn.init.zeros_(self.snippet_motion.weight)
+        self._snippet_optimizer = torch.optim.SparseAdam(self.snippet_motion.parameters(), lr=self.config.snippet_motion_lr)
+        self.hparams["num_snippets"] = num_snippets  # saved with checkpoints, so that loading rebuilds the table
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.config.snippet_motion_lr > 0 and self.snippet_motion is None:
+            self._make_snippet_motion(len(self.trainer.datamodule.train_set))
+
+    def on_after_backward(self) -> None:
+        if self._snippet_optimizer is not None:  # the batch's corrections take their Adam step
+            self._snippet_optimizer.step()
+            self._snippet_optimizer.zero_grad()
 
     def on_train_epoch_start(self) -> None:
         for m in self.frozen:
@@ -174,7 +205,10 @@ class SelfSupervisedModule(L.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         image, sources, K = batch["image"], batch["sources"], batch["K"]
         depth = self._depth(image)
-        transforms = pose_to_matrix(self.pose_net(image, sources))
+        motion = self.pose_net(image, sources)
+        if self.snippet_motion is not None:
+            motion = motion + self.snippet_motion(batch["snippet"]).view_as(motion)
+        transforms = pose_to_matrix(motion)
         if self.config.true_motion != "none":
             transforms = with_true_motion(transforms, batch["source_pose"], batch["source_pose_known"], self.config.true_motion)
         source_depths = None

@@ -37,6 +37,7 @@ def test_snippets_pair_each_frame_with_its_neighbours_and_their_true_motion(sequ
     torch.testing.assert_close(sample["source_pose"][0], torch.from_numpy(expected).float())
     # the target's origin seen from the previous frame: the camera walked forward (+z) a few centimetres
     assert 0.005 < sample["source_pose"][0][2, 3] < 0.2
+    assert [int(snippets[i]["snippet"]) for i in (0, 5)] == [0, 5]  # its number in the set, for per-snippet tables
 
 
 def test_snippets_resize_frames_and_intrinsics_together(sequences):

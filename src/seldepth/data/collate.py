@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-STACKED_KEYS = ("image", "depth", "valid", "K", "semantics", "teacher_image", "sources", "source_pose", "source_pose_known")
+STACKED_KEYS = ("image", "depth", "valid", "K", "semantics", "teacher_image", "sources", "source_pose", "source_pose_known", "snippet")
 # Label of pixels without a semantic label (and of whole samples without semantics in a mixed batch).
 IGNORE_LABEL = -1
 

@@ -8,8 +8,10 @@ sample is the target's sample dict plus::
 
     sources          (S, 3, H, W) float RGB in [0, 1], the source frames (S = 2: before, after)
     source_pose      (S, 4, 4) target-to-source camera transforms from the data's poses, when
-                     every frame has one (synthetic, KITTI with poses.txt); else absent
+                     every frame has one (synthetic, KITTI with poses.txt); else identities
     source_pose_known  bool, whether source_pose holds real poses
+    snippet          int64, the snippet's number in this data set (for per-snippet motion
+                     corrections, see seldepth.selfsupervised)
 
 The target keeps its depth (for validation; self-supervised training does not read it).
 """
@@ -95,4 +97,5 @@ class FrameSnippets(Dataset):
         else:
             out["source_pose"] = torch.eye(4).repeat(len(sources), 1, 1)
         out["source_pose_known"] = torch.tensor(known)
+        out["snippet"] = torch.tensor(index)  # this snippet's number in the set (per-snippet motion corrections)
         return out
