@@ -26,7 +26,6 @@ import sys
 import tempfile
 import time
 import warnings
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -40,7 +39,7 @@ from seldepth.protocol import get_protocol
 from seldepth.selectivity.bins import depth_to_bins, parse_bins
 from seldepth.selectivity.dissect import dissect, resolve_layers
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+from official_model import SHARED, model_path_or_official
 
 
 def loop_dissect_image(model, layers: dict[str, str], sample: dict, scheme, depth_range, style: str = "formula") -> dict:
@@ -96,12 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.simplefilter("ignore")  # empty-bin warnings of every pass
 
     with tempfile.TemporaryDirectory() as tmp:
-        model_path = args.model
-        if model_path is None:
-            from seldepth.models.import_meter import import_meter
-
-            model_path = Path(tmp) / "meter_xxs_nyu.safetensors"
-            import_meter(SHARED / "weights" / "meter" / "build_model_best_nyu_xxs", "xxs", "nyu", model_path)
+        model_path = model_path_or_official(args.model, tmp)
         model = load_model(model_path)
     base = open_dataset(args.data)
     dataset = ConcatDataset([base] * args.repeat)

@@ -14,7 +14,6 @@ NYU RMSE of FP32 and INT8 from ``seldepth.evaluation.evaluate`` on the ``OnnxDep
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from seldepth.models.model_file import load_model
 from seldepth.onnx_model import OnnxDepthModel
 from seldepth.protocol import get_protocol
 
-SHARED = Path(os.environ.get("SELDEPTH_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+from official_model import SHARED, model_path_or_official
 
 
 def main() -> None:
@@ -46,12 +45,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        model_path = args.model
-        if model_path is None:
-            from seldepth.models.import_meter import import_meter
-
-            model_path = tmp / "meter_xxs_nyu.safetensors"
-            import_meter(SHARED / "weights" / "meter" / "build_model_best_nyu_xxs", "xxs", "nyu", model_path)
+        model_path = model_path_or_official(args.model, tmp)
         model = load_model(model_path)
         data = open_dataset(args.data, "test")
         calibration = open_dataset(args.calibration, "test") if args.calibration else data

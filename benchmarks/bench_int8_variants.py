@@ -13,7 +13,6 @@ ratio to FP32 and the NYU RMSE change of each variant.
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 from pathlib import Path
 
@@ -27,7 +26,8 @@ from seldepth.models.model_file import load_model
 from seldepth.onnx_model import OnnxDepthModel
 from seldepth.protocol import get_protocol
 
-SHARED = Path(os.environ.get("SELDEPTH_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+from official_model import SHARED, model_path_or_official
+
 
 # name -> quantize_int8 keyword arguments (the defaults where not named)
 VARIANTS = {
@@ -57,12 +57,7 @@ def main() -> None:
     protocol = get_protocol("nyu")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        model_path = args.model
-        if model_path is None:
-            from seldepth.models.import_meter import import_meter
-
-            model_path = tmp / "meter_xxs_nyu.safetensors"
-            import_meter(SHARED / "weights" / "meter" / "build_model_best_nyu_xxs", "xxs", "nyu", model_path)
+        model_path = model_path_or_official(args.model, tmp)
         model = load_model(model_path)
         export_onnx(model, tmp / "fp32.onnx", input_size=size, check_images=[data[0]["image"]], source=model_path)
         models = {"FP32": OnnxDepthModel(tmp / "fp32.onnx", threads=args.threads)}
