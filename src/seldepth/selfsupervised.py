@@ -15,6 +15,11 @@ free scale), and, where the data has camera poses (synthetic sequences, KITTI wi
 
 ``selfsup:`` in the training config turns it on (:class:`SelfSupervisedConfig`); the run's
 model file is the depth model, and ``pose.safetensors`` beside it the pose network.
+
+With ``snippet_motion_lr`` each training snippet also gets a free correction of its motions
+(bundle adjustment's free poses), fitted by the same loss. On synthetic walks the depth needs the
+rotation to about 0.3 degrees, which the pose network alone does not reach in a CPU-sized
+training time; the corrections get there, and the depth learns (README, seed 002).
 """
 
 from __future__ import annotations
