@@ -146,3 +146,15 @@ def test_the_shipped_synergy_grid_compares_the_seeds_rows():
     assert [runs[n]["synergy"]["depth"] for n in ("b_synergy_lda", "c_synergy_l1")] == ["attention", "l1"]
     assert runs["d0_pretrain_semantics"]["synergy"]["tasks"] == ["semantics"] and runs["d_fine_tuned"]["synergy"]["tasks"] == ["depth"]
     assert runs["h_meter_xxs"]["model"] == "meter_xxs" and runs["h_meter_xxs"]["synergy"] is None
+
+
+@pytest.mark.parametrize("name", ["selfsup_synthetic.yaml", "selfsup_snippet_motion.yaml"])
+def test_the_shipped_selfsup_comparisons_check_and_give_every_run_the_same_time(tmp_path, name):
+    spec = read_experiment(REPO / "configs" / "experiments" / name)
+    folders = prepare_runs(spec, tmp_path)  # each run's config through the training parser
+    assert set(folders) == set(spec.runs) and "supervised" in spec.runs
+    assert len({r["trainer"]["max_minutes"] for r in spec.runs.values()}) == 1  # "trained for the same time"
+    selfsup = {n: r["selfsup"] for n, r in spec.runs.items() if "selfsup" in r}
+    assert selfsup and all(s["stride"] == 2 for s in selfsup.values())
+    if name == "selfsup_snippet_motion.yaml":
+        assert selfsup["selfsup_snippet_motion"]["snippet_motion_lr"] == 0.003
