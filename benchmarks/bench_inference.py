@@ -13,7 +13,6 @@ NYU RMSE of FP32 and INT8 from ``seldepth.evaluation.evaluate`` on the ``OnnxDep
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 from pathlib import Path
 
@@ -27,17 +26,11 @@ from seldepth.models.model_file import load_model
 from seldepth.onnx_model import OnnxDepthModel
 from seldepth.protocol import get_protocol
 
-from official_model import SHARED, model_path_or_official
+from official_model import latency_parser, model_path_or_official
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", help="model file (default: import the official NYU METER-xxs)")
-    parser.add_argument("--size", default="192x256", help="HxW")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--runs", type=int, default=100)
-    parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--data", default=f"nyu:{SHARED / 'data' / 'nyu_test_sample'}", help="evaluation data spec")
+    parser = latency_parser(__doc__, runs=100, data_help="evaluation data spec")
     parser.add_argument("--calibration", help="INT8 calibration data spec (default: --data)")
     parser.add_argument("--calibration-images", type=int, default=16)
     args = parser.parse_args()

@@ -12,7 +12,6 @@ ratio to FP32 and the NYU RMSE change of each variant.
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from seldepth.models.model_file import load_model
 from seldepth.onnx_model import OnnxDepthModel
 from seldepth.protocol import get_protocol
 
-from official_model import SHARED, model_path_or_official
+from official_model import latency_parser, model_path_or_official
 
 
 # name -> quantize_int8 keyword arguments (the defaults where not named)
@@ -43,13 +42,7 @@ VARIANTS = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", help="model file (default: import the official NYU METER-xxs)")
-    parser.add_argument("--size", default="192x256", help="HxW")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--runs", type=int, default=300)
-    parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--data", default=f"nyu:{SHARED / 'data' / 'nyu_test_sample'}", help="evaluation and calibration data spec")
+    parser = latency_parser(__doc__, runs=300, data_help="evaluation and calibration data spec")
     args = parser.parse_args()
     size = parse_size(args.size)
     torch.set_num_threads(args.threads)

@@ -17,3 +17,17 @@ def model_path_or_official(model: str | None, work_dir: str | os.PathLike) -> Pa
     path = Path(work_dir) / "meter_xxs_nyu.safetensors"
     import_meter(SHARED / "weights" / "meter" / "build_model_best_nyu_xxs", "xxs", "nyu", path)
     return path
+
+
+def latency_parser(doc: str, runs: int, data_help: str):
+    """The command line of the ONNX latency benchmarks: --model, --size, --threads, --runs, --warmup, --data."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="model file (default: import the official NYU METER-xxs)")
+    parser.add_argument("--size", default="192x256", help="HxW")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=runs)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--data", default=f"nyu:{SHARED / 'data' / 'nyu_test_sample'}", help=data_help)
+    return parser
