@@ -165,9 +165,7 @@ class SelfSupervisedModule(L.LightningModule):
         self.model.preprocessing = Preprocessing.from_dict(preprocessing)
         self.frozen = freeze_parts(self.model, list(freeze or []))
         cfg = selfsup or {}
-        self.config = SelfSupervisedConfig(PhotometricLossConfig(**cfg.get("loss", {})), int(cfg.get("stride", 1)),
-                                           cfg.get("pose_model", "pose_net"), cfg.get("true_motion", "none"),
-                                           float(cfg.get("snippet_motion_lr", 0.0)))
+        self.config = SelfSupervisedConfig(**{**cfg, "loss": PhotometricLossConfig(**cfg.get("loss", {}))})
         self.pose_net = create_model(self.config.pose_model, sources=2)
         self.snippet_motion: torch.nn.Embedding | None = None  # per-snippet corrections (see SelfSupervisedConfig)
         self._snippet_optimizer: torch.optim.Optimizer | None = None
