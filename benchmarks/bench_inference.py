@@ -1,9 +1,9 @@
 """CPU inference of METER-xxs: eager torch against ONNX Runtime FP32 and INT8, side by side, and INT8's accuracy cost.
 
 Imports the official NYU METER-xxs (or takes --model), exports it to ONNX (fixed 192x256,
-checked against torch) and quantises it statically to INT8 (``seldepth.export.quantize_int8``
+checked against torch) and quantises it statically to INT8 (``seldepth.deploy.quantize.quantize_int8``
 defaults, calibrated on --calibration). All three run in one process on the same input,
-in alternating blocks (seldepth.bench.time_calls), with torch and ORT limited to --threads threads. Prints p50 / p90 latency
+in alternating blocks (seldepth.deploy.bench.time_calls), with torch and ORT limited to --threads threads. Prints p50 / p90 latency
 and the ratios (targets: ORT FP32 >= 3x faster than eager; INT8 <= 0.7x FP32 latency), then the
 NYU RMSE of FP32 and INT8 from ``seldepth.evaluation.evaluate`` on the ``OnnxDepthModel``s
 (target: INT8 within 2% of FP32).
@@ -20,11 +20,12 @@ import torch
 
 from seldepth.data.spec import open_dataset
 from seldepth.evaluation import evaluate
-from seldepth.bench import BLOCK, parse_size, time_calls
-from seldepth.export import export_onnx, quantize_int8
+from seldepth.deploy.bench import BLOCK, parse_size, time_calls
+from seldepth.deploy.onnx_export import export_onnx
+from seldepth.deploy.quantize import quantize_int8
 from seldepth.models.model_file import load_model
-from seldepth.onnx_model import OnnxDepthModel
-from seldepth.protocol import get_protocol
+from seldepth.models.onnx_model import OnnxDepthModel
+from seldepth.evaluation.protocol import get_protocol
 
 from official_model import latency_parser, model_path_or_official
 

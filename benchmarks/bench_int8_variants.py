@@ -1,10 +1,10 @@
 """ONNX Runtime INT8 of METER-xxs: the quantisation settings against each other and FP32, side by side.
 
-The evidence behind ``seldepth.export.quantize_int8``'s defaults and behind the INT8 latency
+The evidence behind ``seldepth.deploy.quantize.quantize_int8``'s defaults and behind the INT8 latency
 target (<= 0.7x FP32) not being met: the official NYU METER-xxs (or --model) is exported once
 (fixed size, checked against torch) and quantised with each variant below; FP32 and every INT8
 model then run in one process on the same input in alternating blocks
-(``seldepth.bench.time_calls``), with --threads ORT threads. Prints p50 / p90 latency, the
+(``seldepth.deploy.bench.time_calls``), with --threads ORT threads. Prints p50 / p90 latency, the
 ratio to FP32 and the NYU RMSE change of each variant.
 
     python benchmarks/bench_int8_variants.py [--runs 300] [--threads 2]
@@ -17,13 +17,14 @@ from pathlib import Path
 
 import torch
 
-from seldepth.bench import parse_size, time_calls
+from seldepth.deploy.bench import parse_size, time_calls
 from seldepth.data.spec import open_dataset
 from seldepth.evaluation import evaluate
-from seldepth.export import export_onnx, quantize_int8
+from seldepth.deploy.onnx_export import export_onnx
+from seldepth.deploy.quantize import quantize_int8
 from seldepth.models.model_file import load_model
-from seldepth.onnx_model import OnnxDepthModel
-from seldepth.protocol import get_protocol
+from seldepth.models.onnx_model import OnnxDepthModel
+from seldepth.evaluation.protocol import get_protocol
 
 from official_model import latency_parser, model_path_or_official
 

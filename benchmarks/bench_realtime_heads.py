@@ -4,7 +4,7 @@ For each head (L, M, S, XS) of a trained ``realtime_depth`` model file: the deta
 parameters and FLOPs, its RMSE on the test split of --data (the head's depth upsampled to the
 ground truth, as ``seldepth eval --head``), and its batch-1 latency at --size under eager torch
 and ONNX Runtime FP32 with --threads threads; all eight runtimes are timed in one process in
-alternating blocks (``seldepth.bench.time_calls``).
+alternating blocks (``seldepth.deploy.bench.time_calls``).
 
     python benchmarks/bench_realtime_heads.py --model runs/realtime_teachers/e_semantic_teacher/model.safetensors
 """
@@ -17,15 +17,15 @@ from pathlib import Path
 
 import torch
 
-from seldepth.bench import BLOCK, parse_size, time_calls
+from seldepth.deploy.bench import BLOCK, parse_size, time_calls
 from seldepth.data.spec import open_dataset
 from seldepth.evaluation import evaluate
-from seldepth.export import export_onnx
+from seldepth.deploy.onnx_export import export_onnx
 from seldepth.models.base import with_head
 from seldepth.models.model_file import load_model
 from seldepth.models.realtime import HEAD_STRIDE, HEADS
-from seldepth.onnx_model import OnnxDepthModel
-from seldepth.protocol import get_protocol
+from seldepth.models.onnx_model import OnnxDepthModel
+from seldepth.evaluation.protocol import get_protocol
 
 
 def main() -> None:

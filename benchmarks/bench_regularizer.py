@@ -18,7 +18,7 @@ import torch
 
 from seldepth.data.datamodule import DataConfig
 from seldepth.selectivity.regularizer import SelectivityConfig
-from seldepth.train_config import TrainConfig
+from seldepth.training.config import TrainConfig
 from seldepth.training import build_module
 
 

@@ -21,7 +21,7 @@ import torch
 from seldepth.data.datamodule import DataConfig, DepthDataModule
 from seldepth.data.synthetic import generate
 from seldepth.models import create_model
-from seldepth.train_config import TrainConfig, TrainerConfig
+from seldepth.training.config import TrainConfig, TrainerConfig
 from seldepth.training import build_module
 
 

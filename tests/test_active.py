@@ -3,13 +3,13 @@
 import pytest
 import torch
 
-from seldepth.active import (
+from seldepth.experiments.uncertainty import (
     mc_dropout,
-    read_selection,
     relative_spread,
     uncertainty_scores,
     write_selection,
 )
+from seldepth.data.subsets import read_selection
 from seldepth.models import create_model
 from seldepth.models.model_file import save_model_file
 from seldepth.models.preprocessing import Preprocessing
@@ -102,7 +102,7 @@ def test_seldepth_select_and_training_on_the_chosen_images(tmp_path, monkeypatch
 def test_active_rounds_table_by_hand_and_config_errors(tmp_path):
     import yaml
 
-    from seldepth.active_rounds import plot_active, read_active, summary_table
+    from seldepth.experiments.active import plot_active, read_active, summary_table
 
     rec = lambda r, n, rmse: {"round": r, "labelled": n, "rmse": rmse, "abs_rel": 0.1, "delta1": 0.9, "train_seconds": 1}
     summary = {"spec": {"seeds": [0, 1]}, "chains": [

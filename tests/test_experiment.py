@@ -4,7 +4,9 @@ import pytest
 import yaml
 
 from seldepth.cli import main
-from seldepth.experiment import deep_merge, format_summary, prepare_runs, read_experiment
+from seldepth.experiments.runner import prepare_runs
+from seldepth.experiments.spec import deep_merge, read_experiment
+from seldepth.experiments.summary import format_summary
 from helpers import REPO
 
 
@@ -112,7 +114,7 @@ def test_runs_without_regulariser_are_described_by_their_overrides(tmp_path):
 
 
 def test_a_run_can_start_from_another_runs_model(tmp_path):
-    from seldepth.experiment import format_caps
+    from seldepth.experiments.summary import format_caps
 
     content = {"base": {"data": {"path": "synthetic:default:320"}}, "caps": [4, 6],
                "runs": {"pre": {"trainer": {"best_by": "val/rmse"}},

@@ -12,11 +12,13 @@ import torch
 from seldepth.cli import main
 from seldepth.data.spec import open_dataset
 from seldepth.evaluation import evaluate
-from seldepth.export import ExportError, export_onnx, quantize_int8, read_onnx_props
+from seldepth.deploy.onnx_export import ExportError, export_onnx
+from seldepth.deploy.quantize import quantize_int8
+from seldepth.models.onnx_model import read_onnx_props
 from seldepth.inference import predict_depth
 from seldepth.models.model_file import load_model
-from seldepth.onnx_model import OnnxDepthModel
-from seldepth.protocol import get_protocol
+from seldepth.models.onnx_model import OnnxDepthModel
+from seldepth.evaluation.protocol import get_protocol
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +157,7 @@ def test_onnx_without_preprocessing_names_the_file(fp32_onnx, tmp_path, capsys):
 
 
 def test_export_refuses_a_bad_export(meter, tmp_path, monkeypatch):
-    import seldepth.export as export
+    import seldepth.deploy.onnx_export as export
 
     monkeypatch.setattr(export, "max_abs_difference", lambda *a, **k: 0.5)
     with pytest.raises(ExportError, match="differs from torch"):
@@ -166,7 +168,7 @@ def test_export_refuses_a_bad_export(meter, tmp_path, monkeypatch):
 def test_output_stage_nodes_walks_back_to_the_last_concat():
     from onnx import TensorProto, helper
 
-    from seldepth.export import output_stage_nodes
+    from seldepth.deploy.quantize import output_stage_nodes
 
     w = helper.make_tensor("w", TensorProto.FLOAT, [1, 2, 1, 1], [1.0, 1.0])
     nodes = [helper.make_node("Relu", ["x"], ["a"], name="enc"),
@@ -182,7 +184,7 @@ def test_output_stage_nodes_walks_back_to_the_last_concat():
 def test_int8_slower_nodes_are_the_stem_and_attention_products_with_their_projections():
     from onnx import TensorProto, helper
 
-    from seldepth.export import int8_slower_nodes
+    from seldepth.deploy.quantize import int8_slower_nodes
 
     def weight(name, dims):
         return helper.make_tensor(name, TensorProto.FLOAT, dims, [0.0] * int(np.prod(dims)))

@@ -5,8 +5,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from seldepth.metrics import METRIC_NAMES, DepthMetrics, clamp_prediction, per_image_metrics
-from seldepth.protocol import Protocol, crop_bounds, get_protocol
+from seldepth.evaluation.metrics import METRIC_NAMES, DepthMetrics, clamp_prediction, per_image_metrics
+from seldepth.evaluation.protocol import Protocol, crop_bounds, get_protocol
 
 
 def _metric(values, name):
@@ -81,7 +81,7 @@ def test_crops_at_native_resolution():
     assert crop_bounds("eigen_nyu", 480, 640) == (45, 471, 41, 601)
     assert crop_bounds("garg", 375, 1242) == (153, 371, 44, 1197)
     assert crop_bounds("eigen_kitti", 375, 1242) == (124, 342, 44, 1197)
-    from seldepth.protocol import get_protocol
+    from seldepth.evaluation.protocol import get_protocol
 
     assert get_protocol("kitti_eigen").crop == "eigen_kitti" and get_protocol("kitti_eigen").max_depth == 80.0
 
@@ -138,7 +138,7 @@ def test_bad_protocol_values():
 
 
 def test_semantic_iou_by_hand_skips_ignored_pixels_and_absent_classes():
-    from seldepth.metrics import SemanticIoU
+    from seldepth.evaluation.metrics import SemanticIoU
 
     target = torch.tensor([[0, 0, 1, 1, -1]])
     pred = torch.tensor([[0, 1, 1, 1, 2]])  # the ignored pixel's prediction does not count
@@ -159,7 +159,7 @@ def test_evaluate_scores_semantics_of_a_model_with_a_semantic_output(tmp_path, m
     from seldepth.evaluation import evaluate, format_table
     from seldepth.models import create_model
     from seldepth.models.preprocessing import Preprocessing
-    from seldepth.protocol import get_protocol
+    from seldepth.evaluation.protocol import get_protocol
 
     monkeypatch.setenv("SELDEPTH_CACHE", str(tmp_path))
     data = open_dataset("synthetic:default:12", "train")

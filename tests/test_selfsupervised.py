@@ -7,7 +7,7 @@ import torch
 
 from seldepth.losses.photometric import pose_to_matrix
 from seldepth.models.preprocessing import Preprocessing
-from seldepth.selfsupervised import SelfSupervisedModule, pose_errors
+from seldepth.training.selfsup import SelfSupervisedModule, pose_errors
 
 
 def _module(**selfsup):
@@ -51,7 +51,7 @@ def test_pose_errors_skip_the_direction_of_a_camera_turning_on_the_spot():
 
 
 def test_evaluate_pose_averages_the_direction_over_moving_pairs_only():
-    from seldepth.selfsupervised import evaluate_pose
+    from seldepth.training.selfsup import evaluate_pose
 
     class Sideways(torch.nn.Module):  # always predicts a step along +x to both sources
         def forward(self, target, sources):
@@ -68,7 +68,7 @@ def test_evaluate_pose_averages_the_direction_over_moving_pairs_only():
 
 
 def test_with_true_motion_puts_in_the_named_part_by_hand():
-    from seldepth.selfsupervised import with_true_motion
+    from seldepth.training.selfsup import with_true_motion
 
     predicted = pose_to_matrix(torch.tensor([[[0.1, 0, 0, 0, 0.05, 0]]]))
     true = pose_to_matrix(torch.tensor([[[0.0, 0, 0.3, 0.02, 0, 0]]]))
@@ -165,7 +165,7 @@ def test_seldepth_train_selfsup_end_to_end(tmp_path, monkeypatch, capsys):
     (["--selfsup.pose_model", "posenet9"], "selfsup.pose_model: unknown pose network 'posenet9'; available: pose_net"),
 ])
 def test_selfsup_config_errors(tmp_path, extra, message):
-    from seldepth.train_config import parse_train_args
+    from seldepth.training.config import parse_train_args
 
     base = ["--data.path", "synthetic:default:12", "--model_options", "{output: softplus}", "--selfsup", "{stride: 1}",
             "--trainer.out_dir", str(tmp_path / "r")]

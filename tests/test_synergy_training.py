@@ -99,7 +99,7 @@ def test_the_depth_only_baseline_trains_with_the_synergy_depth_loss():
                                  model_options={"structure": "depth_only"}, synergy={"depth": "attention"})
     batch = _batch()
     loss = module.training_step(batch, 0)
-    from seldepth.losses.attention import SynergyLoss, SynergyLossConfig
+    from seldepth.losses.synergy import SynergyLoss, SynergyLossConfig
 
     out = module.model.forward_tasks(module.model.preprocessing(batch["image"]))
     expected, terms, supervised = SynergyLoss(SynergyLossConfig())(out.depth, None, batch["depth"], batch["valid"])

@@ -5,8 +5,8 @@ from safetensors.torch import save_file
 
 from helpers import constant_teacher
 from seldepth.losses.logdepth import IGNORE_LABEL
-from seldepth.teachers import TeacherConfig, TeacherError, TrainingTargets, median_align
-from seldepth.train_config import parse_train_args
+from seldepth.training.teachers import TeacherConfig, TeacherError, TrainingTargets, median_align
+from seldepth.training.config import parse_train_args
 
 
 def _batch():
@@ -110,7 +110,7 @@ def test_train_config_checks_teachers_before_training(tmp_path):
 
 
 def test_teachers_see_the_image_without_colour_augmentation(tmp_path, monkeypatch):
-    import seldepth.teachers as teachers
+    import seldepth.training.teachers as teachers
 
     seen = []
     real = teachers.predict_depth

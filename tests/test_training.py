@@ -10,7 +10,7 @@ import torch
 
 from helpers import REPO, tiny_train_args
 from seldepth.cli import main
-from seldepth.train_config import parse_train_args
+from seldepth.training.config import parse_train_args
 from seldepth.training import AtomicCheckpointIO
 
 SELDEPTH = [sys.executable, "-m", "seldepth.cli"]
@@ -110,10 +110,10 @@ def test_two_process_ddp_validation_equals_one_process(tiny_splits, tmp_path):
     script = tmp_path / "validate_ddp.py"
     script.write_text(
         "import json, sys\n"
-        "from seldepth.train_config import parse_train_args\n"
-        "from seldepth.training import validate\n"
+        "from seldepth.training.config import parse_train_args\n"
+        "from seldepth.training import validate_checkpoint\n"
         "cfg, _ = parse_train_args(sys.argv[3:])\n"
-        "metrics = validate(cfg, sys.argv[1])\n"
+        "metrics = validate_checkpoint(cfg, sys.argv[1])\n"
         "import torch.distributed as dist\n"
         "if not dist.is_initialized() or dist.get_rank() == 0:\n"
         "    open(sys.argv[2], 'w').write(json.dumps(metrics))\n"

@@ -7,7 +7,7 @@ from seldepth.models import create_model
 from seldepth.models.model_file import save_model_file
 from seldepth.models.preprocessing import Preprocessing
 from seldepth.training import DepthTrainingModule
-from seldepth.transfer import freeze, init_from_file, parameter_groups, source_preprocessing
+from seldepth.training.transfer import freeze, init_from_file, parameter_groups, source_preprocessing
 
 
 def _saved(tmp_path, name="meter_xxs", seed=1, preprocessing=Preprocessing(), **options):
@@ -88,7 +88,7 @@ def test_part_learning_rates_and_their_errors():
 
 
 def test_train_config_checks_transfer_keys_before_work(tmp_path):
-    from seldepth.train_config import parse_train_args
+    from seldepth.training.config import parse_train_args
 
     _, path = _saved(tmp_path)
     base = ["--data.path", "synthetic:default:12", "--trainer.out_dir", str(tmp_path / "run")]

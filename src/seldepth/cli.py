@@ -50,7 +50,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from seldepth.evaluation import evaluate, format_table
     from seldepth.models.base import with_head
     from seldepth.models.model_file import load_model
-    from seldepth.protocol import get_protocol
+    from seldepth.evaluation.protocol import get_protocol
 
     protocol = get_protocol(args.protocol, flip=args.flip, caps=args.caps, median_scaling=args.median_scaling)
     model = with_head(load_model(args.model), args.head)
@@ -107,7 +107,7 @@ def cmd_ablate(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from seldepth.train_config import build_parser, parse_train_args
+    from seldepth.training.config import build_parser, parse_train_args
     from seldepth.training import train
 
     if any(a in ("-h", "--help") for a in args.rest):
@@ -121,7 +121,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def _print_run_results(out_dir: str, results: dict) -> None:
     from seldepth.evaluation import format_table
-    from seldepth.protocol import Protocol
+    from seldepth.evaluation.protocol import Protocol
 
     for split in ("val", "test"):
         if split in results:
@@ -148,7 +148,7 @@ def cmd_synth(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from seldepth.demo import run_demo
+    from seldepth.experiments.demo import run_demo
 
     run_demo(quick=args.quick, out_dir=args.out)
 
@@ -161,7 +161,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def cmd_experiment(args: argparse.Namespace) -> None:
-    from seldepth.experiment import run_experiment
+    from seldepth.experiments.runner import run_experiment
 
     start = time.time()
     summary = run_experiment(args.config, args.out, quick=args.quick, jobs=args.jobs)
@@ -189,7 +189,8 @@ def cmd_models(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from seldepth.export import check_export_args, export_onnx, quantize_int8
+    from seldepth.deploy.onnx_export import check_export_args, export_onnx
+    from seldepth.deploy.quantize import quantize_int8
     from seldepth.models.base import with_head
     from seldepth.models.model_file import load_model
 
@@ -215,7 +216,7 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    from seldepth.bench import benchmark, check_benchmark_args, format_benchmark, parse_size
+    from seldepth.deploy.bench import benchmark, check_benchmark_args, format_benchmark, parse_size
 
     size = parse_size(args.size)
     check_benchmark_args(args.model, size, args.threads, args.runs, args.warmup)
@@ -253,7 +254,8 @@ DATA_HELP = ("data spec KIND:PATH[?key=value&...]: nyu:PATH (labeled .mat, Dense
 
 
 def cmd_select(args: argparse.Namespace) -> None:
-    from seldepth.active import read_selection, uncertainty_scores, write_selection
+    from seldepth.data.subsets import read_selection
+    from seldepth.experiments.uncertainty import uncertainty_scores, write_selection
     from seldepth.data.spec import open_dataset
     from seldepth.models.model_file import load_model
 
@@ -273,7 +275,7 @@ def cmd_select(args: argparse.Namespace) -> None:
 
 
 def cmd_active(args: argparse.Namespace) -> None:
-    from seldepth.active_rounds import run_active
+    from seldepth.experiments.active import run_active
 
     summary = run_active(args.config, args.out, quick=args.quick, jobs=args.jobs)
     print(f"\n{(Path(args.out) / 'summary.md').read_text()}\nactive learning finished in "

@@ -10,9 +10,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from seldepth.colormap import colorize_depth
 from seldepth.data.images import read_rgb
+from seldepth.models.base import has_output
 from seldepth.models.preprocessing import Preprocessing
-from seldepth.report.colormap import colorize_depth
 
 
 def model_preprocessing(model: torch.nn.Module) -> Preprocessing:
@@ -59,8 +60,8 @@ def predict_depth(model: torch.nn.Module, images: torch.Tensor, flip: bool = Fal
 
 def semantic_classes(model: torch.nn.Module) -> int:
     """Number of semantic classes a model predicts (0: depth only)."""
-    has_output = hasattr(model, "forward_tasks") or hasattr(model, "forward_heads")
-    return int(getattr(getattr(model, "config", None), "semantic_classes", 0) or 0) if has_output else 0
+    multi = has_output(model, "tasks") or has_output(model, "heads")
+    return int(getattr(getattr(model, "config", None), "semantic_classes", 0) or 0) if multi else 0
 
 
 @torch.no_grad()
@@ -70,7 +71,7 @@ def predict_semantics(model: torch.nn.Module, images: torch.Tensor, size: tuple[
     if not semantic_classes(model):
         raise ValueError(f"{getattr(model, 'name', type(model).__name__)} has no semantic output")
     x = model_input(model, images)
-    logits = model.forward_tasks(x).semantics if hasattr(model, "forward_tasks") else model.forward_heads(x).semantics[0]
+    logits = model.forward_tasks(x).semantics if has_output(model, "tasks") else model.forward_heads(x).semantics[0]
     out_size = tuple(size) if size is not None else tuple(images.shape[-2:])
     if tuple(logits.shape[-2:]) != out_size:
         logits = F.interpolate(logits, size=out_size, mode="bilinear", align_corners=False)

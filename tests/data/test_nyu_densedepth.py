@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from seldepth.data.errors import DatasetError
-from seldepth.data.nyu import NYUDenseDepth, nyu_intrinsics
+from seldepth.data.nyu_densedepth import NYUDenseDepth, nyu_intrinsics
 from seldepth.data.spec import open_dataset
 
 

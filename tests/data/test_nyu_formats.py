@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from seldepth.data.errors import DatasetError
-from seldepth.data.nyu import nyu_intrinsics
+from seldepth.data.nyu_densedepth import nyu_intrinsics
 from seldepth.data.nyu_h5 import NYUH5, read_h5_pair
 from seldepth.data.nyu_labeled import NYULabeled
 from seldepth.data.nyu_sync import NYUSync

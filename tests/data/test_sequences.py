@@ -6,7 +6,7 @@ import torch
 from torch.utils.data import Subset
 
 from seldepth.data.errors import DatasetError
-from seldepth.data.nyu import NYUDenseDepth
+from seldepth.data.nyu_densedepth import NYUDenseDepth
 from seldepth.data.sequences import FrameSnippets, frame_ids
 from seldepth.data.spec import open_dataset
 from helpers import SHARED

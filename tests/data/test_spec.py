@@ -92,9 +92,9 @@ def test_eval_stops_on_a_bad_file_or_skips_and_counts(nyu_sample, meter_nyu_file
 
 
 def test_skipped_samples_are_counted_through_loader_workers(nyu_sample, tmp_path):
-    from seldepth.demo import ConstantDepth
+    from seldepth.experiments.demo import ConstantDepth
     from seldepth.evaluation import evaluate
-    from seldepth.protocol import get_protocol
+    from seldepth.evaluation.protocol import get_protocol
 
     ds = open_dataset(f"nyu:{_broken_copy(nyu_sample, tmp_path)}", on_error="skip")
     assert isinstance(ds, SkipBadSamples)

@@ -236,7 +236,7 @@ def test_csv_and_dataset_json_follow_the_dense_depth_layout(tmp_path):
 
 
 def test_nyu_reader_reads_the_synthetic_set(tmp_path):
-    nyu = pytest.importorskip("seldepth.data.nyu")
+    nyu = pytest.importorskip("seldepth.data.nyu_densedepth")
     generate(tmp_path, 3, size=(24, 32), seed=2, splits=(0, 0, 1), progress=False)
     ds = nyu.NYUDenseDepth(tmp_path, split="test")
     assert len(ds) == 3

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from seldepth.losses.attention import (
+from seldepth.losses.synergy import (
     depth_attention,
     depth_aware_loss,
     depth_regulariser,

@@ -98,7 +98,7 @@ def test_official_kitti_checkpoint_predicts_metric_depth(shared, tmp_path, capsy
 
     from seldepth.data.spec import open_dataset
     from seldepth.inference import predict_depth
-    from seldepth.protocol import crop_mask
+    from seldepth.evaluation.protocol import crop_mask
 
     out = tmp_path / "kitti.safetensors"
     assert main(["import-meter", str(shared / "weights/meter/build_model_best_kitti_xxs"), "--dataset", "kitti",

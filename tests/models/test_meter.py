@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from seldepth.models import create_model, list_models
+from seldepth.models.base import has_output
 
 EXPECTED_PARAMETERS = {"meter_xxs": 713_464, "meter_xs": 1_449_760, "meter_s": 3_295_168}
 
@@ -38,10 +39,10 @@ def test_forward_shape_and_finite(name, size):
 def test_every_parameter_gets_a_gradient(name):
     model = create_model(name).train()
     x = torch.randn(2, 3, 128, 128)
-    if hasattr(model, "forward_heads"):  # multi-head models: every head's output
+    if has_output(model, "heads"):  # multi-head models: every head's output
         out = model.forward_heads(x)
         sum(t.square().mean() for group in out for t in group).backward()
-    elif hasattr(model, "forward_tasks"):  # depth and semantics
+    elif has_output(model, "tasks"):  # depth and semantics
         sum(t.square().mean() for t in model.forward_tasks(x)).backward()
     else:
         model(x).square().mean().backward()

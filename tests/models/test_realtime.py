@@ -49,7 +49,7 @@ def test_detach_keeps_the_weights_and_the_outputs_of_the_kept_heads():
     x = torch.rand(1, 3, 64, 96)
     with torch.no_grad():
         ref = full.forward_heads(x)
-        small = full.detach("S")
+        small = full.up_to_head("S")
         out = small.forward_heads(x)
     assert small.heads == ("S", "XS") and small(x).shape == (1, 1, 8, 12)
     for a, b in zip(out.depth, ref.depth[2:]):
@@ -57,7 +57,7 @@ def test_detach_keeps_the_weights_and_the_outputs_of_the_kept_heads():
     for a, b in zip(out.semantics, ref.semantics[2:]):
         torch.testing.assert_close(a, b)
     with pytest.raises(ValueError, match="head 'L' is not built"):
-        small.detach("L")
+        small.up_to_head("L")
 
 
 def test_head_output_is_the_log_depth_of_the_loss():
@@ -91,13 +91,13 @@ def test_with_head_detaches_multi_head_models_only():
 
     full = create_model("realtime_depth")
     assert with_head(full, None) is full and with_head(full, "XS").heads == ("XS",)
-    with pytest.raises(ValueError, match="--head M: meter_xxs has no detachable output heads"):
+    with pytest.raises(ValueError, match="^head M: meter_xxs has no detachable output heads"):
         with_head(create_model("meter_xxs"), "M")
 
 
 def test_export_of_a_detached_head_matches_torch(tmp_path):
-    from seldepth.export import export_onnx
-    from seldepth.onnx_model import OnnxDepthModel
+    from seldepth.deploy.onnx_export import export_onnx
+    from seldepth.models.onnx_model import OnnxDepthModel
 
     model = create_model("realtime_depth", head="S").eval()
     model.preprocessing = Preprocessing(input_size=(64, 96))
@@ -110,7 +110,8 @@ def test_export_of_a_detached_head_matches_torch(tmp_path):
 def test_a_fixed_export_at_another_size_records_that_size(tmp_path):
     import json
 
-    from seldepth.export import export_onnx, read_onnx_props
+    from seldepth.deploy.onnx_export import export_onnx
+    from seldepth.models.onnx_model import read_onnx_props
 
     model = create_model("realtime_depth", head="S").eval()
     model.preprocessing = Preprocessing(input_size=(64, 96))

@@ -19,7 +19,9 @@ from helpers import tiny_train_args
 from seldepth.cli import main
 from seldepth.report import html as report_html
 from seldepth.report.html import sample_indices, write_report
-from seldepth.report.run_plots import read_metrics_csv, series
+from seldepth.report.run_plots import series
+from seldepth.training import run_folder
+from seldepth.training.run_folder import read_metrics_csv
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -192,7 +194,7 @@ def test_missing_folder_or_file_is_named_before_any_work(report_runs, tmp_path, 
         raise AssertionError("work started before the run folders were checked")
 
     monkeypatch.setattr(report_html, "metrics_table", no_work)
-    monkeypatch.setattr(report_html, "_read_yaml", no_work)
+    monkeypatch.setattr(run_folder, "read_yaml", no_work)
     out = tmp_path / "report.html"
     with pytest.raises(ValueError, match=re.escape(str(bad))) as info:
         write_report([report_runs[0], bad], out, progress=False)

@@ -15,7 +15,7 @@ from seldepth.evaluation import evaluate
 from seldepth.models import create_model
 from seldepth.models.model_file import save_model_file
 from seldepth.models.preprocessing import Preprocessing
-from seldepth.protocol import get_protocol
+from seldepth.evaluation.protocol import get_protocol
 from seldepth.report.ablation_plots import plot_ablation
 from seldepth.selectivity.ablation import (
     ablate,

@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from seldepth.data.collate import collate_samples
 from seldepth.data.sparse import SparseDepth, SparseDepthConfig
 from seldepth.data.spec import open_dataset
+from seldepth.data.subsets import Transformed, first_n, read_selection
 from seldepth.data.transforms import AugmentConfig, TrainTransform
 
 
@@ -56,33 +57,6 @@ class DataConfig:
                 raise ValueError(f"data.{key} must be >= 1 or null, got {getattr(self, key)}")
 
 
-class Transformed(Dataset):
-    """A data set whose samples pass through ``transform``."""
-
-    def __init__(self, dataset: Dataset, transform):
-        self.dataset = dataset
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> dict:
-        return self.transform(self.dataset[index])
-
-
-def reader_and_indices(dataset: Dataset) -> tuple[Dataset, list[int]]:
-    """The reader under ``Subset`` wrappers (``limit_*``, ``train_subset``) and each sample's index into it."""
-    indices = list(range(len(dataset)))
-    while isinstance(dataset, Subset):
-        indices = [dataset.indices[i] for i in indices]
-        dataset = dataset.dataset
-    return dataset, indices
-
-
-def _limit(dataset: Dataset, n: int | None) -> Dataset:
-    return dataset if n is None or n >= len(dataset) else Subset(dataset, range(n))
-
-
 class DepthDataModule(L.LightningDataModule):
     """Train (augmented, at ``input_size``), val and test (native resolution) loaders of a data spec."""
 
@@ -96,14 +70,12 @@ class DepthDataModule(L.LightningDataModule):
         if self.train_set is None:
             train = open_dataset(c.path, c.train_split)
             if c.train_subset:
-                from seldepth.active import read_selection
-
                 train = Subset(train, read_selection(c.train_subset, len(train)))
-            train = _limit(train, c.limit_train)
+            train = first_n(train, c.limit_train)
             if c.sparse.enabled:
                 train = SparseDepth(train, c.sparse)
             self.train_set = Transformed(train, TrainTransform(c.input_size, c.augment))
-            self.val_set = _limit(open_dataset(c.path, c.val_split), c.limit_val)
+            self.val_set = first_n(open_dataset(c.path, c.val_split), c.limit_val)
 
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
         c = self.config
@@ -141,8 +113,8 @@ class SequenceDataModule(DepthDataModule):
         c = self.config
         if self.train_set is None:
             try:
-                self.train_set = _limit(FrameSnippets(open_dataset(c.path, c.train_split), self.stride, tuple(c.input_size)),
+                self.train_set = first_n(FrameSnippets(open_dataset(c.path, c.train_split), self.stride, tuple(c.input_size)),
                                         c.limit_train)
-                self.val_set = _limit(FrameSnippets(open_dataset(c.path, c.val_split), self.stride), c.limit_val)
+                self.val_set = first_n(FrameSnippets(open_dataset(c.path, c.val_split), self.stride), c.limit_val)
             except DatasetError as exc:
                 raise DatasetError(f"data.path {c.path}: {exc}") from None

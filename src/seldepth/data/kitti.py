@@ -49,7 +49,7 @@ from seldepth.data.kitti_calib import (
     read_velodyne,
     velo_to_image,
 )
-from seldepth.data.sample import intrinsics_matrix, make_sample, read_intrinsics_file
+from seldepth.data.sample import FrameId, intrinsics_matrix, make_sample, read_intrinsics_file
 from seldepth.data.skipping import check_on_error, leave_out
 from seldepth.data.transforms import crop as crop_sample
 
@@ -511,15 +511,13 @@ class KITTIRaw(Dataset):
         return sample
 
     def sequence_frame(self, index: int):
-        """Where sample ``index`` sits in its drive (:class:`~seldepth.data.sequences.FrameId`): the drive and
+        """Where sample ``index`` sits in its drive (:class:`~seldepth.data.sample.FrameId`): the drive and
         camera, the frame number, and the camera-to-world pose from ``image_0X/poses.txt`` (one 3x4 row-major
         pose per frame, PackNet's layout) when the drive has one.
 
         Raises:
             DatasetError: naming the image, when it is not in a ``DRIVE/image_0X/data/`` folder.
         """
-        from seldepth.data.sequences import FrameId
-
         item = self.items[index]
         if item.drive is None or item.frame is None or not item.frame.isdigit():
             raise DatasetError(f"{item.rgb}: not a frame of a KITTI raw drive (DRIVE/image_0X/data/NNNNNNNNNN.png), "

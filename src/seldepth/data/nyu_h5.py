@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from seldepth.data.errors import DatasetError
-from seldepth.data.nyu import nyu_intrinsics
+from seldepth.data.nyu_densedepth import nyu_intrinsics
 from seldepth.data.sample import make_sample
 from seldepth.data.skipping import check_on_error, leave_out
 

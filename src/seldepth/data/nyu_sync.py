@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 
 from seldepth.data.errors import DatasetError
 from seldepth.data.images import read_depth_png, read_rgb
-from seldepth.data.nyu import NYU_INTRINSICS, NYU_SIZE
+from seldepth.data.nyu_densedepth import NYU_INTRINSICS, NYU_SIZE
 from seldepth.data.sample import intrinsics_matrix, make_sample
 from seldepth.data.skipping import check_on_error, leave_out
 

@@ -8,6 +8,7 @@ intrinsics of the wrong shape. Depth is never resized here.
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -87,3 +88,12 @@ def read_intrinsics_file(path: Path) -> torch.Tensor:
     if arr.shape != (3, 3) or not np.isfinite(arr).all():
         raise DatasetError(f"{path}: expected a finite 3x3 intrinsics matrix, got shape {arr.shape}")
     return torch.from_numpy(arr).float()
+
+
+@dataclass(frozen=True)
+class FrameId:
+    """Where a sample sits in a video: its sequence, its frame number and its camera-to-world pose (4, 4) if known."""
+
+    sequence: str
+    number: int
+    pose: np.ndarray | None = None

@@ -11,31 +11,21 @@ sample is the target's sample dict plus::
                      every frame has one (synthetic, KITTI with poses.txt); else identities
     source_pose_known  bool, whether source_pose holds real poses
     snippet          int64, the snippet's number in this data set (for per-snippet motion
-                     corrections, see seldepth.selfsupervised)
+                     corrections, see seldepth.training.selfsup)
 
 The target keeps its depth (for validation; self-supervised training does not read it).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from seldepth.data.datamodule import reader_and_indices
+from seldepth.data.sample import FrameId
+from seldepth.data.subsets import reader_and_indices
 from seldepth.data.errors import DatasetError
 from seldepth.data.transforms import resize
-
-
-@dataclass(frozen=True)
-class FrameId:
-    """Where a sample sits in a video: its sequence, its frame number and its camera-to-world pose (4, 4) if known."""
-
-    sequence: str
-    number: int
-    pose: np.ndarray | None = None
 
 
 def frame_ids(dataset: Dataset) -> list[FrameId]:

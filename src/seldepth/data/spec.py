@@ -41,20 +41,20 @@ class Layout:
 
 
 def _nyu_default_K(height: int, width: int):
-    from seldepth.data.nyu import nyu_intrinsics
+    from seldepth.data.nyu_densedepth import nyu_intrinsics
 
     return nyu_intrinsics(height, width)
 
 
 # Tried in order; the first whose probe accepts the path is used.
 LAYOUTS: dict[str, list[Layout]] = {
-    "nyu": [Layout("nyu_labeled", "NYULabeled"), Layout("nyu_h5", "NYUH5"), Layout("nyu", "NYUDenseDepth"),
+    "nyu": [Layout("nyu_labeled", "NYULabeled"), Layout("nyu_h5", "NYUH5"), Layout("nyu_densedepth", "NYUDenseDepth"),
             Layout("annotations", "AnnotatedPairs"), Layout("nyu_sync", "NYUSync"),
             Layout("folder", "FolderPairs", {"scale": 1000.0, "default_K": _nyu_default_K})],
     "kitti": [Layout("annotations", "AnnotatedPairs"), Layout("kitti", "KITTIRaw"),
               Layout("folder", "FolderPairs", {"scale": 256.0})],
     "folder": [Layout("folder", "FolderPairs")],
-    "synthetic": [Layout("nyu", "NYUDenseDepth")],
+    "synthetic": [Layout("nyu_densedepth", "NYUDenseDepth")],
 }
 
 

@@ -105,7 +105,7 @@ class TrainTransform:
     """Random crop (K updated) -> resize to the input size -> flip -> colour jitter -> channel permutation.
 
     The sample gains ``teacher_image`` (3, H, W): the image after the geometric steps only, which
-    teacher networks (:mod:`seldepth.teachers`) see instead of the colour-augmented ``image``.
+    teacher networks (:mod:`seldepth.training.teachers`) see instead of the colour-augmented ``image``.
     """
 
     def __init__(self, size: tuple[int, int], augment: AugmentConfig = AugmentConfig()):

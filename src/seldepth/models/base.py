@@ -25,6 +25,10 @@ class DepthModel(nn.Module):
     ``size_multiple``: input sides the model runs without padding (others are padded inside
     ``forward``, so hidden activations then cover more than the image).
     ``output_stride``: the depth map is ceil(H / output_stride) x ceil(W / output_stride).
+    ``outputs``: what the model can return besides ``forward``'s depth (see :func:`has_output`):
+    ``"heads"`` when ``forward_heads(x)`` returns every built output head (depth maps at several
+    strides and, with semantic classes, their logits), ``"tasks"`` when ``forward_tasks(x)``
+    returns depth and semantic logits together.
     """
 
     name: str = ""
@@ -32,6 +36,7 @@ class DepthModel(nn.Module):
     selectivity_layers: dict[str, str] = {}
     size_multiple: int = 1
     output_stride: int = 1
+    outputs: tuple[str, ...] = ("depth",)
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         """Number of parameters (all, or only those that require gradients)."""
@@ -69,6 +74,19 @@ class DepthModel(nn.Module):
         return modules[path]
 
 
+OUTPUTS = ("depth", "heads", "tasks")
+
+
+def has_output(model, output: str) -> bool:
+    """Whether ``model`` declares ``output`` in its ``outputs`` (``depth``, ``heads`` or ``tasks``; see :class:`DepthModel`).
+
+    Models without the declaration (an ONNX Runtime session, a foreign module) have depth only.
+    """
+    if output not in OUTPUTS:
+        raise ValueError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
+    return output in getattr(model, "outputs", ("depth",))
+
+
 def with_head(model, head: str | None):
     """``model`` computing only up to output ``head`` (multi-head models such as ``realtime_depth``); None: unchanged.
 
@@ -77,6 +95,6 @@ def with_head(model, head: str | None):
     """
     if head is None:
         return model
-    if not hasattr(model, "detach") or not hasattr(model, "heads"):
-        raise ValueError(f"--head {head}: {getattr(model, 'name', type(model).__name__)} has no detachable output heads")
-    return model.detach(head)
+    if not has_output(model, "heads"):
+        raise ValueError(f"head {head}: {getattr(model, 'name', type(model).__name__)} has no detachable output heads")
+    return model.up_to_head(head)

@@ -22,6 +22,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
+from seldepth.atomic import atomic_path
 from seldepth.models.base import DepthModel
 from seldepth.models.preprocessing import Preprocessing
 from seldepth.models.registry import create_model
@@ -42,10 +43,9 @@ def save_model_file(model: DepthModel, path: str | os.PathLike, preprocessing: P
         "provenance": json.dumps(provenance or {}),
     }
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+        os.chmod(tmp, 0o644)
     return path
 
 
@@ -99,7 +99,7 @@ def load_model(path: str | os.PathLike) -> DepthModel:
     if path.suffix == ".ckpt":
         return _load_lightning_checkpoint(path)
     if path.suffix == ".onnx":
-        from seldepth.onnx_model import OnnxDepthModel  # ONNX Runtime session with the same interface
+        from seldepth.models.onnx_model import OnnxDepthModel  # ONNX Runtime session with the same interface
 
         return OnnxDepthModel(path)
     meta = read_metadata(path)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -112,6 +113,7 @@ class RealtimeDepth(DepthModel):
         self.config = cfg
         self.name = name
         self.size_multiple = 16
+        self.outputs = ("depth", "heads")
         c, e = cfg.channels, cfg.expansion
         self.heads = HEADS[HEADS.index(cfg.head):]  # built heads, finest first
         self.output_stride = HEAD_STRIDE[cfg.head]
@@ -162,7 +164,7 @@ class RealtimeDepth(DepthModel):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.forward_heads(image).depth[0]
 
-    def detach(self, head: str) -> "RealtimeDepth":
+    def up_to_head(self, head: str) -> "RealtimeDepth":
         """A model computing only up to ``head``, with this model's weights (and preprocessing, if any)."""
         if head not in self.heads:
             raise ValueError(f"head {head!r} is not built in this model; available: {', '.join(self.heads)}")
@@ -173,6 +175,11 @@ class RealtimeDepth(DepthModel):
             if hasattr(self, attr):
                 setattr(model, attr, getattr(self, attr))
         return model.train(self.training)
+
+    def detach(self, head: str) -> "RealtimeDepth":
+        """Deprecated alias of :meth:`up_to_head` (the name shadowed ``Tensor.detach``); removed in the next release."""
+        warnings.warn("RealtimeDepth.detach(head) is deprecated; use up_to_head(head)", DeprecationWarning, stacklevel=2)
+        return self.up_to_head(head)
 
 
 def _build(**options) -> RealtimeDepth:

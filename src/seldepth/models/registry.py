@@ -1,4 +1,9 @@
-"""The model registry: models are built by name, and one registry drives the CLI, export and tests."""
+"""The model registry: models are built by name, and one registry drives the CLI, export and tests.
+
+The registry imports no model: each model module registers its models when it is imported, and
+``seldepth.models`` (the package) imports every built-in model module, so that importing anything
+from ``seldepth.models`` fills the registry.
+"""
 
 from __future__ import annotations
 
@@ -27,7 +32,6 @@ def register_model(name: str, factory: Callable[..., nn.Module], kind: str = "de
 
 def list_models(kind: str = "depth") -> list[str]:
     """Names of the registered models of one kind (``depth`` or ``pose``), sorted."""
-    _import_builtin_models()
     return sorted(n for n in _REGISTRY if _KINDS[n] == kind)
 
 
@@ -40,7 +44,6 @@ def create_model(name: str, **options) -> nn.Module:
         >>> create_model("realtime_depth", head="M", semantic_classes=5).heads
         ('M', 'S', 'XS')
     """
-    _import_builtin_models()
     try:
         factory = _REGISTRY[name]
     except KeyError:
@@ -52,6 +55,3 @@ def create_model(name: str, **options) -> nn.Module:
     except TypeError as exc:  # an option the config does not have
         raise ValueError(f"model {name!r}: bad options {options}: {exc}") from None
 
-
-def _import_builtin_models() -> None:
-    from seldepth.models import meter, pose, realtime, synergy  # noqa: F401  (register their models on import)

@@ -140,6 +140,7 @@ class SynergyDepth(DepthModel):
         super().__init__()
         self.config = cfg
         self.name = name
+        self.outputs = ("depth", "tasks")
         self.size_multiple = METER_SIZE_MULTIPLE
         self.output_stride = 4
         meter = METER_VARIANTS[cfg.backbone]

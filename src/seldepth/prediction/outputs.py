@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from seldepth.atomic import atomic_path
-from seldepth.report.colormap import colorize_depth
+from seldepth.colormap import colorize_depth
 
 PNG_SCALE = 1000.0  # 16-bit PNG holds millimetres (NYU convention); 0 = invalid
 

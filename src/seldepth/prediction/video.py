@@ -10,7 +10,7 @@ import av
 import numpy as np
 
 from seldepth.atomic import atomic_path
-from seldepth.report.colormap import colorize_depth
+from seldepth.colormap import colorize_depth
 
 PREFERRED_CODECS = ("libx264", "mpeg4")
 

@@ -26,26 +26,21 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import os
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from tqdm.auto import tqdm
 
 from seldepth.atomic import write_text_atomic
 from seldepth.report.ablation_plots import plot_ablation
-from seldepth.report.run_plots import (plot_mean_ds_comparison, plot_prediction_grid,
-                                       plot_training_curves, read_metrics_csv, run_colors)
+from seldepth.report.run_plots import plot_mean_ds_comparison, plot_prediction_grid, plot_training_curves, run_colors
 from seldepth.report.selectivity_plots import plot_unit_responses
-from seldepth.selectivity.dissect import LayerSelectivity
+from seldepth.training.run_folder import RunFolder
 
-REQUIRED_FILES = ("config.yaml", "results.json")
 MISSING = "&mdash;"
 
 CSS = """
@@ -70,114 +65,6 @@ code { background: #f6f6f6; padding: 0 0.2em; }
 """
 
 
-@dataclass
-class RunFolder:
-    """A training run folder as the report reads it.
-
-    Attributes:
-        name: the label in the report (the folder name, with its parent if two folders share a name).
-        path: the folder.
-        config: ``config.yaml`` (the resolved config, read as is).
-        results: ``results.json``.
-    """
-
-    name: str
-    path: Path
-    config: dict
-    results: dict
-    _cache: dict = field(default_factory=dict, repr=False)
-
-    def config_section(self, key: str) -> dict:
-        """A mapping of the config (``{}`` if absent or not a mapping)."""
-        value = self.config.get(key)
-        return value if isinstance(value, dict) else {}
-
-    @property
-    def model_name(self) -> str:
-        return str(self.config.get("model", "?"))
-
-    @property
-    def regularised_layers(self) -> list[str]:
-        """The layers the selectivity regulariser acted on (empty if it was off)."""
-        sel = self.config_section("selectivity")
-        layers = sel.get("layers") or []
-        if isinstance(layers, str):
-            layers = [s.strip() for s in layers.split(",") if s.strip()]
-        return [str(x) for x in layers] if sel.get("weight", 1) else []
-
-    @property
-    def data_spec(self) -> str | None:
-        return self.config_section("data").get("path")
-
-    @property
-    def test_split(self) -> str:
-        return str(self.config_section("data").get("test_split") or "test")
-
-    @property
-    def model_file(self) -> Path | None:
-        path = self.path / "model.safetensors"
-        return path if path.is_file() else None
-
-    def metrics_log(self) -> dict[str, np.ndarray] | None:
-        """Columns of ``csv/metrics.csv``, or None without one."""
-        if "log" not in self._cache:
-            path = self.path / "csv" / "metrics.csv"
-            self._cache["log"] = read_metrics_csv(path) if path.is_file() else None
-        return self._cache["log"]
-
-    def dissection(self) -> dict | None:
-        """``dissect/selectivity.json``, or None without one."""
-        if "dissection" not in self._cache:
-            path = self.path / "dissect" / "selectivity.json"
-            self._cache["dissection"] = _read_json(path) if path.is_file() else None
-        return self._cache["dissection"]
-
-    def layer_selectivity(self, layer: str) -> LayerSelectivity | None:
-        """One layer of ``dissect/selectivity.npz`` (with the JSON's module path), or None if it is not there."""
-        npz = self.path / "dissect" / "selectivity.npz"
-        if not npz.is_file():
-            return None
-        with np.load(npz) as arrays:
-            if f"{layer}/R" not in arrays:
-                return None
-            a = {k: torch.from_numpy(np.array(arrays[f"{layer}/{k}"]))
-                 for k in ("R", "sums", "counts", "ds", "preferred_bin", "edges") if f"{layer}/{k}" in arrays}
-        info = ((self.dissection() or {}).get("layers") or {}).get(layer, {})
-        defined = torch.ones(a["R"].shape[0], dtype=torch.bool)
-        defined[[int(i) for i in info.get("ds_undefined_units", [])]] = False
-        counts = a.get("counts", torch.tensor(info.get("counts", [1] * a["R"].shape[1]), dtype=torch.float64))
-        return LayerSelectivity(layer, info.get("module", layer), a["edges"].double(), a.get("sums", a["R"] * counts),
-                                counts.double(), a["R"].double(), a["ds"].double(),
-                                a.get("preferred_bin", a["R"].abs().argmax(1)).long(), defined)
-
-    def ablation(self) -> dict | None:
-        """``ablation/ablation.json``, or None without one."""
-        if "ablation" not in self._cache:
-            path = self.path / "ablation" / "ablation.json"
-            self._cache["ablation"] = _read_json(path) if path.is_file() else None
-        return self._cache["ablation"]
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: not readable JSON ({exc})") from None
-    if not isinstance(value, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(value).__name__}")
-    return value
-
-
-def _read_yaml(path: Path) -> dict:
-    try:
-        value = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ValueError(f"{path}: not readable YAML ({exc})") from None
-    if not isinstance(value, dict):
-        raise ValueError(f"{path}: expected a mapping of config keys, got {type(value).__name__}")
-    return value
-
-
 def check_run_dirs(run_dirs: list) -> list[Path]:
     """The run folders as paths, after checking that each exists and holds ``config.yaml`` and ``results.json``.
 
@@ -190,11 +77,7 @@ def check_run_dirs(run_dirs: list) -> list[Path]:
     if not paths:
         raise ValueError("run_dirs: expected at least one run folder")
     for path in paths:
-        if not path.is_dir():
-            raise ValueError(f"run folder {path} does not exist (or is not a folder)")
-        for name in REQUIRED_FILES:
-            if not (path / name).is_file():
-                raise ValueError(f"run folder {path} has no {name} (expected a folder written by seldepth train)")
+        RunFolder(path).check()
     return paths
 
 
@@ -213,8 +96,10 @@ def run_names(paths: list[Path]) -> list[str]:
 def load_runs(run_dirs: list) -> list[RunFolder]:
     """Check all folders (:func:`check_run_dirs`), then read their configs and results."""
     paths = check_run_dirs(run_dirs)
-    return [RunFolder(name, path, _read_yaml(path / "config.yaml"), _read_json(path / "results.json"))
-            for name, path in zip(run_names(paths), paths)]
+    runs = [RunFolder(path, name) for name, path in zip(run_names(paths), paths)]
+    for run in runs:  # read now: a broken file stops the report before any work
+        run.config, run.results
+    return runs
 
 
 # ---------------------------------------------------------------------------------------- building blocks

@@ -1,6 +1,5 @@
 """Plots comparing training runs (the figures of ``seldepth report``).
 
-- :func:`read_metrics_csv`: a run's ``csv/metrics.csv`` (Lightning's CSVLogger) as columns.
 - :func:`plot_training_curves`: train loss per step, val RMSE, val mean DS and train assigned DS, runs overlaid.
 - :func:`plot_prediction_grid`: RGB, ground truth, each run's prediction and |error|, one fixed depth range.
 - :func:`plot_mean_ds_comparison`: per-layer mean DS, grouped bars of several runs, regularised layers marked.
@@ -11,7 +10,6 @@ directly (no pyplot, no global backend change); each ``plot_*`` writes a PNG and
 
 from __future__ import annotations
 
-import csv
 import os
 from pathlib import Path
 
@@ -22,7 +20,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from seldepth.report.colormap import colorize_depth
+from seldepth.colormap import colorize_depth
 from seldepth.report.selectivity_plots import _save
 
 DEPTH_CMAP = "turbo"  # colorize_depth's default
@@ -33,35 +31,6 @@ def run_colors(names: list[str]) -> dict[str, tuple]:
     """One colour per run (tab10, cycling), the same in every figure of a report."""
     cmap = colormaps["tab10"]
     return {name: cmap(i % 10) for i, name in enumerate(names)}
-
-
-def read_metrics_csv(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Columns of a Lightning CSVLogger ``metrics.csv`` as float arrays (NaN where a row leaves a cell empty).
-
-    Rows hold only some columns (train rows per logged step, val rows per epoch, learning-rate
-    rows without an epoch), so every column has one entry per row.
-
-    Raises:
-        ValueError: naming the file, for a cell that is not a number.
-    """
-    path = Path(path)
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    if not rows:
-        return {}
-    header, body = rows[0], rows[1:]
-    columns: dict[str, np.ndarray] = {}
-    for j, name in enumerate(header):
-        values = np.full(len(body), np.nan)
-        for i, row in enumerate(body):
-            cell = row[j].strip() if j < len(row) else ""
-            if cell:
-                try:
-                    values[i] = float(cell)
-                except ValueError:
-                    raise ValueError(f"{path}: row {i + 2}, column {name!r}: not a number: {cell!r}") from None
-        columns[name] = values
-    return columns
 
 
 def series(log: dict[str, np.ndarray], column: str, x: str = "step") -> tuple[np.ndarray, np.ndarray]:
@@ -93,7 +62,7 @@ def plot_training_curves(logs: dict[str, dict[str, np.ndarray]], path: str | os.
     per epoch, ``val/ds/LAYER`` per epoch and ``train/ds_assigned/LAYER`` per step (one line style per layer).
 
     Args:
-        logs: {run name: columns of :func:`read_metrics_csv`}.
+        logs: {run name: columns of :func:`seldepth.training.run_folder.read_metrics_csv`}.
         path: output PNG.
         colors: {run name: colour}; default :func:`run_colors`.
 

@@ -519,7 +519,7 @@ def ablate(model: nn.Module, dataset: Dataset, layer: str, fractions=DEFAULT_FRA
         bins, depth_range: of the dissection that gives each unit's DS (see
             :func:`~seldepth.selectivity.dissect.dissect`).
         protocol: evaluation protocol name (``nyu``, ``kitti``, ``synthetic``, ``none``) or a
-            :class:`~seldepth.protocol.Protocol`.
+            :class:`~seldepth.evaluation.protocol.Protocol`.
         batch_size: images per forward pass.
         progress: show progress bars.
         selectivity: optional precomputed (K,) DS of the layer's units; skips the dissection.
@@ -534,8 +534,8 @@ def ablate(model: nn.Module, dataset: Dataset, layer: str, fractions=DEFAULT_FRA
     from seldepth.data.collate import collate_samples
     from seldepth.data.skipping import sample_batches
     from seldepth.inference import predict_depth
-    from seldepth.metrics import DepthMetrics
-    from seldepth.protocol import Protocol, get_protocol
+    from seldepth.evaluation.metrics import DepthMetrics
+    from seldepth.evaluation.protocol import Protocol, get_protocol
 
     path, fractions = check_ablation_args(model, layer, fractions, seeds, mode)
     proto = protocol if isinstance(protocol, Protocol) else get_protocol(protocol)

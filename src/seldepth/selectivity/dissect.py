@@ -129,6 +129,18 @@ class LayerSelectivity:
     preferred_bin: torch.Tensor
     ds_defined: torch.Tensor
 
+    @classmethod
+    def from_arrays(cls, name: str, info: dict, arrays) -> "LayerSelectivity":
+        """One layer from the arrays of a saved ``selectivity.npz`` and its entry in ``selectivity.json``."""
+        a = {k: torch.from_numpy(np.array(arrays[f"{name}/{k}"]))
+             for k in ("R", "sums", "counts", "ds", "preferred_bin", "edges") if f"{name}/{k}" in arrays}
+        responses = a["R"].double()
+        defined = torch.ones(responses.shape[0], dtype=torch.bool)
+        defined[[int(i) for i in info.get("ds_undefined_units", [])]] = False
+        counts = a.get("counts", torch.tensor(info.get("counts", [1] * responses.shape[1]), dtype=torch.float64)).double()
+        return cls(name, info.get("module", name), a["edges"].double(), a.get("sums", responses * counts).double(),
+                   counts, responses, a["ds"].double(), a.get("preferred_bin", responses.abs().argmax(1)).long(), defined)
+
     @property
     def num_units(self) -> int:
         return int(self.sums.shape[0])
@@ -212,6 +224,38 @@ class DissectionResult:
         with atomic_path(npz_path) as tmp, open(tmp, "wb") as f:
             np.savez(f, **arrays)
         return {"json": json_path, "npz": npz_path}
+
+
+    @classmethod
+    def load(cls, out_dir: str | os.PathLike) -> "DissectionResult":
+        """Read back what :meth:`save` wrote into ``out_dir`` (``selectivity.json`` and ``selectivity.npz``).
+
+        A layer missing from the NPZ is left out. A quantile scheme comes back without its fitted
+        sample: the saved edges hold what it gave.
+
+        Raises:
+            ValueError: naming the file, when either is missing or not readable.
+        """
+        out = Path(out_dir)
+        json_path, npz_path = out / "selectivity.json", out / "selectivity.npz"
+        try:
+            doc = json.loads(json_path.read_text())
+            bins = doc["bins"]
+            scheme = BinScheme(kind=bins["kind"], num_bins=int(bins["num_bins"]), params=dict(bins["params"]))
+            infos = doc.get("layers") or {}
+            depth_range = tuple(float(v) for v in doc["depth_range"])
+            num_images = int(doc.get("num_images", 0))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{json_path}: not a dissection written by seldepth dissect ({exc})") from None
+        layers = {}
+        try:
+            with np.load(npz_path) as arrays:
+                for name, info in infos.items():
+                    if f"{name}/R" in arrays:
+                        layers[name] = LayerSelectivity.from_arrays(name, info, arrays)
+        except (OSError, ValueError, KeyError) as exc:
+            raise ValueError(f"{npz_path}: not readable ({exc})") from None
+        return cls(layers, scheme, depth_range, num_images, doc.get("info") or {})
 
 
 def format_table(result: DissectionResult) -> str:

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from seldepth.data.nyu import nyu_intrinsics
+from seldepth.data.nyu_densedepth import nyu_intrinsics
 
 
 def intrinsics(size: tuple[int, int]) -> np.ndarray:

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from seldepth.atomic import atomic_path
 from seldepth.data.synthetic.geometry import CLASSES
 from seldepth.data.synthetic.render import (
     MAX_DEPTH,
@@ -98,10 +99,9 @@ def split_of_scenes(num: int, seed: int, splits=(0.8, 0.1, 0.1)) -> list[str]:
 
 
 def _replace_write(path: Path, write) -> None:
-    """Write through ``write(tmp_path)`` to a temporary name, then move it into place."""
-    tmp = path.with_name(f".{path.name}.partial")
-    write(tmp)
-    os.replace(tmp, path)
+    """Write through ``write(tmp_path)`` to a unique temporary name, then move it into place."""
+    with atomic_path(path) as tmp:
+        write(tmp)
 
 
 def _save_png(path: Path, array: np.ndarray) -> None:

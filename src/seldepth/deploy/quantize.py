@@ -1,235 +1,26 @@
-"""Exporting a depth model to ONNX (checked against torch) and quantising it to INT8 with ONNX Runtime.
+"""Quantising an ONNX export to INT8 with ONNX Runtime's static quantisation, calibrated on images.
 
-The ONNX graph takes the *preprocessed* image ``image: (B, 3, h, w)`` float32 and returns
-``depth: (B, 1, h', w')`` in metres. Its ``metadata_props`` record what is needed to use it
-(all strings, JSON where structured):
-
-    ``format``          ``seldepth-onnx-1``
-    ``architecture``    registry name of the source model, e.g. ``meter_xxs``
-    ``config``          the architecture's dataclass config
-    ``preprocessing``   :class:`~seldepth.models.preprocessing.Preprocessing` as a dict
-    ``output_unit``     ``m``
-    ``size_multiple``   input sides the graph accepts (dynamic export) without padding
-    ``dynamic``         ``true`` if batch, height and width are dynamic
-    ``precision``       ``fp32`` or ``int8``
-    ``provenance``      the source model file's provenance plus the export's (source file, check)
-
-Example:
-    >>> info = export_onnx(load_model("meter_xxs_nyu.safetensors"), "meter.onnx")
-    >>> info["max_abs_diff_m"] < 1e-4
-    True
+The output stage (the last convolutions before the depth) stays in FP32 by default: any INT8
+tensor there shifts the depth by several percent. :func:`int8_slower_nodes` lists the nodes whose
+INT8 kernels run slower than FP32 on CPUs (narrow convolutions), which are left in FP32 too.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import logging
 import os
 import tempfile
-import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from seldepth.atomic import atomic_path
+from seldepth.deploy.onnx_export import ExportError, _quiet, _save_onnx_atomic
 from seldepth.models.base import pad_to_multiple
+from seldepth.models.onnx_model import ort_session, read_onnx_props
 from seldepth.models.preprocessing import Preprocessing
 
-ONNX_FORMAT = "seldepth-onnx-1"
-EXPORT_FORMATS = ("onnx",)
-FP32_TOLERANCE_M = 1e-4
 # ONNX op types quantised by default (see quantize_int8)
 INT8_OP_TYPES = ("Conv", "Relu", "Add", "Concat", "Gemm", "MatMul")
-
-
-class ExportError(ValueError):
-    """A bad export request (format, options) or an export that failed its check."""
-
-
-def check_export_args(fmt: str, int8: bool = False, calibration: str | None = None) -> None:
-    """Fail before any work on an unknown format or ``int8`` without calibration data."""
-    if fmt not in EXPORT_FORMATS:
-        raise ExportError(f"unknown export format {fmt!r}; available: {', '.join(EXPORT_FORMATS)}")
-    if int8 and not calibration:
-        raise ExportError("--int8 needs --calibration DATA_SPEC (images to calibrate the activation ranges)")
-
-
-def _save_onnx_atomic(proto, path: Path) -> None:
-    import onnx
-
-    with atomic_path(path) as tmp:
-        onnx.save_model(proto, str(tmp))
-        os.chmod(tmp, 0o644)
-
-
-def _quiet():
-    """Silence the exporter's progress lines and warnings (they go to stdout, stderr and logging)."""
-    stack = contextlib.ExitStack()
-    stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
-    stack.enter_context(warnings.catch_warnings())
-    warnings.simplefilter("ignore")
-    for name in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript"):
-        logger = logging.getLogger(name)
-        old = logger.level
-        logger.setLevel(logging.ERROR)
-        stack.callback(logger.setLevel, old)
-    return stack
-
-
-def ort_session(path: str | os.PathLike, threads: int | None = None, optimization: str = "all"):
-    """An ONNX Runtime CPU session on ``path`` with ``threads`` intra-op threads (None: ORT's default)."""
-    import onnxruntime as ort
-
-    levels = {"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-              "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
-    if optimization not in levels:
-        raise ValueError(f"unknown graph optimisation level {optimization!r}; available: {', '.join(levels)}")
-    so = ort.SessionOptions()
-    so.graph_optimization_level = levels[optimization]
-    so.log_severity_level = 3
-    if threads:
-        so.intra_op_num_threads = int(threads)
-        so.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-
-
-def _preprocessing_of(model) -> Preprocessing:
-    return getattr(model, "preprocessing", None) or Preprocessing()
-
-
-def export_onnx(model: torch.nn.Module, path: str | os.PathLike, input_size: tuple[int, int] | None = None,
-                dynamic: bool = False, opset: int | None = None, check_images: list[torch.Tensor] | None = None,
-                source: str | os.PathLike | None = None, verbose: bool = False) -> dict:
-    """Export a depth model to ONNX with the dynamo exporter and check it against torch with ONNX Runtime.
-
-    Args:
-        model: a :class:`~seldepth.models.base.DepthModel` (e.g. from ``load_model``; its
-            ``preprocessing`` and ``metadata`` are recorded).
-        path: output ``.onnx`` file (written atomically).
-        input_size: (h, w) of the network input; default ``model.preprocessing.input_size``.
-        dynamic: make batch, height and width dynamic. Height and width then must be multiples
-            of ``model.size_multiple`` (64 for METER: its internal padding to 64 does not
-            export with symbolic sizes); :class:`~seldepth.onnx_model.OnnxDepthModel` pads
-            other sizes itself, as METER's ``forward`` does. Otherwise all sizes are fixed (batch 1).
-        opset: ONNX opset (default the exporter's).
-        check_images: optional (3, H, W) RGB images in [0, 1]; preprocessed and checked too.
-        source: the model file the model came from (recorded in the provenance).
-
-    Returns:
-        ``{"path", "max_abs_diff_m", "checked_inputs", "input_size", "dynamic", "opset"}``.
-
-    Raises:
-        ExportError: the ONNX output differs from torch by more than 1e-4 m.
-    """
-    import onnx
-
-    path = Path(path)
-    prep = _preprocessing_of(model)
-    size = tuple(input_size or prep.input_size or (192, 256))
-    if len(size) != 2 or min(size) < 1:
-        raise ExportError(f"input_size must be (h, w) with positive sides, got {size}")
-    multiple = int(getattr(model, "size_multiple", 1) or 1)
-    if dynamic and (size[0] % multiple or size[1] % multiple):
-        raise ExportError(f"a dynamic export traces at sides that are multiples of {multiple}; got input size {size}")
-    was_training = model.training
-    model.eval()
-    batch = 2 if dynamic else 1
-    example = torch.randn(batch, 3, *size, generator=torch.Generator().manual_seed(0))
-    kwargs = {"dynamo": True, "input_names": ["image"], "output_names": ["depth"], "verbose": False}
-    if opset is not None:
-        kwargs["opset_version"] = int(opset)
-    if dynamic:
-        from torch.export import Dim
-
-        arg = "image" if "image" in _forward_arg_names(model) else _forward_arg_names(model)[0]
-        if multiple > 1:
-            hd = multiple * Dim("height_blocks", min=1, max=max(2, 4096 // multiple))
-            wd = multiple * Dim("width_blocks", min=1, max=max(2, 4096 // multiple))
-        else:
-            hd, wd = Dim("height", min=2, max=4096), Dim("width", min=2, max=4096)
-        kwargs["dynamic_shapes"] = {arg: {0: Dim("batch", min=1, max=1024), 2: hd, 3: wd}}
-    # check against torch before anything lands at ``path``
-    inputs = [example]
-    if dynamic:
-        other = (size[0] + multiple if multiple > 1 else size[0] + 8, size[1] + multiple if multiple > 1 else size[1] + 8)
-        inputs.append(torch.randn(1, 3, *other, generator=torch.Generator().manual_seed(1)))
-    else:
-        inputs.append(torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(1)))
-    fixed_prep = Preprocessing(size, prep.mean, prep.std, prep.resize)
-    for image in check_images or []:
-        inputs.append(fixed_prep(image[None].float()))
-    with tempfile.TemporaryDirectory() as tmpdir:
-        candidate = Path(tmpdir) / "model.onnx"
-        try:
-            with (contextlib.nullcontext() if verbose else _quiet()):
-                torch.onnx.export(model, (example,), str(candidate), **kwargs)
-            proto = onnx.load(str(candidate))
-            diff = max_abs_difference(model, candidate, inputs)
-        finally:
-            model.train(was_training)
-    arch = getattr(model, "name", "") or type(model).__name__
-    if not diff <= FP32_TOLERANCE_M:
-        raise ExportError(f"ONNX export of {arch} differs from torch by {diff:.3g} m "
-                          f"(> {FP32_TOLERANCE_M:g} m); not written to {path}")
-
-    meta = getattr(model, "metadata", None) or {}
-    provenance = dict(meta.get("provenance") or {})
-    provenance["onnx_export"] = {"source_file": str(source) if source else None, "exporter": "torch.onnx.export(dynamo=True)",
-                                 "torch": torch.__version__, "input_size": list(size), "dynamic": dynamic,
-                                 "max_abs_diff_m": diff}
-    onnx.helper.set_model_props(proto, {
-        "format": ONNX_FORMAT,
-        "architecture": arch,
-        "config": json.dumps(model.config_dict() if hasattr(model, "config_dict") else meta.get("config", {})),
-        "preprocessing": json.dumps((prep if dynamic else fixed_prep).to_dict()),  # a fixed export: its own input size
-        "output_unit": "m",
-        "size_multiple": str(multiple),
-        "dynamic": "true" if dynamic else "false",
-        "precision": "fp32",
-        "provenance": json.dumps(provenance),
-    })
-    opset_used = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
-    _save_onnx_atomic(proto, path)
-    return {"path": str(path), "max_abs_diff_m": diff, "checked_inputs": len(inputs), "input_size": list(size),
-            "dynamic": dynamic, "opset": opset_used}
-
-
-def _forward_arg_names(model) -> list[str]:
-    import inspect
-
-    return [p for p in inspect.signature(model.forward).parameters]
-
-
-@torch.no_grad()
-def max_abs_difference(model: torch.nn.Module, onnx_path: str | os.PathLike, inputs: list[torch.Tensor],
-                       threads: int | None = None) -> float:
-    """Largest |torch - ONNX Runtime| over preprocessed ``inputs`` (each (B, 3, h, w)), in metres."""
-    session = ort_session(onnx_path, threads=threads)
-    name = session.get_inputs()[0].name
-    was_training = model.training
-    model.eval()
-    try:
-        worst = 0.0
-        for x in inputs:
-            ref = model(x.float()).numpy()
-            out = session.run(None, {name: x.float().numpy()})[0]
-            if out.shape != ref.shape:
-                raise ExportError(f"ONNX output shape {out.shape} differs from torch's {ref.shape} for input {tuple(x.shape)}")
-            worst = max(worst, float(np.abs(out - ref).max()))
-    finally:
-        model.train(was_training)
-    return worst
-
-
-def read_onnx_props(path: str | os.PathLike) -> dict[str, str]:
-    """The raw ``metadata_props`` of an ONNX file."""
-    import onnx
-
-    proto = onnx.load(str(path), load_external_data=False)
-    return {p.key: p.value for p in proto.metadata_props}
 
 
 def calibration_inputs(dataset, preprocessing: Preprocessing, num_images: int, size_multiple: int = 1) -> list[np.ndarray]:

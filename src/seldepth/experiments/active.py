@@ -34,17 +34,19 @@ from pathlib import Path
 
 import yaml
 
-from seldepth.atomic import write_text_atomic
-from seldepth.experiment import deep_merge
+from seldepth.atomic import atomic_path, write_text_atomic
+from seldepth.data.spec import open_dataset, prepare
+from seldepth.experiments.spec import deep_merge
+from seldepth.experiments.uncertainty import METHODS, uncertainty_scores, write_selection
+from seldepth.models.model_file import load_model
+from seldepth.training import load_config, parse_train_config, train
+from seldepth.training.run_folder import RunFolder
 
 ACTIVE_KEYS = {"base", "initial", "budget", "rounds", "steps", "methods", "seeds", "select", "jobs", "description", "quick"}
 
 
 def read_active(path: str | os.PathLike, quick: bool = False) -> dict:
     """Read and check an active-learning experiment file (errors name the file and key)."""
-    from seldepth.active import METHODS
-    from seldepth.train_config import parse_train_args
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"active-learning config {path} does not exist")
@@ -71,27 +73,19 @@ def read_active(path: str | os.PathLike, quick: bool = False) -> dict:
     unknown = set(spec["select"]) - {"passes", "dropout"}
     if unknown:
         raise ValueError(f"{path}: select takes passes and dropout, got {', '.join(sorted(unknown))}")
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:  # the training config, checked before any work
-        base = Path(tmp) / "base.yaml"
-        base.write_text(yaml.safe_dump(spec["base"]))
-        try:
-            cfg, _ = parse_train_args(["--config", str(base)])
-        except ValueError as exc:
-            raise ValueError(f"{path}: base: {exc}") from None
+    try:  # the training config, checked before any work
+        cfg = parse_train_config(spec["base"])
+    except ValueError as exc:
+        raise ValueError(f"{path}: base: {exc}") from None
     spec.update(data_path=cfg.data.path, train_split=cfg.data.train_split, batch_size=cfg.data.batch_size)
     return spec
 
 
 def _train(spec: dict, run_dir: Path, labelled: list[int], seed: int) -> dict:
     """Train a model on the labelled training images (unless already done); returns its results.json."""
-    from seldepth.train_config import load_config
-    from seldepth.training import train
-
-    results = run_dir / "results.json"
-    if results.exists():
-        return json.loads(results.read_text())
+    run = RunFolder(run_dir)
+    if run.results_path.exists():
+        return run.results
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run_dir / "labelled.txt", "".join(f"{i}\n" for i in labelled))
     epochs = max(1, math.ceil(spec["steps"] * spec["batch_size"] / len(labelled)))
@@ -100,8 +94,7 @@ def _train(spec: dict, run_dir: Path, labelled: list[int], seed: int) -> dict:
                                                 "progress_bar": False}})
     requested = run_dir / "requested.yaml"
     write_text_atomic(requested, yaml.safe_dump(cfg, sort_keys=False))
-    last = run_dir / "checkpoints" / "last.ckpt"
-    return train(load_config(str(requested)), resume=last.exists())
+    return train(load_config(str(requested)), resume=run.last_checkpoint.exists())
 
 
 def _chain(job: tuple) -> dict:
@@ -109,9 +102,6 @@ def _chain(job: tuple) -> dict:
     spec, out, seed, method, threads = job
     import torch
 
-    from seldepth.active import uncertainty_scores, write_selection
-    from seldepth.data.spec import open_dataset
-    from seldepth.models.model_file import load_model
 
     torch.set_num_threads(threads)
     out = Path(out)
@@ -127,8 +117,8 @@ def _chain(job: tuple) -> dict:
     records = []
     for rnd in range(1, spec["rounds"] + 1):
         run_dir = seed_dir / method / f"round{rnd}"
-        if not (run_dir / "results.json").exists():
-            model = load_model(previous / "model.safetensors")
+        if not RunFolder(run_dir).results_path.exists():
+            model = load_model(RunFolder(previous).model_file_path)
             scores = uncertainty_scores([model], pool, method, passes=spec["select"].get("passes", 8),
                                         p=spec["select"].get("dropout", 0.2), seed=seed * 1000 + rnd, progress=False)
             chosen = write_selection(scores, pool, spec["budget"], run_dir / "chosen.txt", exclude=set(labelled))
@@ -149,7 +139,6 @@ def _record(rnd: int, labelled: list[int], results: dict) -> dict:
 def run_active(config: str | os.PathLike, out: str | os.PathLike, quick: bool = False, jobs: int | None = None,
                progress: bool = True) -> dict:
     """Run the rounds of an active-learning experiment file and write the table and plot (module docstring)."""
-    from seldepth.data.spec import open_dataset, prepare
 
     spec = read_active(config, quick)
     out = Path(out)
@@ -241,8 +230,6 @@ def plot_active(summary: dict, path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
-    os.replace(tmp, path)

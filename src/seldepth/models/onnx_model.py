@@ -10,13 +10,39 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from seldepth.export import ONNX_FORMAT, ort_session
 from seldepth.models.base import pad_to_multiple
 from seldepth.models.preprocessing import Preprocessing
 
+ONNX_FORMAT = "seldepth-onnx-1"  # the metadata_props format of seldepth's ONNX exports
+
+
+def ort_session(path: str | os.PathLike, threads: int | None = None, optimization: str = "all"):
+    """An ONNX Runtime CPU session on ``path`` with ``threads`` intra-op threads (None: ORT's default)."""
+    import onnxruntime as ort
+
+    levels = {"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+              "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
+    if optimization not in levels:
+        raise ValueError(f"unknown graph optimisation level {optimization!r}; available: {', '.join(levels)}")
+    so = ort.SessionOptions()
+    so.graph_optimization_level = levels[optimization]
+    so.log_severity_level = 3
+    if threads:
+        so.intra_op_num_threads = int(threads)
+        so.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def read_onnx_props(path: str | os.PathLike) -> dict[str, str]:
+    """The raw ``metadata_props`` of an ONNX file."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    return {p.key: p.value for p in proto.metadata_props}
+
 
 class OnnxDepthModel:
-    """An ONNX export of :func:`seldepth.export.export_onnx` behind the interface of a torch depth model.
+    """An ONNX export of :func:`seldepth.deploy.onnx_export.export_onnx` behind the interface of a torch depth model.
 
     ``model(x)`` takes the preprocessed batch ``x: (B, 3, h, w)`` (torch, float) and returns depth
     ``(B, 1, h', w')`` in metres as a CPU torch tensor. ``preprocessing``, ``name`` and ``metadata``

@@ -18,13 +18,17 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from seldepth.data.spec import open_dataset, prepare
-from seldepth.data.collate import collate_samples
-from seldepth.evaluation import evaluate, format_table
-from seldepth.experiment import ExperimentSpec, format_summary, run_spec
-from seldepth.models.base import DepthModel
-from seldepth.protocol import get_protocol
 from seldepth.atomic import write_text_atomic
+from seldepth.data.collate import collate_samples
+from seldepth.data.spec import open_dataset, prepare
+from seldepth.evaluation import evaluate, format_table
+from seldepth.evaluation.protocol import get_protocol
+from seldepth.experiments.runner import run_spec
+from seldepth.experiments.spec import ExperimentSpec
+from seldepth.experiments.summary import format_summary
+from seldepth.models.base import DepthModel
+from seldepth.report.html import write_report
+from seldepth.training.run_folder import RunFolder
 
 # Sized for 2 CPU cores: the two runs train at once, one torch thread each.
 DEMO_SETTINGS = {
@@ -83,8 +87,6 @@ def demo_spec(quick: bool) -> ExperimentSpec:
 
 def run_demo(quick: bool = False, out_dir: str | None = None, progress: bool = True) -> dict:
     """Run the main job; returns and writes ``demo.json`` in the output folder."""
-    from seldepth.report.html import write_report
-
     start = time.time()
     out = Path(out_dir or ("runs/demo_quick" if quick else "runs/demo"))
     spec = demo_spec(quick)
@@ -98,8 +100,9 @@ def run_demo(quick: bool = False, out_dir: str | None = None, progress: bool = T
     protocol = get_protocol("synthetic")
     baseline_value = mean_valid_depth(open_dataset(data_spec, "train"))
     trivial = evaluate(ConstantDepth(baseline_value).eval(), open_dataset(data_spec, "test"), protocol, progress=False)
-    results = {name: json.loads((out / name / "results.json").read_text()) for name in spec.runs}
-    ablation = {name: json.loads((out / name / "ablation" / "ablation.json").read_text()) for name in spec.runs}
+    runs = {name: RunFolder(out / name) for name in spec.runs}
+    results = {name: run.results for name, run in runs.items()}
+    ablation = {name: run.ablation() for name, run in runs.items()}
     report = write_report([out / name for name in spec.runs], out / "report.html", progress=False)
     base_rmse = trivial["metrics"]["rmse"]
     summary = {

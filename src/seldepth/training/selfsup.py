@@ -27,18 +27,18 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 
+from torch.utils.data import DataLoader
+
+from seldepth.data.collate import collate_samples
+from seldepth.evaluation.metrics import DepthMetrics
+from seldepth.evaluation.protocol import get_protocol
 from seldepth.inference import predict_depth
 from seldepth.losses.photometric import PhotometricLoss, PhotometricLossConfig, pose_to_matrix
-from seldepth.metrics import DepthMetrics
 from seldepth.models import create_model
-from seldepth.models.preprocessing import Preprocessing
-from seldepth.protocol import get_protocol
-from seldepth.transfer import freeze as freeze_parts
-from seldepth.transfer import parameter_groups
+from seldepth.training.module import DepthModelModule, log_depth_metrics
 
 
 @dataclass(frozen=True)
@@ -144,7 +144,7 @@ def batch_pose_errors(pose_net: torch.nn.Module, batch: dict, size: tuple[int, i
     return torch.stack(pose_errors(motion[known].flatten(0, 1), batch["source_pose"][known].flatten(0, 1)), 1)
 
 
-class SelfSupervisedModule(L.LightningModule):
+class SelfSupervisedModule(DepthModelModule):
     """Depth and pose networks trained by view synthesis (module docstring).
 
     Batches are :class:`~seldepth.data.sequences.FrameSnippets` samples: training ones at the
@@ -156,14 +156,8 @@ class SelfSupervisedModule(L.LightningModule):
     def __init__(self, model: str, preprocessing: dict, optim: dict, protocol: str = "synthetic",
                  model_options: dict | None = None, selfsup: dict | None = None, freeze: list | None = None,
                  num_snippets: int | None = None):
-        super().__init__()
+        super().__init__(model, preprocessing, optim, model_options, freeze)
         self.save_hyperparameters()
-        from seldepth.train_config import OptimConfig  # not at the top: train_config imports this module
-        from seldepth.training import lists_to_tuples
-
-        self.model = create_model(model, **(model_options or {}))
-        self.model.preprocessing = Preprocessing.from_dict(preprocessing)
-        self.frozen = freeze_parts(self.model, list(freeze or []))
         cfg = selfsup or {}
         self.config = SelfSupervisedConfig(**{**cfg, "loss": PhotometricLossConfig(**cfg.get("loss", {}))})
         self.pose_net = create_model(self.config.pose_model, sources=2)
@@ -172,7 +166,6 @@ class SelfSupervisedModule(L.LightningModule):
         if self.config.snippet_motion_lr > 0 and num_snippets:
             self._make_snippet_motion(num_snippets)
         self.loss_fn = PhotometricLoss(self.config.loss)
-        self.optim_config = OptimConfig(**lists_to_tuples(optim))
         self.val_metrics = DepthMetrics(get_protocol(protocol, median_scaling=True))
         self._pose_errors: list[torch.Tensor] = []
 
@@ -195,10 +188,6 @@ class SelfSupervisedModule(L.LightningModule):
         if self._snippet_optimizer is not None:  # the batch's corrections take their Adam step
             self._snippet_optimizer.step()
             self._snippet_optimizer.zero_grad()
-
-    def on_train_epoch_start(self) -> None:
-        for m in self.frozen:
-            m.eval()
 
     def _depth(self, image: torch.Tensor) -> torch.Tensor:
         """The depth model's prediction for frames at the input size, upsampled to that size."""
@@ -233,22 +222,19 @@ class SelfSupervisedModule(L.LightningModule):
             self._pose_errors.append(errors)
 
     def on_validation_epoch_end(self) -> None:
-        from seldepth.training import log_depth_metrics
-
         log_depth_metrics(self, self.val_metrics)
         if self._pose_errors:
             errors = torch.cat(self._pose_errors).nanmean(0)
             self.log_dict({"val/pose_translation_deg": errors[0], "val/pose_rotation_deg": errors[1]}, sync_dist=True)
         self._pose_errors = []
 
-    def configure_optimizers(self):
-        from seldepth.training import adamw_with_steps
-
+    def parameter_groups(self) -> list[dict]:
+        """The depth model's groups and the pose network's (at ``optim.lr``)."""
         o = self.optim_config
-        groups = parameter_groups(self.model, o.lr, dict(o.part_lr))
+        groups = super().parameter_groups()
         groups.append({"name": "pose", "params": list(self.pose_net.parameters()), "lr": o.lr}
                       if o.part_lr else {"params": list(self.pose_net.parameters()), "lr": o.lr})
-        return adamw_with_steps(o, groups)
+        return groups
 
 
 @torch.no_grad()
@@ -260,10 +246,6 @@ def evaluate_pose(pose_net: torch.nn.Module, snippets, size: tuple[int, int], ba
         averaged over the ``translation_pairs`` pairs that move (:func:`pose_errors`); NaN errors and
         0 pairs when no pose is known.
     """
-    from torch.utils.data import DataLoader
-
-    from seldepth.data.collate import collate_samples
-
     pose_net.eval()
     errors = []
     for batch in DataLoader(snippets, batch_size=batch_size, collate_fn=collate_samples):

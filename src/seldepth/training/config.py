@@ -13,43 +13,21 @@ import yaml
 from jsonargparse import ActionConfigFile, ArgumentParser
 
 from seldepth.data.datamodule import DataConfig
-from seldepth.losses.attention import SynergyLossConfig
+from seldepth.data.spec import resolve_spec
+from seldepth.data.subsets import read_selection
+from seldepth.evaluation.protocol import PRESETS
+from seldepth.inference import semantic_classes
 from seldepth.losses.balanced import BalancedLossConfig
 from seldepth.losses.logdepth import MultiScaleLossConfig
+from seldepth.losses.synergy import SynergyLossConfig
+from seldepth.models import create_model, list_models
+from seldepth.models.base import has_output
+from seldepth.selectivity.dissect import resolve_layers
 from seldepth.selectivity.regularizer import SelectivityConfig
-from seldepth.selfsupervised import SelfSupervisedConfig
-from seldepth.teachers import TeacherConfig
-
-
-@dataclass(frozen=True)
-class OptimConfig:
-    """AdamW with a step schedule (METER: lr 1e-3, weight decay 0.01, x0.1 every 20 epochs).
-
-    ``part_lr`` gives parts of the model (parameter name prefixes: ``encoder``, ``decoder.up3``)
-    their own learning rate, e.g. a small one for a pretrained encoder; the schedule scales all.
-    """
-
-    lr: float = 1e-3
-    part_lr: dict[str, float] = field(default_factory=dict)
-    weight_decay: float = 0.01
-    betas: tuple[float, float] = (0.9, 0.999)
-    step_epochs: int = 20
-    gamma: float = 0.1
-
-    def __post_init__(self):
-        if not self.lr > 0:
-            raise ValueError(f"optim.lr must be > 0, got {self.lr}")
-        if self.weight_decay < 0:
-            raise ValueError(f"optim.weight_decay must be >= 0, got {self.weight_decay}")
-        if self.step_epochs < 1:
-            raise ValueError(f"optim.step_epochs must be >= 1, got {self.step_epochs}")
-        if not 0 < self.gamma <= 1:
-            raise ValueError(f"optim.gamma must be in (0, 1], got {self.gamma}")
-        bad = {k: v for k, v in self.part_lr.items() if not float(v) > 0}
-        if bad:
-            raise ValueError(f"optim.part_lr: learning rates must be > 0, got {bad}")
-        if not all(0 <= b < 1 for b in self.betas):
-            raise ValueError(f"optim.betas must be in [0, 1), got {self.betas}")
+from seldepth.training.optim import OptimConfig
+from seldepth.training.selfsup import SelfSupervisedConfig
+from seldepth.training.teachers import TeacherConfig, TrainingTargets
+from seldepth.training.transfer import freeze, init_from_file, parameter_groups
 
 
 BEST_BY = {"val/rmse": "min", "val/miou": "max"}  # metric -> which end is best
@@ -109,8 +87,8 @@ class TrainConfig:
     (METER's balanced loss); ``teacher`` names the teacher networks and semantic targets.
     ``init_from`` starts the model from a model file's weights, except the parts named by
     prefix in ``init_skip``; ``freeze`` names parts (prefixes) that training leaves unchanged
-    (:mod:`seldepth.transfer`). ``selfsup`` trains from video frames without depth labels
-    (:mod:`seldepth.selfsupervised`).
+    (:mod:`seldepth.training.transfer`). ``selfsup`` trains from video frames without depth labels
+    (:mod:`seldepth.training.selfsup`).
     """
 
     model: str = "meter_xxs"
@@ -150,6 +128,22 @@ def build_parser(prog: str = "seldepth train") -> ArgumentParser:
     return parser
 
 
+def _instantiate(parser: ArgumentParser, parse) -> tuple[TrainConfig, bool]:
+    """Run ``parse()`` (jsonargparse) and build the config from its namespace, field by dataclass field."""
+    try:
+        ns = parse()
+        instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes  # renamed in jsonargparse 4.49
+        init = instantiate(ns)
+    except ValueError:
+        raise
+    except Exception as exc:  # jsonargparse reports unknown keys and type errors as ArgumentError
+        raise ValueError(str(exc).strip()) from None
+    fields = {f.name: getattr(init, f.name) for f in dataclasses.fields(TrainConfig)}
+    fields.update(model_options=dict(fields["model_options"] or {}), init_skip=list(fields["init_skip"] or []),
+                  freeze=list(fields["freeze"] or []))
+    return TrainConfig(**fields), bool(init.get("resume", False))
+
+
 def parse_train_args(argv: list[str], check_init: bool = True) -> tuple[TrainConfig, bool]:
     """Parse ``seldepth train`` arguments into a checked config and the resume flag.
 
@@ -157,20 +151,23 @@ def parse_train_args(argv: list[str], check_init: bool = True) -> tuple[TrainCon
         ValueError: an unknown key, a wrong type or a bad value, with the key named.
     """
     parser = build_parser()
-    try:
-        ns = parser.parse_args(argv)
-        instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes  # renamed in jsonargparse 4.49
-        init = instantiate(ns)
-    except ValueError:
-        raise
-    except Exception as exc:  # jsonargparse reports unknown keys and type errors as ArgumentError
-        raise ValueError(str(exc).strip()) from None
-    cfg = TrainConfig(model=init.model, model_options=dict(init.model_options or {}), protocol=init.protocol, data=init.data,
-                      loss=init.loss, multiscale=init.multiscale, synergy=init.synergy, selfsup=init.selfsup, teacher=init.teacher, optim=init.optim,
-                      selectivity=init.selectivity, trainer=init.trainer, init_from=init.init_from,
-                      init_skip=list(init.init_skip or []), freeze=list(init.freeze or []))
+    cfg, resume = _instantiate(parser, lambda: parser.parse_args(argv))
     validate(cfg, check_init=check_init)
-    return cfg, bool(init.resume)
+    return cfg, resume
+
+
+def parse_train_config(mapping: dict, check_init: bool = True) -> TrainConfig:
+    """A checked config from a mapping of config keys (what a YAML config file holds).
+
+    Raises:
+        ValueError: an unknown key, a wrong type or a bad value, with the key named.
+    """
+    if not isinstance(mapping, dict):
+        raise ValueError(f"expected a mapping of training config keys, got {type(mapping).__name__}")
+    parser = build_parser()
+    cfg, _ = _instantiate(parser, lambda: parser.parse_object(mapping))
+    validate(cfg, check_init=check_init)
+    return cfg
 
 
 def validate(cfg: TrainConfig, check_init: bool = True) -> None:
@@ -179,39 +176,25 @@ def validate(cfg: TrainConfig, check_init: bool = True) -> None:
     ``check_init=False`` leaves out the ``init_from`` file (an experiment's run that starts from
     another run's model, which does not exist yet).
     """
-    from seldepth.data.spec import resolve_spec
-    from seldepth.models import list_models
-    from seldepth.protocol import PRESETS
-
     if cfg.model not in list_models():
         raise ValueError(f"model: unknown model {cfg.model!r}; available: {', '.join(list_models())}")
     if cfg.protocol not in PRESETS:
         raise ValueError(f"protocol: unknown protocol {cfg.protocol!r}; available: {', '.join(PRESETS)}")
     resolve_spec(cfg.data.path, key="data.path")
     if cfg.data.train_subset:
-        from seldepth.active import read_selection
-
         read_selection(cfg.data.train_subset)  # exists and lists indices (their range is checked when the data is opened)
-    from seldepth.models import create_model
-
     try:
         model = create_model(cfg.model, **cfg.model_options)
     except ValueError as exc:
         raise ValueError(f"model_options: {exc}") from None
     _validate_heads_and_teachers(cfg, model)
-    from seldepth.transfer import freeze, parameter_groups
-
     freeze(model, cfg.freeze)  # names checked before any work
     parameter_groups(model, cfg.optim.lr, cfg.optim.part_lr)
     if cfg.init_skip and not cfg.init_from:
         raise ValueError("init_skip: names parts to leave out of init_from, but init_from is not set")
     if cfg.init_from and check_init:
-        from seldepth.transfer import init_from_file
-
         init_from_file(model, cfg.init_from, tuple(cfg.init_skip))  # the file exists and fits, before any work
     if cfg.selectivity.layers or cfg.selectivity.logged_layers:
-        from seldepth.selectivity.dissect import resolve_layers
-
         for key, names in (("selectivity.layers", cfg.selectivity.layers), ("selectivity.log_layers", cfg.selectivity.logged_layers)):
             if names:
                 try:
@@ -228,12 +211,9 @@ def validate(cfg: TrainConfig, check_init: bool = True) -> None:
 def _validate_heads_and_teachers(cfg: TrainConfig, model) -> None:
     """The multi-scale loss needs a multi-head model; semantic weights need semantic outputs and targets;
     teacher files are loaded (and their unit checked) before any work."""
-    from seldepth.inference import semantic_classes
-    from seldepth.teachers import TrainingTargets
-
     classes = semantic_classes(model)
     if cfg.multiscale is not None:
-        if not hasattr(model, "forward_heads"):
+        if not has_output(model, "heads"):
             raise ValueError(f"multiscale: {cfg.model} has a single output; the multi-scale loss needs a multi-head "
                              f"model such as realtime_depth (or leave multiscale out to use loss)")
         if cfg.multiscale.uses_semantics and not classes:
@@ -242,7 +222,7 @@ def _validate_heads_and_teachers(cfg: TrainConfig, model) -> None:
         if cfg.multiscale.uses_semantics and not cfg.teacher.semantic:
             raise ValueError("multiscale.betas: semantic weights need semantic targets (teacher.semantic: labels or a model file)")
     if cfg.synergy is not None:
-        if not hasattr(model, "forward_tasks"):
+        if not has_output(model, "tasks"):
             raise ValueError(f"synergy: {cfg.model} has no semantic branch; the synergy loss needs model: synergy_depth")
         if cfg.multiscale is not None:
             raise ValueError("synergy and multiscale: choose one loss")
@@ -261,11 +241,9 @@ def _validate_heads_and_teachers(cfg: TrainConfig, model) -> None:
         if getattr(getattr(model, "config", None), "output", None) == "linear":
             raise ValueError(f"selfsup: {cfg.model} must predict positive depth for view synthesis: "
                              f"model_options: {{output: softplus}}")
-        from seldepth.models import list_models as models_of
-
-        if cfg.selfsup.pose_model not in models_of("pose"):
+        if cfg.selfsup.pose_model not in list_models("pose"):
             raise ValueError(f"selfsup.pose_model: unknown pose network {cfg.selfsup.pose_model!r}; "
-                             f"available: {', '.join(models_of('pose'))}")
+                             f"available: {', '.join(list_models('pose'))}")
     if cfg.teacher.semantic and not classes:
         raise ValueError(f"teacher.semantic: {cfg.model} has no semantic output (model_options: {{semantic_classes: N}})")
     TrainingTargets(cfg.teacher, classes or None)  # loads and checks the teacher files

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torchmetrics import Metric
 
-from seldepth.protocol import Protocol, crop_mask
+from seldepth.evaluation.protocol import Protocol, crop_mask
 
 METRIC_NAMES = ("abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "silog", "delta1", "delta2", "delta3")
 
@@ -74,7 +74,7 @@ def clamp_prediction(pred: torch.Tensor, min_depth: float, max_depth: float) -> 
 
 
 class DepthMetrics(Metric):
-    """Accumulates per-image depth metrics under a :class:`~seldepth.protocol.Protocol`.
+    """Accumulates per-image depth metrics under a :class:`~seldepth.evaluation.protocol.Protocol`.
 
     ``update(pred, gt, valid=None)``: pred and gt (B, 1, H, W) metres (pred is resized
     bilinearly to gt's size if it differs); ``valid`` (B, 1, H, W) bool, ANDed with the

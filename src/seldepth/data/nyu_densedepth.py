@@ -26,7 +26,7 @@ from torch.utils.data import Dataset
 from seldepth.data.errors import DatasetError
 from seldepth.data.files import FileSource
 from seldepth.data.images import open_image, read_depth_png, read_rgb
-from seldepth.data.sample import intrinsics_matrix, make_sample
+from seldepth.data.sample import FrameId, intrinsics_matrix, make_sample
 from seldepth.data.skipping import check_on_error, leave_out
 
 # NYU Depth v2 Kinect colour intrinsics at 640x480 (fx, fy, cx, cy).
@@ -158,14 +158,12 @@ class NYUDenseDepth(Dataset):
                            {"rgb": rgb_name, "depth": depth_name, "index": index}, semantics)
 
     def sequence_frame(self, index: int):
-        """Where sample ``index`` sits in its video (:class:`~seldepth.data.sequences.FrameId`), from the
+        """Where sample ``index`` sits in its video (:class:`~seldepth.data.sample.FrameId`), from the
         JSON sidecar of seldepth's synthetic sets (``scene``, ``frame``, ``pose``).
 
         Raises:
             DatasetError: naming the file, when the frame has no sidecar with these keys.
         """
-        from seldepth.data.sequences import FrameId
-
         rgb_rel = self.pairs[index][0]
         sidecar = rgb_rel.split("_colors.")[0] + ".json" if "_colors." in rgb_rel else None
         if sidecar is None or not self.files.exists(sidecar):

@@ -129,9 +129,10 @@ def benchmark(model_path: str | os.PathLike, size: tuple[int, int] = (192, 256),
         "latency_ms": {backend: {"p50", "p90"} or {"error"}}, "ratios", "onnx": {...}}``; backends
         ``eager``, ``compile``, ``ort_fp32``, ``ort_int8`` (absent ones have an ``error`` or ``skipped``).
     """
-    from seldepth.export import export_onnx, quantize_int8
+    from seldepth.deploy.onnx_export import export_onnx
+    from seldepth.deploy.quantize import quantize_int8
     from seldepth.models.model_file import load_model
-    from seldepth.onnx_model import OnnxDepthModel
+    from seldepth.models.onnx_model import OnnxDepthModel
 
     size = tuple(int(v) for v in size)
     check_benchmark_args(model_path, size, threads, runs, warmup)

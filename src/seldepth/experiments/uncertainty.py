@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from seldepth.atomic import write_text_atomic
 from seldepth.data.collate import collate_samples
-from seldepth.data.datamodule import reader_and_indices
+from seldepth.data.subsets import reader_and_indices
 from seldepth.inference import predict_depth
 
 METHODS = ("mc-dropout", "ensemble", "random")
@@ -153,29 +153,3 @@ def _paths(pool: Dataset) -> list[str]:
     if hasattr(base, "items"):
         return [str(base.items[i].rgb) for i in indices]
     return [str(pool[i]["meta"].get("rgb", i)) for i in range(len(pool))]
-
-
-def read_selection(path: str | os.PathLike, pool_size: int | None = None, key: str = "data.train_subset") -> list[int]:
-    """The indices of a chosen list (``index<TAB>path`` lines; ``#`` comments and blank lines skipped).
-
-    Raises:
-        FileNotFoundError, ValueError: naming ``key``, the file and the line.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{key}: {path} does not exist")
-    indices = []
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        first = line.split("\t")[0].split()[0]
-        if not first.isdigit():
-            raise ValueError(f"{key}: {path}, line {lineno}: expected an image index first, got {first!r}")
-        index = int(first)
-        if pool_size is not None and index >= pool_size:
-            raise ValueError(f"{key}: {path}, line {lineno}: index {index} is beyond the split's {pool_size} images")
-        indices.append(index)
-    if not indices:
-        raise ValueError(f"{key}: {path} lists no images")
-    return indices

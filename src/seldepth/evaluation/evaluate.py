@@ -9,8 +9,8 @@ from tqdm.auto import tqdm
 from seldepth.data.collate import IGNORE_LABEL, collate_samples
 from seldepth.data.skipping import sample_batches
 from seldepth.inference import predict_depth, predict_semantics, semantic_classes
-from seldepth.metrics import METRIC_NAMES, DepthMetrics, SemanticIoU
-from seldepth.protocol import Protocol
+from seldepth.evaluation.metrics import METRIC_NAMES, DepthMetrics, SemanticIoU
+from seldepth.evaluation.protocol import Protocol
 
 
 @torch.no_grad()

@@ -1,0 +1,137 @@
+"""The summary of an experiment: one row per finished run, as CSV, Markdown tables and ``experiment.json``."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+from seldepth.atomic import write_text_atomic
+from seldepth.experiments.spec import ExperimentSpec
+from seldepth.training.run_folder import RunFolder
+
+
+def _row(name: str, run_dir: Path) -> dict:
+    """One finished run's line of the summary (``rmse_change_pct`` is filled in by :func:`gather`)."""
+    run = RunFolder(run_dir, name)
+    cfg, results, dissection, done = run.config, run.results, run.dissection(), run.done()
+    sel = cfg.get("selectivity", {})
+    m = results["test"]["metrics"]
+    row = {"run": name, "layers": "+".join(sel.get("layers") or []) or "-",
+           "lambda": sel.get("weight") if sel.get("layers") else None,
+           "bins": sel.get("bins") if sel.get("layers") else None,
+           "statistics": sel.get("statistics") if sel.get("layers") else None,
+           "rmse": m["rmse"], "abs_rel": m["abs_rel"], "delta1": m["delta1"],
+           "rmse_change_pct": None,
+           "mean_ds": dissection["mean_ds"], "train_seconds": results.get("train_seconds"),
+           "run_seconds": round(sum(v for k, v in done.items() if k.endswith("_seconds")), 1)}
+    row.update({f"ds_{k}": v["mean_ds"] for k, v in dissection["layers"].items()})
+    if "semantics" in results["test"]:
+        row["miou"] = results["test"]["semantics"]["miou"]
+    c = run.test_extra()
+    if c is not None:
+        for cap in c["protocol"]["caps"]:
+            for metric in ("rmse", "abs_rel", "delta1"):
+                row[f"{metric}@{cap:g}m"] = c["metrics"][f"{metric}@{cap:g}m"]
+        if c["protocol"].get("median_scaling"):
+            row.update({f"{k}_scaled": c["metrics"][k] for k in ("rmse", "abs_rel", "delta1")})
+            row["scale_ratio_spread"] = c["metrics"]["scale_ratio_spread"]
+    pose = results.get("pose") or {}
+    if "translation_deg" in pose:
+        row["pose_translation_deg"], row["pose_rotation_deg"] = pose["translation_deg"], pose["rotation_deg"]
+    return row
+
+
+def gather(spec: ExperimentSpec, folders: dict[str, Path], out: Path, wall_seconds: float, jobs: int, quick: bool) -> dict:
+    """Write ``summary.csv``, ``summary.md`` and ``experiment.json`` from the finished runs."""
+    finished = {n: d for n, d in folders.items() if RunFolder(d).is_done}
+    baseline = next(iter(finished), None)  # the first finished run is the reference of the changes
+    rows = [_row(n, d) for n, d in finished.items()]
+    for row in rows:
+        row["rmse_change_pct"] = 100 * (row["rmse"] / rows[0]["rmse"] - 1)
+        row["setting"] = spec.settings.get(row["run"], "")
+    if rows:
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
+        writer.writeheader()
+        writer.writerows(rows)
+        write_text_atomic(out / "summary.csv", text.getvalue())
+    regularised = list(dict.fromkeys(l for cfg in spec.runs.values() for l in (cfg.get("selectivity", {}).get("layers") or [])))
+    md = format_summary(rows, regularised, baseline)
+    if spec.caps and rows:
+        md += "\n" + format_caps(rows, spec.caps)
+    if spec.median_scaling and rows:
+        md += "\n" + format_scaled(rows)
+    write_text_atomic(out / "summary.md", md)
+    summary = {"runs": rows, "baseline": baseline, "wall_seconds": round(wall_seconds, 1), "jobs": jobs, "quick": quick,
+               "ablation": _ablation_summary(finished)}
+    write_text_atomic(out / "experiment.json", json.dumps(summary, indent=2))
+    return summary
+
+
+def _ablation_summary(finished: dict[str, Path]) -> dict:
+    out = {}
+    for name, run_dir in finished.items():
+        a = RunFolder(run_dir).ablation()
+        if a is not None:
+            out[name] = {"layer": a["layer"], "fractions": a["fractions"],
+                         "top_minus_random_rmse": a["top_minus_random_rmse"]}
+    return out
+
+
+def _fmt(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def format_summary(rows: list[dict], regularised: list[str], baseline: str | None) -> str:
+    """The Markdown table: metrics, RMSE change against the first run, mean DS of the regularised layers and overall.
+
+    The setting columns are the selectivity regulariser's (regularised layers, lambda, bins) when
+    some run is regularised, else one ``setting`` column with each run's overrides of the base.
+    """
+    ds_cols = [f"ds_{l}" for l in regularised]
+    setting_head = ["regularised", "lambda", "bins"] if regularised else ["setting"]
+    semantic = any(r.get("miou") is not None for r in rows)
+    head = ["run", *setting_head, "RMSE (m)", "AbsRel", "delta1", *(["mIoU"] if semantic else []), "RMSE vs " + (baseline or "first"),
+            *[f"DS {l}" for l in regularised], "mean DS (all layers)", "train (s)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    base = next((r for r in rows if r["run"] == baseline), None)
+    for r in rows:
+        ds = []
+        for c in ds_cols:
+            v = r.get(c)
+            delta = "" if base is None or r is base or v is None else f" ({v - base.get(c, 0):+.3f})"
+            ds.append(_fmt(v, ".3f") + delta)
+        overall = _fmt(r["mean_ds"], ".3f") + ("" if base is None or r is base else f" ({r['mean_ds'] - base['mean_ds']:+.3f})")
+        setting = ([r["layers"], _fmt(r["lambda"], "g"), r["bins"] or "-"] if regularised
+                   else [r.get("setting") or "(base)"])
+        miou = [_fmt(r.get("miou"), ".4f")] if semantic else []
+        lines.append("| " + " | ".join([
+            r["run"], *setting, f"{r['rmse']:.4f}", f"{r['abs_rel']:.4f}",
+            f"{r['delta1']:.4f}", *miou, _fmt(r["rmse_change_pct"], "+.1f") + "%", *ds, overall,
+            _fmt(r["train_seconds"], ".0f")]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def format_scaled(rows: list[dict]) -> str:
+    """The Markdown table of the median-scaled test metrics, the ratios' spread and the pose errors."""
+    head = ["run", "RMSE (scaled)", "AbsRel (scaled)", "delta1 (scaled)", "scale spread (std/mean)",
+            "pose translation dir. (deg)", "pose rotation (deg)", "train (s)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [_fmt(r.get(k), f) for k, f in (("rmse_scaled", ".4f"), ("abs_rel_scaled", ".4f"), ("delta1_scaled", ".4f"),
+                                                 ("scale_ratio_spread", ".4f"), ("pose_translation_deg", ".2f"),
+                                                 ("pose_rotation_deg", ".3f"), ("train_seconds", ".0f"))]
+        lines.append("| " + " | ".join([r["run"], *cells]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def format_caps(rows: list[dict], caps: tuple[float, ...]) -> str:
+    """The Markdown table of the test metrics on pixels with gt <= each cap (RMSE, AbsRel, delta1 per cap)."""
+    head = ["run"] + [f"{m} <= {c:g} m" for c in caps for m in ("RMSE", "AbsRel", "delta1")]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [_fmt(r.get(f"{m}@{c:g}m"), ".4f") for c in caps for m in ("rmse", "abs_rel", "delta1")]
+        lines.append("| " + " | ".join([r["run"], *cells]) + " |")
+    return "\n".join(lines) + "\n"

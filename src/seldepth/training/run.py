@@ -1,0 +1,168 @@
+"""A whole training run from a checked config: the module, data and trainer built for it, then scored and saved.
+
+A run folder (``trainer.out_dir``) holds::
+
+    config.yaml                the resolved config (re-run with --config config.yaml)
+    checkpoints/best.ckpt      best validation RMSE (model selection never sees the test split)
+    checkpoints/last.ckpt      latest state, for --resume
+    csv/metrics.csv, tb/       CSV and TensorBoard logs
+    model.safetensors          the best model as a model file (seldepth.load_model)
+    results.json               validation and test metrics of the best model
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from seldepth.atomic import stale_temporaries, write_text_atomic
+from seldepth.data.datamodule import DepthDataModule, SequenceDataModule
+from seldepth.data.errors import DatasetError
+from seldepth.data.sequences import FrameSnippets
+from seldepth.data.spec import open_dataset, prepare
+from seldepth.evaluation.evaluate import evaluate
+from seldepth.evaluation.protocol import get_protocol
+from seldepth.models import create_model
+from seldepth.models.model_file import load_model, save_model_file
+from seldepth.models.preprocessing import Preprocessing
+from seldepth.training.config import BEST_BY, TrainConfig, dump_config
+from seldepth.training.loggers import AtomicCheckpointIO, ResumableCSVLogger
+from seldepth.training.module import DepthTrainingModule
+from seldepth.training.selfsup import SelfSupervisedModule, evaluate_pose
+from seldepth.training.transfer import init_from_file, source_preprocessing
+
+
+def build_module(cfg: TrainConfig) -> L.LightningModule:
+    """The Lightning module of a run: :class:`DepthTrainingModule`, or with ``selfsup``
+    :class:`~seldepth.training.selfsup.SelfSupervisedModule` (a run started ``init_from`` a file keeps
+    the file's normalisation)."""
+    preprocessing = (source_preprocessing(cfg.init_from, tuple(cfg.data.input_size)) if cfg.init_from
+                     else Preprocessing(input_size=tuple(cfg.data.input_size)))
+    d = cfg.to_dict()
+    if cfg.selfsup is not None:
+        return SelfSupervisedModule(model=cfg.model, preprocessing=preprocessing.to_dict(), optim=d["optim"],
+                                    protocol=cfg.protocol, model_options=d["model_options"], selfsup=d["selfsup"],
+                                    freeze=d["freeze"])
+    return DepthTrainingModule(model=cfg.model, preprocessing=preprocessing.to_dict(), loss=d["loss"], optim=d["optim"],
+                               protocol=cfg.protocol, selectivity=d["selectivity"], model_options=d["model_options"],
+                               multiscale=d["multiscale"], teacher=d["teacher"], synergy=d["synergy"], freeze=d["freeze"])
+
+
+def build_datamodule(cfg: TrainConfig) -> DepthDataModule:
+    """Samples for supervised training, or frame snippets for ``selfsup``."""
+    if cfg.selfsup is not None:
+            return SequenceDataModule(cfg.data, cfg.selfsup.stride)
+    return DepthDataModule(cfg.data)
+
+
+def build_trainer(cfg: TrainConfig, out: Path, extra_callbacks=(), resume_step: int = -1) -> L.Trainer:
+    """Lightning's trainer for a run folder; ``resume_step``: global step of the checkpoint resumed from (-1: none)."""
+    t = cfg.trainer
+    # best.ckpt follows validation RMSE (or trainer.best_by); last.ckpt is the latest state (every epoch, or every
+    # N steps), for --resume.
+    best = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor=t.best_by, mode=BEST_BY[t.best_by],
+                           save_top_k=1, enable_version_counter=False)
+    every = {"every_n_train_steps": t.checkpoint_every_n_steps} if t.checkpoint_every_n_steps else {"every_n_epochs": 1}
+    last = ModelCheckpoint(dirpath=out / "checkpoints", filename="last", monitor=None, save_top_k=1,
+                           enable_version_counter=False, **every)
+    callbacks = [best, last, LearningRateMonitor(logging_interval="epoch"), *extra_callbacks]
+    loggers = [ResumableCSVLogger(out, name="csv", version="", keep_step=resume_step),
+               TensorBoardLogger(out, name="tb", version="")]
+    return L.Trainer(max_epochs=t.epochs, accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
+                     strategy=t.strategy, precision=t.precision, callbacks=callbacks, logger=loggers,
+                     log_every_n_steps=t.log_every_n_steps, enable_progress_bar=t.progress_bar,
+                     plugins=[AtomicCheckpointIO()], use_distributed_sampler=True, num_sanity_val_steps=0,
+                     max_time=timedelta(minutes=t.max_minutes) if t.max_minutes else None,
+                     enable_model_summary=False)
+
+
+def validate_checkpoint(cfg: TrainConfig, checkpoint: str | os.PathLike) -> dict[str, float]:
+    """Validation metrics of a checkpoint under ``cfg``'s data, protocol and trainer (devices, strategy).
+
+    Under DDP each process scores its share of the validation set once (no padding repeats) and
+    :class:`~seldepth.evaluation.metrics.DepthMetrics` reduces the sums across processes, so the result
+    equals that of one process.
+    """
+    prepare(cfg.data.path, key="data.path")
+    datamodule = build_datamodule(cfg)
+    module = build_module(cfg)
+    t = cfg.trainer
+    trainer = L.Trainer(accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
+                        precision=t.precision, logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.validate(module, datamodule=datamodule, ckpt_path=str(checkpoint), verbose=False)
+    return {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> dict:
+    """Run training from a checked config; returns ``results.json``'s content (on rank 0).
+
+    Raises:
+        ValueError: the run folder has checkpoints and ``resume`` is False.
+    """
+    out = Path(cfg.trainer.out_dir)
+    last = out / "checkpoints" / "last.ckpt"
+    if last.exists() and not resume:
+        raise ValueError(f"trainer.out_dir: {out} already holds a run; pass --resume to continue it or choose another out_dir")
+    data_path = prepare(cfg.data.path, key="data.path")
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in stale_temporaries(out / "checkpoints"):  # left by a run killed while writing
+        stale.unlink()
+    L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
+    datamodule = build_datamodule(cfg)
+    module = build_module(cfg)
+    resume_step = int(torch.load(last, map_location="cpu", weights_only=True)["global_step"]) if resume and last.exists() else -1
+    if cfg.init_from and resume_step < 0:  # a resumed run takes every weight from its checkpoint
+        taken = init_from_file(module.model, cfg.init_from, tuple(cfg.init_skip))
+        print(f"init_from {cfg.init_from}: {len(taken)} tensors"
+              + (f"; fresh: {', '.join(cfg.init_skip)}" if cfg.init_skip else ""), flush=True)
+    trainer = build_trainer(cfg, out, resume_step=resume_step)
+    if trainer.is_global_zero:
+        write_text_atomic(out / "config.yaml", dump_config(cfg))
+    start = time.time()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume and last.exists() else None)
+    elapsed = time.time() - start
+    if not trainer.is_global_zero:
+        return {}
+    return finish_run(cfg, out, data_path, elapsed)
+
+
+def finish_pose(cfg: TrainConfig, out: Path, checkpoint: Path) -> dict:
+    """Save the self-supervised run's pose network (``pose.safetensors``) and score it on the test split's snippets."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    pose_net = create_model(cfg.selfsup.pose_model, sources=2)
+    pose_net.load_state_dict({k[len("pose_net."):]: v for k, v in state.items() if k.startswith("pose_net.")})
+    size = tuple(cfg.data.input_size)
+    save_model_file(pose_net, out / "pose.safetensors", Preprocessing(size, (0.0,) * 3, (1.0,) * 3),
+                    {"trained_by": "seldepth train (selfsup)", "input": "target (B,3,H,W) and sources (B,2,3,H,W) in [0,1]"})
+    try:
+        snippets = FrameSnippets(open_dataset(cfg.data.path, cfg.data.test_split), cfg.selfsup.stride)
+    except DatasetError as exc:  # a test split without video order: no pose figures
+        return {"error": str(exc)}
+    return evaluate_pose(pose_net, snippets, size)
+
+
+def finish_run(cfg: TrainConfig, out: Path, data_path: Path, elapsed: float) -> dict:
+    """Export the best checkpoint as a model file and score it on validation and test."""
+    best = out / "checkpoints" / "best.ckpt"
+    checkpoint = best if best.exists() else out / "checkpoints" / "last.ckpt"
+    model = load_model(checkpoint)
+    protocol = get_protocol(cfg.protocol, median_scaling=cfg.selfsup is not None)
+    results = {"train_seconds": round(elapsed, 1), "epochs": cfg.trainer.epochs}
+    results["val"] = evaluate(model, open_dataset(cfg.data.path, cfg.data.val_split), protocol, progress=False)
+    if cfg.trainer.evaluate_test:
+        results["test"] = evaluate(model, open_dataset(cfg.data.path, cfg.data.test_split), protocol, progress=False)
+    if cfg.selfsup is not None:
+        results["pose"] = finish_pose(cfg, out, checkpoint)
+    provenance = {"trained_by": "seldepth train", "config": cfg.to_dict(), "data": str(data_path),
+                  "val_metrics": results["val"]["metrics"]}
+    save_model_file(model, out / "model.safetensors", model.preprocessing, provenance)
+    write_text_atomic(out / "results.json", json.dumps(results, indent=2))
+    return results
