@@ -21,6 +21,7 @@ demo: $(STAMP)
 	$(VENV)/bin/seldepth demo
 
 test: $(STAMP)
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
 test-slow: $(STAMP)
