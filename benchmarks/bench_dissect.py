@@ -46,7 +46,7 @@ def loop_dissect_image(model, layers: dict[str, str], sample: dict, scheme, dept
     """The plain reference path for one image: hooks, F.interpolate every layer (float32), loop over bins.
 
     ``formula``: each bin's sum is ``sum(up(A) * M_d)`` over the whole image, straight from the
-    formula (the loop of SPEC.md's cost note). ``indexed``: each bin gathers only its own pixels
+    formula (the per-image, per-bin loop of the reference code of You et al.). ``indexed``: each bin gathers only its own pixels
     (boolean indexing), so every upsampled value is read once per layer: a faster loop, a
     stricter baseline.
     """

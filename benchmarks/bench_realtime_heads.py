@@ -1,4 +1,4 @@
-"""Seed 003's speed table for realtime_depth: each detachable head's accuracy and CPU speed, side by side.
+"""The speed table of Chiu et al., ICPR 2020, for realtime_depth: each detachable head's accuracy and CPU speed, side by side.
 
 For each head (L, M, S, XS) of a trained ``realtime_depth`` model file: the detached model's
 parameters and FLOPs, its RMSE on the test split of --data (the head's depth upsampled to the
@@ -33,7 +33,7 @@ def main() -> None:
     parser.add_argument("--model", required=True, help="a realtime_depth model file")
     parser.add_argument("--data", default="synthetic:default:1000", help="evaluation data spec (test split)")
     parser.add_argument("--protocol", default="synthetic")
-    parser.add_argument("--size", default="320x480", help="HxW of the timed input (seed 003: 480x320)")
+    parser.add_argument("--size", default="320x480", help="HxW of the timed input (Chiu et al., ICPR 2020: 480x320)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=10)

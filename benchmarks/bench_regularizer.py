@@ -39,7 +39,7 @@ def make_step(selectivity: SelectivityConfig, size: tuple[int, int]):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--layers", default="enc_5,dec_3", help="regularised layers (default: setup 2 of seed 000)")
+    parser.add_argument("--layers", default="enc_5,dec_3", help="regularised layers (default: setup 2 of Huynh and Rumiantseva's METER study: the 2nd encoder skip and the decoder output)")
     parser.add_argument("--bins", default="sid:32")
     parser.add_argument("--statistics", default="batch", choices=["batch", "ema"])
     parser.add_argument("--batch", type=int, default=16)

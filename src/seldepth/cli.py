@@ -8,6 +8,10 @@ import sys
 import time
 from pathlib import Path
 
+from seldepth.selectivity import DEFAULT_BINS, DEFAULT_DEPTH_RANGE, DEFAULT_FRACTIONS
+
+_RANGE = ",".join(f"{v:g}" for v in DEFAULT_DEPTH_RANGE)
+_FRACTIONS = ",".join(f"{v:g}" for v in DEFAULT_FRACTIONS)
 
 def _floats(text: str) -> tuple[float, ...]:
     try:
@@ -326,9 +330,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="model file (.safetensors) or training checkpoint (.ckpt)")
     _add_data_arguments(p)
     p.add_argument("--layers", help="comma-separated layer names or module paths (default the model's selectivity layers)")
-    p.add_argument("--bins", default="sid:64", help="bin scheme, e.g. sid:64, linear:32, log:32, quantile:64, "
-                   "sid:64:alpha=3,beta=80 (layer with K units: min(N, K) bins)")
-    p.add_argument("--depth-range", type=_floats, default=(1e-3, 10.0), help="valid ground truth min,max in metres (default 0.001,10)")
+    p.add_argument("--bins", default=DEFAULT_BINS, help=f"bin scheme, e.g. sid:64, linear:32, log:32, quantile:64, "
+                   f"sid:64:alpha=3,beta=80 (layer with K units: min(N, K) bins; default {DEFAULT_BINS})")
+    p.add_argument("--depth-range", type=_floats, default=DEFAULT_DEPTH_RANGE,
+                   help=f"valid ground truth min,max in metres (default {_RANGE})")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--workers", type=int, default=0, help="data loader processes")
     p.add_argument("--out", default="runs/dissect", help="output folder (default runs/dissect)")
@@ -338,13 +343,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="model file (.safetensors) or training checkpoint (.ckpt)")
     _add_data_arguments(p)
     p.add_argument("--layer", required=True, help="one layer name or module path, e.g. enc_7")
-    p.add_argument("--fractions", type=_floats, default=(0.0, 0.1, 0.25, 0.5, 0.75),
-                   help="fractions of the layer's units to ablate (default 0,0.1,0.25,0.5,0.75)")
+    p.add_argument("--fractions", type=_floats, default=DEFAULT_FRACTIONS,
+                   help=f"fractions of the layer's units to ablate (default {_FRACTIONS})")
     p.add_argument("--seeds", type=int, default=3, help="random draws of the random-k curve (default 3)")
     p.add_argument("--mode", default="zero", choices=["zero", "mean"],
                    help="ablated units output 0 (zero) or their mean activation over the data set (mean)")
-    p.add_argument("--bins", default="sid:64", help="bin scheme of the dissection that ranks the units (default sid:64)")
-    p.add_argument("--depth-range", type=_floats, default=(1e-3, 10.0), help="valid ground truth min,max in metres (default 0.001,10)")
+    p.add_argument("--bins", default=DEFAULT_BINS, help=f"bin scheme of the dissection that ranks the units (default {DEFAULT_BINS})")
+    p.add_argument("--depth-range", type=_floats, default=DEFAULT_DEPTH_RANGE,
+                   help=f"valid ground truth min,max in metres (default {_RANGE})")
     p.add_argument("--protocol", default="nyu", help="nyu (1e-3..10 m, Eigen crop), kitti, synthetic (no crop), none")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--out", default="runs/ablate", help="output folder (default runs/ablate)")

@@ -17,7 +17,7 @@ def _gaussian_window(size=11, sigma=1.5):
 
 
 def _reference_loss(p, g, w_grad, w_normal, w_ssim, dynamic_range):
-    """The balanced loss written straight from SPEC.md (official Sobel with zero padding, SSIM without padding)."""
+    """The balanced loss written straight from the METER paper and its official code (official Sobel with zero padding, SSIM without padding)."""
     p, g = p.double(), g.double()
     l_depth = (p - g).abs().mean()
     dxp, dyp = F.conv2d(p, KX.double(), padding=1), F.conv2d(p, KY.double(), padding=1)

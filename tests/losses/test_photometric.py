@@ -1,4 +1,4 @@
-"""View synthesis and the self-supervised losses (seed 002, vid2depth): hand cases and rendered frames."""
+"""View synthesis and the self-supervised losses (vid2depth, Mahjourian et al., CVPR 2018): hand cases and rendered frames."""
 
 import math
 

@@ -12,9 +12,9 @@ from seldepth.models.realtime import HEADS
 
 def test_parameter_and_flop_budget_of_the_seed():
     model = create_model("realtime_depth", semantic_classes=5)
-    assert model.num_parameters() <= 350_000  # seed 003: 0.32M
+    assert model.num_parameters() <= 350_000  # Chiu et al., ICPR 2020: 0.32M
     flops = model.flops(320, 480)
-    assert 1.6e9 <= flops <= 2.6e9  # seed 003: 2.1 GFLOPs at 480x320
+    assert 1.6e9 <= flops <= 2.6e9  # Chiu et al., ICPR 2020: 2.1 GFLOPs at 480x320
 
 
 def test_four_heads_at_half_to_a_sixteenth():

@@ -1,4 +1,4 @@
-"""Dissection end to end: reference figures of SPEC.md section 2, CLI, files, errors, warnings, DDP."""
+"""Dissection end to end: reference figures of the official NYU METER-xxs, CLI, files, errors, warnings, DDP."""
 
 import json
 import math
@@ -16,7 +16,7 @@ from seldepth.cli import main
 from seldepth.models import create_model
 from seldepth.selectivity.dissect import Dissector, EmptyBinWarning, dissect, format_table, resolve_layers
 
-# SPEC.md section 2: official NYU METER-xxs on data/nyu_test_sample, SID, N_b = min(64, K).
+# Layer mean DS (You et al., ICCV 2021) measured with a plain reference loop: official NYU METER-xxs on data/nyu_test_sample, SID, N_b = min(64, K).
 REFERENCE_DS = {"enc_0": 0.260, "enc_1": 0.315, "enc_2": 0.133, "enc_3": 0.170, "enc_4": 0.220, "enc_5": 0.259,
                 "enc_6": 0.330, "enc_7": 0.421, "enc_8": 0.398, "enc_9": 0.484, "enc_10": 0.463, "enc_out": 0.552,
                 "dec_0": 0.562, "dec_1": 0.479, "dec_2": 0.410, "dec_3": 0.352}

@@ -65,7 +65,7 @@ class TwoLayer(nn.Module):
 
 
 def _reference_loss(model, image, depth, valid, layers, scheme, weight, lo=1e-3, hi=10.0):
-    """L_assign written from SPEC.md with explicit upsampling and loops over bins and units."""
+    """L_assign written from the formula of You et al., ICCV 2021, with explicit upsampling and loops over bins and units."""
     acts = {}
     hooks = [getattr(model, n).register_forward_hook(lambda m, i, o, n=n: acts.__setitem__(n, o)) for n in layers]
     model(image)

@@ -1,4 +1,4 @@
-"""The vectorised responses against a plain per-image, per-bin loop written from the formula of SPEC.md section 2."""
+"""The vectorised responses against a plain per-image, per-bin loop written from the formula of You et al., ICCV 2021."""
 
 import warnings
 
@@ -39,7 +39,7 @@ def loop_sums(activations: torch.Tensor, bins: torch.Tensor, num_bins: int):
 
 
 def loop_ds(sums: torch.Tensor, counts: torch.Tensor):
-    """DS per unit from the formula, conventions of SPEC.md section 2 (signed R, DS from |R|, empty bins out)."""
+    """DS per unit from the formula, with the reference conventions (signed R, DS from |R|, empty bins out)."""
     K, n = sums.shape
     ds = torch.zeros(K, dtype=torch.float64)
     pref = torch.zeros(K, dtype=torch.long)

@@ -1,4 +1,4 @@
-"""Seed 004's training: the synergy loss through seldepth train, and weak supervision (one task's targets per batch)."""
+"""Training of the synergy network (Jiao et al., ECCV 2018): the synergy loss through seldepth train, and weak supervision (one task's targets per batch)."""
 
 import json
 

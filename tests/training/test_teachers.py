@@ -122,7 +122,7 @@ def test_teachers_see_the_image_without_colour_augmentation(tmp_path, monkeypatc
 
 
 def test_training_realtime_depth_on_sparse_ground_truth_with_teachers(tmp_path, monkeypatch):
-    """seed 003's setting end to end: sparse GT filled by a depth teacher, semantic labels, four heads."""
+    """The setting of Chiu et al., ICPR 2020, end to end: sparse GT filled by a depth teacher, semantic labels, four heads."""
     import csv
     import json
 

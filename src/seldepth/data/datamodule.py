@@ -9,6 +9,8 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from seldepth.data.collate import collate_samples
+from seldepth.data.errors import DatasetError
+from seldepth.data.sequences import FrameSnippets
 from seldepth.data.sparse import SparseDepth, SparseDepthConfig
 from seldepth.data.spec import open_dataset
 from seldepth.data.subsets import Transformed, first_n, read_selection
@@ -107,9 +109,6 @@ class SequenceDataModule(DepthDataModule):
         self.stride = stride
 
     def setup(self, stage: str | None = None) -> None:
-        from seldepth.data.errors import DatasetError
-        from seldepth.data.sequences import FrameSnippets
-
         c = self.config
         if self.train_set is None:
             try:

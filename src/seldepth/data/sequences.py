@@ -1,4 +1,4 @@
-"""Frame sequences for self-supervised depth from video (seed 002, SPEC.md section 6): a target frame and its neighbours.
+"""Frame sequences for self-supervised depth from video (vid2depth, Mahjourian et al., CVPR 2018): a target frame and its neighbours.
 
 A frame data set that knows where each of its samples sits in a video (``sequence_frame(i)`` ->
 :class:`FrameId`: seldepth's synthetic sets from their JSON sidecars, KITTI raw drives from

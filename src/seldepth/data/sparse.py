@@ -1,4 +1,4 @@
-"""LiDAR-like sparse ground truth from dense depth: the seed-003 setting simulated on synthetic data.
+"""LiDAR-like sparse ground truth from dense depth: the setting of Chiu et al., ICPR 2020, simulated on synthetic data.
 
 A spinning LiDAR seen by a camera gives depth along a few dozen nearly horizontal scan
 lines, sampled every few pixels along each line, with drop-outs. :func:`lidar_mask` draws such

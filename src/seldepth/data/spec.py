@@ -146,43 +146,77 @@ def _default_set(spec: DataSpec, key: str = "data") -> tuple[int, int, int] | No
     return num, seed, length
 
 
-def resolve_spec(spec: str, key: str = "data") -> Path:
-    """Check a spec and return its path. ``synthetic:default[:N[:SEED[:T]]]`` names a cached generated set.
+@dataclass(frozen=True)
+class ResolvedSpec:
+    """A data spec parsed and checked once: its parts, the folder it names and, for the cached default
+    synthetic set, its (N, SEED, T).
+
+    Attributes:
+        text: the spec as given.
+        parsed: kind, path and options.
+        path: the folder (for ``synthetic:default...`` the cache folder, which may not exist yet).
+        default_set: (N, SEED, T) of ``synthetic:default[:N[:SEED[:T]]]``, else None.
+        key: the configuration key or argument named in errors.
+    """
+
+    text: str
+    parsed: DataSpec
+    path: Path
+    default_set: tuple[int, int, int] | None
+    key: str = "data"
+
+    def prepare(self, progress: bool = True) -> Path:
+        """The folder, after generating the default synthetic set if it is the one named and is missing."""
+        if self.default_set is not None:
+            num, seed, length = self.default_set
+            ensure_synthetic(self.path, num, progress, seed=seed, length=length)
+        return self.path
+
+    def layout(self) -> Layout:
+        """The first layout of the spec's kind whose probe accepts its (prepared) folder.
+
+        Raises:
+            DatasetError: listing the layouts looked for.
+        """
+        path = self.prepare(progress=False)
+        for layout in LAYOUTS[self.parsed.kind]:
+            if layout.reader().probe(path):
+                return layout
+        names = "; ".join(layout.reader().layout for layout in LAYOUTS[self.parsed.kind])
+        raise DatasetError(f"{self.key}: data spec {self.text!r}: {path} matches no {self.parsed.kind} layout; "
+                           f"looked for: {names}")
+
+
+def resolve(spec: str | ResolvedSpec, key: str = "data") -> ResolvedSpec:
+    """Parse and check a spec once (``synthetic:default[:N[:SEED[:T]]]`` names a cached generated set).
 
     Raises:
-        DatasetError: naming ``key`` and the spec, for an unknown kind or a missing path.
+        DatasetError: naming ``key`` and the spec, for an unknown kind, a bad option or a missing path.
     """
+    if isinstance(spec, ResolvedSpec):
+        return spec
     parsed = parse_spec(spec, key)
     default = _default_set(parsed, key)
     if default is not None:
-        return default_synthetic_dir(*default)
+        return ResolvedSpec(str(spec), parsed, default_synthetic_dir(*default), default, key)
     if not Path(parsed.path).exists():
         raise DatasetError(f"{key}: data spec {spec!r}: {parsed.path} does not exist")
-    return Path(parsed.path)
+    return ResolvedSpec(str(spec), parsed, Path(parsed.path), None, key)
+
+
+def resolve_spec(spec: str, key: str = "data") -> Path:
+    """Check a spec and return its path (see :func:`resolve`)."""
+    return resolve(spec, key).path
 
 
 def prepare(spec: str, key: str = "data", progress: bool = True) -> Path:
     """Resolve a spec, generating the default synthetic set first if it is the one named and is missing."""
-    path = resolve_spec(spec, key)
-    default = _default_set(parse_spec(spec, key), key)
-    if default is not None:
-        ensure_synthetic(path, default[0], progress, seed=default[1], length=default[2])
-    return path
+    return resolve(spec, key).prepare(progress)
 
 
 def detect_layout(spec: str, key: str = "data") -> Layout:
-    """The first layout of the spec's kind whose probe accepts its path.
-
-    Raises:
-        DatasetError: listing the layouts looked for.
-    """
-    parsed = parse_spec(spec, key)
-    path = prepare(spec, key, progress=False)
-    for layout in LAYOUTS[parsed.kind]:
-        if layout.reader().probe(path):
-            return layout
-    names = "; ".join(layout.reader().layout for layout in LAYOUTS[parsed.kind])
-    raise DatasetError(f"{key}: data spec {spec!r}: {path} matches no {parsed.kind} layout; looked for: {names}")
+    """The first layout of the spec's kind whose probe accepts its path (see :meth:`ResolvedSpec.layout`)."""
+    return resolve(spec, key).layout()
 
 
 def open_dataset(spec: str, split: str = "test", on_error: str = "stop", key: str = "data") -> Dataset:
@@ -200,18 +234,18 @@ def open_dataset(spec: str, split: str = "test", on_error: str = "stop", key: st
         DatasetError: naming the spec, option or file at fault.
     """
     check_on_error(on_error)
-    parsed = parse_spec(spec, key)
-    layout = detect_layout(spec, key)
+    resolved = resolve(spec, key)
+    layout = resolved.layout()  # prepares the folder
     reader = layout.reader()
     accepted = [p for p in inspect.signature(reader).parameters if p not in ("path", "on_error", "default_K")]
-    unknown = [name for name in parsed.options if name not in accepted]
+    unknown = [name for name in resolved.parsed.options if name not in accepted]
     if unknown:
         raise DatasetError(f"{key}: data spec {spec!r}: option {unknown[0]!r} is not known to the {reader.layout} "
                            f"reader; it accepts {', '.join(accepted)}")
-    options = {**layout.defaults, **parsed.options}
+    options = {**layout.defaults, **resolved.parsed.options}
     if "split" in inspect.signature(reader).parameters:
         options.setdefault("split", split)
-    dataset = reader(prepare(spec, key, progress=False), on_error=on_error, **options)
+    dataset = reader(resolved.path, on_error=on_error, **options)
     return SkipBadSamples(dataset) if on_error == "skip" else dataset
 
 

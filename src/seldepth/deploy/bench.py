@@ -26,6 +26,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from seldepth.data.spec import open_dataset
+from seldepth.deploy.onnx_export import export_onnx
+from seldepth.deploy.quantize import quantize_int8
+from seldepth.models.base import with_head
+from seldepth.models.model_file import load_model
+from seldepth.models.onnx_model import OnnxDepthModel
+
 BACKENDS = ("eager", "compile", "ort_fp32", "ort_int8")
 FLOPS_NOTE = "FLOPs = 2 x multiply-adds (torch.utils.flop_counter; element-wise ops not counted)"
 
@@ -129,11 +136,6 @@ def benchmark(model_path: str | os.PathLike, size: tuple[int, int] = (192, 256),
         "latency_ms": {backend: {"p50", "p90"} or {"error"}}, "ratios", "onnx": {...}}``; backends
         ``eager``, ``compile``, ``ort_fp32``, ``ort_int8`` (absent ones have an ``error`` or ``skipped``).
     """
-    from seldepth.deploy.onnx_export import export_onnx
-    from seldepth.deploy.quantize import quantize_int8
-    from seldepth.models.model_file import load_model
-    from seldepth.models.onnx_model import OnnxDepthModel
-
     size = tuple(int(v) for v in size)
     check_benchmark_args(model_path, size, threads, runs, warmup)
     log = print if progress else (lambda *a, **k: None)
@@ -145,8 +147,6 @@ def benchmark(model_path: str | os.PathLike, size: tuple[int, int] = (192, 256),
         work_dir = tmp.name
     work_dir = Path(work_dir)
     try:
-        from seldepth.models.base import with_head
-
         model = with_head(load_model(model_path), head)
         result = {"model": str(model_path), "architecture": getattr(model, "name", ""), "head": head, "size": list(size),
                   "threads": threads, "runs": runs, "warmup": warmup, "batch": 1,
@@ -191,8 +191,6 @@ def benchmark(model_path: str | os.PathLike, size: tuple[int, int] = (192, 256),
         if int8_calibration and fp32_path is not None:
             log("INT8 quantisation ...")
             try:
-                from seldepth.data.spec import open_dataset
-
                 dataset = open_dataset(int8_calibration, split="test", key="--calibration")
                 q = quantize_int8(fp32_path, fp32_path.with_name(fp32_path.stem + "_int8.onnx"), dataset, num_images=int8_images)
                 result["onnx"]["int8_max_abs_diff_m"] = q["max_abs_diff_m"]

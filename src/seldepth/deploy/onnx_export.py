@@ -54,7 +54,7 @@ def check_export_args(fmt: str, int8: bool = False, calibration: str | None = No
         raise ExportError("--int8 needs --calibration DATA_SPEC (images to calibrate the activation ranges)")
 
 
-def _save_onnx_atomic(proto, path: Path) -> None:
+def save_onnx_atomic(proto, path: Path) -> None:
     import onnx
 
     with atomic_path(path) as tmp:
@@ -62,7 +62,7 @@ def _save_onnx_atomic(proto, path: Path) -> None:
         os.chmod(tmp, 0o644)
 
 
-def _quiet():
+def quiet_exporters():
     """Silence the exporter's progress lines and warnings (they go to stdout, stderr and logging)."""
     stack = contextlib.ExitStack()
     stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
@@ -144,7 +144,7 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, input_size: tup
     with tempfile.TemporaryDirectory() as tmpdir:
         candidate = Path(tmpdir) / "model.onnx"
         try:
-            with (contextlib.nullcontext() if verbose else _quiet()):
+            with (contextlib.nullcontext() if verbose else quiet_exporters()):
                 torch.onnx.export(model, (example,), str(candidate), **kwargs)
             proto = onnx.load(str(candidate))
             diff = max_abs_difference(model, candidate, inputs)
@@ -172,7 +172,7 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, input_size: tup
         "provenance": json.dumps(provenance),
     })
     opset_used = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
-    _save_onnx_atomic(proto, path)
+    save_onnx_atomic(proto, path)
     return {"path": str(path), "max_abs_diff_m": diff, "checked_inputs": len(inputs), "input_size": list(size),
             "dynamic": dynamic, "opset": opset_used}
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from seldepth.deploy.onnx_export import ExportError, _quiet, _save_onnx_atomic
+from seldepth.deploy.onnx_export import ExportError, quiet_exporters, save_onnx_atomic
 from seldepth.models.base import pad_to_multiple
 from seldepth.models.onnx_model import ort_session, read_onnx_props
 from seldepth.models.preprocessing import Preprocessing
@@ -114,7 +114,7 @@ def quantize_int8(onnx_path: str | os.PathLike, out_path: str | os.PathLike, cal
         source = onnx_path
         if pre_process:
             source = Path(tmpdir) / "pre.onnx"
-            with _quiet():
+            with quiet_exporters():
                 quant_pre_process(str(onnx_path), str(source), skip_symbolic_shape=True)
         model = onnx.load(str(source))
         exclude = output_stage_nodes(model) if fp32_output_stage else []
@@ -122,7 +122,7 @@ def quantize_int8(onnx_path: str | os.PathLike, out_path: str | os.PathLike, cal
             exclude += [n for n in int8_slower_nodes(model) if n not in exclude]
         settings["nodes_excluded"] = exclude
         qpath = Path(tmpdir) / "int8.onnx"
-        with _quiet():
+        with quiet_exporters():
             quantize_static(str(source), str(qpath), Reader(), quant_format=formats[quant_format],
                             op_types_to_quantize=list(op_types) if op_types else None, per_channel=per_channel,
                             reduce_range=reduce_range, activation_type=getattr(QuantType, activation_type), weight_type=QuantType.QInt8,
@@ -143,7 +143,7 @@ def quantize_int8(onnx_path: str | os.PathLike, out_path: str | os.PathLike, cal
                                            "mean_abs_diff_m": mean_diff}
         del qmodel.metadata_props[:]
         onnx.helper.set_model_props(qmodel, {**props, "precision": "int8", "provenance": json.dumps(provenance)})
-        _save_onnx_atomic(qmodel, out_path)
+        save_onnx_atomic(qmodel, out_path)
     return {"path": str(out_path), "num_images": len(inputs), "max_abs_diff_m": max_diff, "mean_abs_diff_m": mean_diff,
             "settings": settings}
 

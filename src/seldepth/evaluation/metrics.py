@@ -1,4 +1,4 @@
-"""Standard monocular depth metrics (SPEC.md section 3), per image then averaged.
+"""Standard monocular depth metrics (as in the BTS, AdaBins, ZoeDepth and monodepth2 evaluation code), per image then averaged.
 
 One implementation, used by training (validation) and by ``seldepth eval``:
 :func:`per_image_metrics` holds the formulas; :class:`DepthMetrics` is the torchmetrics

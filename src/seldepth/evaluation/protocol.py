@@ -1,6 +1,6 @@
 """Evaluation protocols: depth range, crop and capped ranges, printed with every result.
 
-Presets (SPEC.md section 3):
+Presets (as in the evaluation code of BTS, AdaBins, ZoeDepth and monodepth2):
     ``nyu``    1e-3 < gt < 10 m, Eigen crop (rows 45:471, cols 41:601 of 480x640)
     ``kitti``  1e-3 < gt < 80 m, Garg crop
     ``kitti_eigen``  1e-3 < gt < 80 m, Eigen crop
@@ -55,7 +55,7 @@ class Protocol:
             predictions are clamped to this range (inf -> max, NaN -> min).
         crop: name of a crop in ``CROPS`` or None.
         caps: extra depth caps (m): metrics again on pixels with gt <= cap, predictions
-            clamped to the cap (seed 004's robustness-to-range figures).
+            clamped to the cap (the robustness-to-depth-range figures of Jiao et al., ECCV 2018).
         flip: average the prediction with that of the horizontally flipped image.
         median_scaling: multiply each image's prediction by median(gt) / median(pred) over its
             scored pixels first (depth known only up to scale: self-supervised models); the

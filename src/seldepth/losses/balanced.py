@@ -1,4 +1,4 @@
-"""METER's balanced loss: depth, gradient, normal and SSIM terms (SPEC.md section 1), masked by valid pixels.
+"""METER's balanced loss: depth, gradient, normal and SSIM terms (Papa et al., 2023; see docs/references.md), masked by valid pixels.
 
 ``L = L_depth + w_grad L_grad + w_normal L_normal + w_ssim L_SSIM`` computed in a chosen depth
 unit (METER: centimetres). The paper's weights are used (w_grad = 0.5, not the official code's

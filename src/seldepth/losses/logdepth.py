@@ -1,16 +1,16 @@
-"""Seed 003's multi-resolution loss: adaptive berHu on log depth, plus semantic cross-entropy (SPEC.md section 4).
+"""The multi-resolution loss of Chiu et al., ICPR 2020: adaptive berHu on log depth, plus semantic cross-entropy.
 
 ``L_total = sum_i alpha_i L_Di + beta_i L_Si`` over the heads i (finest first), with
 
 * ``L_Di = mean over valid pixels of F(G(d_pred) - G(d_gt))`` (or ``F(d_pred - d_gt)`` in metres
-  when ``space = "linear"``, the seed's ablation without log depth);
+  when ``space = "linear"``, Chiu et al.'s ablation without log depth);
 * ``G(d) = (log d - log m) * M / (log M - log m)``: log depth, 0 at ``m`` and ``M`` at ``M``;
 * ``F`` the adaptive berHu: ``|x|`` for ``|x| <= a``, ``(x^2 + a^2) / (2a)`` above, with
   ``a = max|x| / 5`` over the batch's valid pixels (detached, as a threshold);
 * ``L_Si`` the per-pixel cross-entropy with the semantic labels (``ignore_index`` = no label).
 
-m and M: the seed uses m = 4, M = 80 on KITTI (M = the evaluation cap, M/m = 20). For NYU and the
-synthetic indoor scenes we keep the seed's ratio with the indoor cap: m = 0.5, M = 10 (0.5 m is
+m and M: Chiu et al. use m = 4, M = 80 on KITTI (M = the evaluation cap, M/m = 20). For NYU and the
+synthetic indoor scenes we keep their ratio with the indoor cap: m = 0.5, M = 10 (0.5 m is
 about the nearest depth a Kinect measures). G only rescales log depth, so (m, M) set the depth
 at which a unit of G is a metre and the balance against the semantic term, not the optimum.
 
@@ -62,7 +62,7 @@ class MultiScaleLossConfig:
     """Weights and depth space of the multi-resolution loss.
 
     Attributes:
-        space: ``log`` (berHu on G(d), the seed) or ``linear`` (berHu on metres).
+        space: ``log`` (berHu on G(d), as Chiu et al.) or ``linear`` (berHu on metres).
         min_depth, max_depth: m and M of G (metres).
         alphas: depth weight per head, finest first (L, M, S, XS); a detached model uses the
             first ``len(heads)`` of the weights of its heads.

@@ -1,4 +1,4 @@
-"""Self-supervised depth from video (seed 002; vid2depth, Mahjourian et al. CVPR 2018; SPEC.md section 6).
+"""Self-supervised depth from video (vid2depth: Mahjourian et al., CVPR 2018; see docs/references.md).
 
 View synthesis: a target pixel [i, j] with predicted depth D is lifted to Q = D K^-1 [i, j, 1]^T,
 moved into a source camera by the target-to-source transform T, projected with K, and the

@@ -1,7 +1,7 @@
-"""Seed 004's losses: the depth-aware attention-driven loss L_DA, the semantic focal loss and the joint gradient loss.
+"""The synergy network's losses: the depth-aware attention-driven loss L_DA, the semantic focal loss and the joint gradient loss.
 
 Jiao et al., "Look deeper into depth: monocular depth estimation with semantic booster and
-attention-driven loss", ECCV 2018 (SPEC.md section 5).
+attention-driven loss", ECCV 2018 (see docs/references.md).
 
 **L_DA** = (1/N) sum_i (alpha_i + lambda_i) |d_i - d_i*| over the N valid pixels, with
 
@@ -12,7 +12,7 @@ attention-driven loss", ECCV 2018 (SPEC.md section 5).
   prediction is right and towards 1 where it is far off, so that near pixels whose alpha is small
   still learn early in training.
 
-The unit/offset question of SPEC.md: with ``G = log d`` in metres the logs of depths below 1 m are
+The unit/offset question the paper leaves open: with ``G = log d`` in metres the logs of depths below 1 m are
 negative, and then the ratio is above 1 or negative (lambda outside [0, 1], even negative: for
 d = 0.5, d* = 2 it is 1 - log 0.5 / log 2 = 2; for d = 0.5, d* = 0.25 it is 1 - 2 = -1, a loss
 that rewards an error). We settle it with **G(d) = log(1 + d), d in metres**: G > 0 for every
@@ -122,12 +122,12 @@ class SynergyLossConfig:
     """Weights of the synergy network's joint loss (``synergy:`` in the training config).
 
     Attributes:
-        depth: ``attention`` (L_DA) or ``l1`` (plain L1 over valid pixels, the seed's ablation).
+        depth: ``attention`` (L_DA) or ``l1`` (plain L1 over valid pixels, the paper's ablation).
         w_depth, w_semantic, w_gradient: weights of the depth term, the focal loss and the joint gradient loss.
         focal_alpha, focal_gamma: of the focal loss.
         tasks: the tasks trained (``depth``, ``semantics``); a task left out is treated as a batch
             without its targets: no loss term and its branch unchanged. One task per phase gives the
-            seed's fine-tuned schedule (train on semantics, then ``init_from`` that model on depth).
+            paper's fine-tuned schedule (train on semantics, then ``init_from`` that model on depth).
     """
 
     depth: str = "attention"

@@ -110,7 +110,7 @@ class TransformerLayer(nn.Module):
 
 
 class METERBlock(nn.Module):
-    """METER's MobileViT-style block (SPEC.md section 1).
+    """METER's MobileViT-style block (the METER architecture, Papa et al., 2023).
 
     Local 3x3+1x1 conv, 1x1 to the token dimension, 2x2 patch unfold, one transformer layer,
     fold, 1x1 back to the channels, concatenation with the block input, 3x3+1x1 fusion conv.

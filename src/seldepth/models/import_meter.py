@@ -57,7 +57,7 @@ _RULES: list[tuple[str, str]] = [
     (r"^decoder\.ups_block_(\d)\.end_up_layer\.0\.pointwise\.", r"decoder.up\1.fuse.pointwise."),
 ]
 
-# Output unit of each official checkpoint, in metres per output unit (SPEC.md section 1).
+# Output unit of each official METER checkpoint (Papa et al., 2023), in metres per output unit.
 OFFICIAL_OUTPUT_SCALE = {"nyu": 0.01, "kitti": 0.1}
 OFFICIAL_UNIT = {"nyu": "centimetres", "kitti": "decimetres, measured"}
 OFFICIAL_PREPROCESSING = {

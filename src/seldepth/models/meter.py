@@ -1,4 +1,4 @@
-"""METER: a light-weight MobileViT-style encoder with a small convolutional decoder (SPEC.md section 1).
+"""METER: a light-weight MobileViT-style encoder with a small convolutional decoder (Papa et al., 2023).
 
 Papa, Russo, Amerini, "METER: a mobile vision transformer architecture for monocular depth
 estimation", IEEE TCSVT 2023. Variants xxs / xs / s are dataclass configs of one class.

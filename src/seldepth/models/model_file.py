@@ -65,8 +65,12 @@ def read_metadata(path: str | os.PathLike) -> dict:
     return meta
 
 
-def load_state_dict_checked(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Load ``state`` strictly; on mismatch raise a ValueError listing missing, unexpected and mis-shaped keys."""
+def load_state_dict_checked(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str,
+                            check_only: bool = False) -> None:
+    """Load ``state`` strictly; on mismatch raise a ValueError listing missing, unexpected and mis-shaped keys.
+
+    ``check_only``: compare names and shapes, load nothing (``state`` may hold meta tensors).
+    """
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -81,13 +85,20 @@ def load_state_dict_checked(model: torch.nn.Module, state: dict[str, torch.Tenso
         if shapes:
             parts.append(f"wrong shapes ({len(shapes)}): {'; '.join(shapes[:20])}")
         raise ValueError(f"{source}: weights do not fit {getattr(model, 'name', type(model).__name__)}: " + " | ".join(parts))
-    model.load_state_dict(state, strict=True)
+    if not check_only:
+        model.load_state_dict(state, strict=True)
 
 
-def load_model(path: str | os.PathLike) -> DepthModel:
+def load_model(path: str | os.PathLike, weights: bool = True) -> DepthModel:
     """Load a model file (``.safetensors``), a Lightning checkpoint (``.ckpt``) or an ONNX export (``.onnx``), in eval mode.
 
     The returned model carries ``preprocessing`` (:class:`Preprocessing`) and ``metadata`` (dict).
+
+    Args:
+        path: the file.
+        weights: False builds the model on the ``meta`` device and checks the file's tensor names and
+            shapes against it without reading their values: every check of a load, at the cost of
+            reading a header (what a config is validated with before any work).
 
     Example:
         >>> model = load_model("meter_xxs_nyu.safetensors")
@@ -97,31 +108,48 @@ def load_model(path: str | os.PathLike) -> DepthModel:
     if not path.is_file():
         raise FileNotFoundError(f"model file not found: {path}")
     if path.suffix == ".ckpt":
-        return _load_lightning_checkpoint(path)
+        return _load_lightning_checkpoint(path, weights)
     if path.suffix == ".onnx":
-        from seldepth.models.onnx_model import OnnxDepthModel  # ONNX Runtime session with the same interface
+        from seldepth.models.onnx_model import OnnxDepthModel  # onnxruntime is imported only when an ONNX file is read
 
         return OnnxDepthModel(path)
     meta = read_metadata(path)
-    model = create_model(meta["architecture"], **meta["config"])
-    load_state_dict_checked(model, load_file(str(path)), str(path))
+    model = _create(meta["architecture"], meta["config"], weights)
+    state = load_file(str(path)) if weights else _header_state(path)
+    load_state_dict_checked(model, state, str(path), check_only=not weights)
     model.preprocessing = Preprocessing.from_dict(meta["preprocessing"])
     model.metadata = meta
     return model.eval()
 
 
-def _load_lightning_checkpoint(path: Path) -> DepthModel:
+def _create(architecture: str, config: dict, weights: bool) -> DepthModel:
+    if weights:
+        return create_model(architecture, **config)
+    with torch.device("meta"):  # the structure only: nothing allocated or initialised, no random number drawn
+        return create_model(architecture, **config)
+
+
+def _header_state(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file as meta tensors of their recorded shapes (only the header is read)."""
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        with safe_open(str(path), framework="pt") as f:
+            return {k: torch.empty(f.get_slice(k).get_shape(), device="meta") for k in f.keys()}
+    except (SafetensorError, OSError) as exc:
+        raise ValueError(f"{path}: not a readable safetensors model file ({exc})") from None
+
+
+def _load_lightning_checkpoint(path: Path, weights: bool = True) -> DepthModel:
+    try:
+        ckpt = torch.load(path, map_location="cpu" if weights else "meta", weights_only=True)
     except Exception as exc:  # pickle errors carry many types
         raise ValueError(f"{path}: not a plain-tensor checkpoint ({type(exc).__name__}: {exc})") from None
     hparams = ckpt.get("hyper_parameters", {})
     arch = hparams.get("model")
     if not arch:
         raise ValueError(f"{path}: checkpoint has no 'hyper_parameters.model' naming the architecture")
-    model = create_model(arch, **(hparams.get("model_options") or {}))
+    model = _create(arch, hparams.get("model_options") or {}, weights)
     state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
-    load_state_dict_checked(model, state, str(path))
+    load_state_dict_checked(model, state, str(path), check_only=not weights)
     model.preprocessing = Preprocessing.from_dict(hparams.get("preprocessing") or Preprocessing().to_dict())
     model.metadata = {"architecture": arch, "provenance": {"checkpoint": str(path)}}
     return model.eval()

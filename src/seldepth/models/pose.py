@@ -1,4 +1,4 @@
-"""The pose network of self-supervised training (seed 002; SfMLearner / vid2depth's ego-motion net).
+"""The pose network of self-supervised training (the ego-motion net of SfMLearner and vid2depth, Mahjourian et al., CVPR 2018).
 
 The target frame and its S source frames, stacked on the channels, go through seven stride-2
 convolutions (7x7, 5x5, then 3x3; batch norm and ReLU); a 1x1 convolution gives 6 numbers per source at every position, and

@@ -1,4 +1,4 @@
-"""An extremely light-weight real-time depth network with four detachable output heads (seed 003, SPEC.md section 4).
+"""An extremely light-weight real-time depth network with four detachable output heads (Chiu et al., ICPR 2020).
 
 Chiu et al., "Real-time monocular depth estimation with extremely light-weight neural
 network", ICPR 2020, publish no code and no architecture, only its budget (0.32M parameters,
@@ -97,7 +97,7 @@ class DecoderStage(nn.Module):
 
 
 class RealtimeDepth(DepthModel):
-    """The seed-003 style real-time depth network (see the module docstring).
+    """A real-time depth network in the style of Chiu et al., ICPR 2020 (see the module docstring).
 
     ``forward(image)`` -> depth (B, 1, H/s, W/s) in metres of the finest built head (s = 2 for L);
     ``forward_heads(image)`` -> :class:`RealtimeOutput` with every built head.

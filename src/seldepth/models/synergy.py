@@ -1,11 +1,11 @@
-"""Joint depth and semantics with lateral sharing units (seed 004, SPEC.md section 5).
+"""Joint depth and semantics with lateral sharing units (Jiao et al., ECCV 2018; see docs/references.md).
 
 Jiao et al., "Look deeper into depth: monocular depth estimation with semantic booster and
 attention-driven loss", ECCV 2018. A shared encoder (here METER's, variant ``backbone``) feeds
 two decoder branches of METER's decoder shape, depth and semantics, with four stages each (the
 1x1 input conv at 1/32, then three up blocks fed by the encoder's skips at 1/16, 1/8, 1/4).
 
-``structure`` selects how the branches share information (the seed's Fig. 2 and its synergy net):
+``structure`` selects how the branches share information (Fig. 2 of the paper's supplementary material, and its synergy net):
 
 * ``lateral`` (the synergy network): after every stage a :class:`LateralSharing` unit mixes the
   two branches, ``d' = (1 + phi_D) d + phi_S s`` and ``s' = (1 + gamma_S) s + gamma_D d``, with
@@ -15,7 +15,7 @@ two decoder branches of METER's decoder shape, depth and semantics, with four st
   input is the sum of the two branches) and feed both heads;
 * ``cascaded``: the first task's branch runs whole, and the second task's head works on its
   final features (``cascade_first``: which task is first);
-* ``fine_tuned``: one decoder with both heads; the seed trains it on one task and fine-tunes it
+* ``fine_tuned``: one decoder with both heads; the paper trains it on one task and fine-tunes it
   on the other (a training schedule: ``synergy.tasks`` and ``init_from`` in the training config;
   the architecture is this single shared branch);
 * ``depth_only``: the single-task baseline: the encoder, the depth branch and the depth head, no
@@ -208,7 +208,7 @@ class SynergyDepth(DepthModel):
         """The parameters that belong to one task's branch only (``depth`` or ``semantics``).
 
         A batch with targets of the other task only leaves these unchanged (weak supervision: the
-        seed freezes the unsupervised branch's backward pass): its branch, its head, its side of
+        paper freezes the unsupervised branch's backward pass): its branch, its head, its side of
         the lateral sharing units (phi for depth, gamma for semantics) and, in a cascade, the
         second task's own layers. Shared layers are in neither list.
         """

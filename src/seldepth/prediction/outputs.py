@@ -15,6 +15,7 @@ from PIL import Image
 
 from seldepth.atomic import atomic_path
 from seldepth.colormap import colorize_depth
+from seldepth.prediction.pointcloud import write_depth_ply
 
 PNG_SCALE = 1000.0  # 16-bit PNG holds millimetres (NYU convention); 0 = invalid
 
@@ -74,8 +75,6 @@ def write_image_outputs(out_dir: str | os.PathLike, name: str, depth: np.ndarray
     Returns:
         The paths written.
     """
-    from seldepth.prediction.pointcloud import write_depth_ply
-
     depth = np.asarray(depth, dtype=np.float32)
     if depth.ndim != 2:
         raise ValueError(f"expected a (H, W) depth map in metres, got shape {depth.shape}")

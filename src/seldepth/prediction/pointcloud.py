@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from seldepth.atomic import atomic_path
+
 INTRINSICS_HELP = ("give --fx --fy --cx --cy (pixels), or --fov DEG (horizontal field of view, principal point at "
                    "the image centre), or use a model file whose metadata has 'intrinsics'")
 
@@ -135,8 +137,6 @@ def write_ply(path: str | os.PathLike, points: np.ndarray, colors: np.ndarray | 
         points: (N, 3) metres.
         colors: (N, 3) uint8 RGB.
     """
-    from seldepth.atomic import atomic_path
-
     points = np.asarray(points, dtype=np.float32)
     if points.ndim != 2 or points.shape[1] != 3:
         raise ValueError(f"expected (N, 3) points, got shape {points.shape}")

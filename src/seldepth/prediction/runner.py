@@ -14,6 +14,7 @@ from tqdm import tqdm
 from seldepth.data.errors import DatasetError
 from seldepth.data.images import read_rgb
 from seldepth.inference import predict_depth
+from seldepth.models.model_file import load_model
 from seldepth.prediction.inputs import InputItem, expand_inputs
 from seldepth.prediction.outputs import NpyStackWriter, parse_range, write_image_outputs
 from seldepth.prediction.pointcloud import (
@@ -109,8 +110,6 @@ def predict_paths(model, inputs, out_dir: str | os.PathLike, batch_size: int = 4
     out_dir = Path(out_dir)
     items, notes = expand_inputs([inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs), exclude=out_dir)
     if isinstance(model, (str, os.PathLike)):
-        from seldepth.models.model_file import load_model
-
         model = load_model(model)
     if ply:
         intrinsics = intrinsics or intrinsics_from_metadata(getattr(model, "metadata", None))

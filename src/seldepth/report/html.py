@@ -270,7 +270,7 @@ def predict_depth_map(model: torch.nn.Module, image: torch.Tensor, size: tuple[i
 
 
 def attention_section(runs: list[RunFolder], figures: FigureFolder, max_layers: int = 6) -> str:
-    """Attention maps A(T) = sum |T| of each run's layers on the first test image (seed 004's visualisation).
+    """Attention maps A(T) = sum |T| of each run's layers on the first test image (the attention visualisation of Jiao et al., ECCV 2018).
 
     The layers are :func:`response_layers` (regularised or most selective) when the runs have
     dissections, else each model's first ``max_layers`` selectivity layers.
@@ -450,7 +450,7 @@ def write_report(run_dirs: list, out: str | os.PathLike, samples: int = 4, progr
               "absolute error; all depth panels share one colour range."),
              lambda: predictions_section(runs, int(samples), figures, progress)),
             ("attention", "Attention maps",
-             "A(T) = sum over channels of |T| for the layers shown below, per run, on one test image (seed 004).",
+             "A(T) = sum over channels of |T| for the layers shown below, per run, on one test image (Jiao et al., ECCV 2018).",
              lambda: attention_section(runs, figures)),
             ("mean-ds", "Mean depth selectivity per layer",
              "Mean DS of each layer's units in each run's dissection, runs side by side.",

@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from seldepth.colormap import colorize_depth
-from seldepth.report.selectivity_plots import _save
+from seldepth.report.selectivity_plots import save_figure
 
 DEPTH_CMAP = "turbo"  # colorize_depth's default
 ERROR_CMAP = "magma"
@@ -126,7 +126,7 @@ def plot_training_curves(logs: dict[str, dict[str, np.ndarray]], path: str | os.
         ax.xaxis.label.set_fontsize(8)
         ax.yaxis.label.set_fontsize(8)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def depth_limits(depths: list[np.ndarray], valids: list[np.ndarray], percentiles=(1.0, 99.0)) -> tuple[float, float]:
@@ -205,7 +205,7 @@ def plot_prediction_grid(images: list[np.ndarray], depths: list[np.ndarray], val
     fig.colorbar(ScalarMappable(Normalize(0.0, emax), ERROR_CMAP), cax=eax, orientation="horizontal")
     eax.set_xlabel("|prediction - ground truth| (m), valid pixels; black: no ground truth", fontsize=7)
     eax.tick_params(labelsize=6)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_mean_ds_comparison(mean_ds: dict[str, dict[str, float]], path: str | os.PathLike,
@@ -259,4 +259,4 @@ def plot_mean_ds_comparison(mean_ds: dict[str, dict[str, float]], path: str | os
         names.append("regularised in that run")
     ax.legend(handles, names, fontsize=7, loc="upper left", ncol=min(4, len(handles)))
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)

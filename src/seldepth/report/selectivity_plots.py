@@ -21,7 +21,8 @@ from matplotlib.figure import Figure
 from seldepth.selectivity.dissect import DissectionResult, LayerSelectivity
 
 
-def _save(fig: Figure, path: str | os.PathLike) -> Path:
+def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
+    """Render ``fig`` on matplotlib's Agg canvas and write it as a PNG at ``path`` (its folder is created)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
@@ -51,7 +52,7 @@ def plot_mean_ds(result: DissectionResult, path: str | os.PathLike) -> Path:
     ax.set_title(f"{model}: bins {result.bins.spec()}, {result.num_images} images", fontsize=9)
     ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_unit_responses(layer: LayerSelectivity, path: str | os.PathLike, max_units: int = 32, columns: int = 8) -> Path:
@@ -82,7 +83,7 @@ def plot_unit_responses(layer: LayerSelectivity, path: str | os.PathLike, max_un
     fig.suptitle(f"{layer.name}: response R vs depth bin, {n} of {layer.num_units} units by DS "
                  f"(N_b = {layer.num_bins}, mean DS {layer.mean_ds:.3f})", fontsize=9)
     _grid_spacing(fig, rows)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_ds_histograms(result: DissectionResult, path: str | os.PathLike, columns: int = 4) -> Path:
@@ -103,7 +104,7 @@ def plot_ds_histograms(result: DissectionResult, path: str | os.PathLike, column
         ax.tick_params(labelsize=6)
     fig.suptitle("distribution of depth selectivity (DS) per layer", fontsize=9)
     _grid_spacing(fig, rows)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def save_selectivity_plots(result: DissectionResult, out_dir: str | os.PathLike, max_units: int = 32) -> list[Path]:

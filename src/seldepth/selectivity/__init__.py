@@ -1,4 +1,4 @@
-"""Neuron depth selectivity (SPEC.md section 2): depth bins, per-bin responses, dissection.
+"""Neuron depth selectivity (You et al., ICCV 2021; see docs/references.md): depth bins, per-bin responses, dissection.
 
 - :mod:`~seldepth.selectivity.bins`: bin schemes (``sid``, ``linear``, ``log``, ``quantile``) and
   the map from depth to bin indices.
@@ -9,8 +9,16 @@
 - :mod:`~seldepth.selectivity.ablation`: top-k / random-k / bottom-k unit ablation.
 """
 
-from seldepth.selectivity.ablation import AblationResult, ablate
-from seldepth.selectivity.bins import BinScheme, EdgeRefinement, depth_to_bins, parse_bins, sid_edges
+from seldepth.selectivity.ablation import DEFAULT_FRACTIONS, AblationResult, ablate
+from seldepth.selectivity.bins import (
+    DEFAULT_BINS,
+    DEFAULT_DEPTH_RANGE,
+    BinScheme,
+    EdgeRefinement,
+    depth_to_bins,
+    parse_bins,
+    sid_edges,
+)
 from seldepth.selectivity.dissect import (
     DissectionResult,
     Dissector,
@@ -37,6 +45,7 @@ from seldepth.selectivity.responses import (
 )
 
 __all__ = [
+    "DEFAULT_BINS", "DEFAULT_DEPTH_RANGE", "DEFAULT_FRACTIONS",
     "BinScheme", "BinnedResponses", "DissectionResult", "Dissector", "EdgeRefinement", "EmptyBinWarning",
     "LayerSelectivity", "Selectivity", "bin_counts", "binned_responses", "depth_to_bins", "dissect", "format_table",
     "mean_responses", "parse_bins", "project_bins", "resolve_layers", "selectivity_index", "sid_edges",

@@ -1,6 +1,6 @@
 """Unit ablation: does silencing a layer's most depth-selective units hurt depth more than silencing random ones?
 
-SPEC.md section 2 lists the finding to test (You et al., ICCV 2021): ablating units with higher
+The finding to test (You et al., ICCV 2021; see docs/references.md): ablating units with higher
 selectivity degrades depth faster than ablating random units. For one layer of K units and each
 fraction f, k = round(f * K) units (rounded half up) are ablated:
 
@@ -50,10 +50,14 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from seldepth.selectivity.bins import BinScheme, parse_bins
 from seldepth.atomic import write_text_atomic
-from seldepth.inference import model_input
-from seldepth.selectivity.dissect import _check_range, dissect, resolve_layers
+from seldepth.data.collate import collate_samples
+from seldepth.data.skipping import sample_batches
+from seldepth.evaluation.metrics import DepthMetrics
+from seldepth.evaluation.protocol import Protocol, get_protocol
+from seldepth.inference import model_input, predict_depth
+from seldepth.selectivity.bins import DEFAULT_BINS, DEFAULT_DEPTH_RANGE, BinScheme, parse_bins
+from seldepth.selectivity.dissect import check_depth_range, dissect, resolve_layers
 
 CURVES = ("top", "random", "bottom")
 MODES = ("zero", "mean")
@@ -206,9 +210,6 @@ def channel_means(model: nn.Module, dataset: Dataset, layer: str, batch_size: in
     Returns:
         (K,) float64 mean of each output channel.
     """
-    from seldepth.data.collate import collate_samples
-    from seldepth.data.skipping import sample_batches
-
     path = resolve_layers(model, [layer])[layer]
     module = dict(model.named_modules())[path]
     acc = _ChannelMeans(layer)
@@ -499,7 +500,7 @@ def _metrics(metric) -> dict[str, float]:
 
 @torch.no_grad()
 def ablate(model: nn.Module, dataset: Dataset, layer: str, fractions=DEFAULT_FRACTIONS, seeds: int = 3,
-           mode: str = "zero", bins: str | BinScheme = "sid:64", depth_range: tuple[float, float] = (1e-3, 10.0),
+           mode: str = "zero", bins: str | BinScheme = DEFAULT_BINS, depth_range: tuple[float, float] = DEFAULT_DEPTH_RANGE,
            protocol="nyu", batch_size: int = 8, progress: bool = True,
            selectivity: torch.Tensor | None = None) -> AblationResult:
     """Depth metrics against the fraction of a layer's most / least / randomly chosen selective units ablated.
@@ -531,18 +532,12 @@ def ablate(model: nn.Module, dataset: Dataset, layer: str, fractions=DEFAULT_FRA
         ValueError: naming the argument: an unknown ``layer``, ``fractions`` outside [0, 1],
             ``seeds`` < 1, an unknown ``mode``, a ``selectivity`` of the wrong shape, ...
     """
-    from seldepth.data.collate import collate_samples
-    from seldepth.data.skipping import sample_batches
-    from seldepth.inference import predict_depth
-    from seldepth.evaluation.metrics import DepthMetrics
-    from seldepth.evaluation.protocol import Protocol, get_protocol
-
     path, fractions = check_ablation_args(model, layer, fractions, seeds, mode)
     proto = protocol if isinstance(protocol, Protocol) else get_protocol(protocol)
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size!r}")
     if selectivity is None:
-        depth_range = _check_range(depth_range)
+        depth_range = check_depth_range(depth_range)
         scheme = parse_bins(bins)
         bins_label = bins if isinstance(bins, str) else scheme.spec()
     else:

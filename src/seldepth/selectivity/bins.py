@@ -3,10 +3,10 @@
 A scheme gives ``N_b + 1`` increasing edges ``e_0 < e_1 < ... < e_{N_b}``; bin ``d`` holds the
 depths in ``(e_d, e_{d+1}]`` (right-closed, so SID's first bin is ``(0, alpha]``). Depth at or
 below ``e_0``, above ``e_{N_b}``, not finite, or marked invalid gets index ``-1``: it is left
-out, never put in bin 0 (the reference code puts depth above ``beta`` into bin 0; SPEC.md
-section 2 names that bug).
+out, never put in bin 0 (the reference code of You et al., ICCV 2021, puts depth above ``beta`` into bin 0,
+a bug not copied here).
 
-Schemes (SPEC.md section 2 for ``sid``):
+Schemes (``sid`` as in the reference code of You et al., ICCV 2021):
     ``sid``       spacing-increasing discretisation: edges 0, alpha, then
                   ``t_i = exp(log(beta + 1 - alpha) * i / (N_b - 1)) - (1 - alpha)`` for
                   ``i = 1 .. N_b - 2``, then beta. NYU alpha 0.75, beta 10; KITTI alpha 3, beta 80.
@@ -29,6 +29,8 @@ import torch
 
 KINDS = ("sid", "linear", "log", "quantile")
 DEFAULT_NUM_BINS = 64
+DEFAULT_BINS = f"sid:{DEFAULT_NUM_BINS}"  # the bin scheme of every dissection unless told otherwise
+DEFAULT_DEPTH_RANGE = (1e-3, 10.0)  # valid ground truth (min, max), metres, exclusive: the NYU range
 
 # Per data set defaults of each scheme's parameters.
 PRESETS: dict[str, dict[str, dict[str, float]]] = {
@@ -41,7 +43,7 @@ _KEYS = {"sid": ("alpha", "beta"), "linear": ("min", "max"), "log": ("min", "max
 
 
 def sid_edges(num_bins: int, alpha: float = 0.75, beta: float = 10.0) -> torch.Tensor:
-    """Edges of the spacing-increasing discretisation (SPEC.md section 2).
+    """Edges of the spacing-increasing discretisation (as in You et al., ICCV 2021).
 
     Args:
         num_bins: N_b >= 2.

@@ -1,4 +1,4 @@
-"""Dissection: how selective each unit of a depth network is to a range of depths (SPEC.md section 2).
+"""Dissection: how selective each unit of a depth network is to a range of depths (You et al., ICCV 2021).
 
 Forward hooks on the probed modules turn each batch's activations into per-unit, per-bin
 sums (:func:`~seldepth.selectivity.responses.binned_responses`) that are accumulated in
@@ -11,8 +11,8 @@ an ``all_reduce`` of sums and counts when ``torch.distributed`` is initialised):
 Conventions (the same everywhere in seldepth):
     * R averages SIGNED activations; DS is computed on |R|: |R^max| is the largest |R| over
       the non-empty bins (its bin is the unit's preferred bin) and |R^-max| the mean of |R|
-      over the OTHER NON-EMPTY bins. (This reproduces the reference figures of SPEC.md
-      section 2; taking |.| of the mean of signed R instead gives higher DS for layers with
+      over the OTHER NON-EMPTY bins. (This reproduces the reference figures of the official
+      NYU METER-xxs on nyu_test_sample; taking |.| of the mean of signed R instead gives higher DS for layers with
       signed outputs, e.g. enc_7 0.550 instead of 0.421.)
     * Empty bins (no valid pixel in the data) are left out, reported per layer, and raise
       one :class:`EmptyBinWarning`; they never give NaN.
@@ -45,8 +45,16 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from seldepth.atomic import atomic_path, write_text_atomic
-from seldepth.selectivity.bins import BinScheme, EdgeRefinement, bin_centres, parse_bins
-from seldepth.selectivity.responses import _project_slots, binned_responses, mean_responses, selectivity_index
+from seldepth.data.collate import collate_samples
+from seldepth.data.skipping import sample_batches
+from seldepth.inference import model_preprocessing
+from seldepth.selectivity.bins import DEFAULT_BINS, DEFAULT_DEPTH_RANGE, BinScheme, EdgeRefinement, bin_centres, parse_bins
+from seldepth.selectivity.responses import (
+    project_slots,
+    binned_responses,
+    mean_responses,
+    selectivity_index,
+)
 
 CONVENTIONS = ("R = mean of the signed, bilinearly upsampled activation over the valid pixels of a bin; "
                "DS = (|R|max - mean|R|others) / (|R|max + mean|R|others) with |R|max the largest |R| over non-empty bins "
@@ -288,14 +296,14 @@ class Dissector:
         >>> result = d.compute()
     """
 
-    def __init__(self, model: nn.Module, layers=None, bins: str | BinScheme = "sid:64",
-                 depth_range: tuple[float, float] = (1e-3, 10.0), dtype: torch.dtype = torch.float64):
+    def __init__(self, model: nn.Module, layers=None, bins: str | BinScheme = DEFAULT_BINS,
+                 depth_range: tuple[float, float] = DEFAULT_DEPTH_RANGE, dtype: torch.dtype = torch.float64):
         self.model = model
         self.layers = resolve_layers(model, layers)
         self.scheme = parse_bins(bins)
         if not self.scheme.is_fitted:
             raise ValueError("bins: a quantile scheme must be fitted before dissection (BinScheme.fit or dissect())")
-        self.depth_range = _check_range(depth_range)
+        self.depth_range = check_depth_range(depth_range)
         if dtype not in (torch.float32, torch.float64):
             raise ValueError(f"dtype: expected torch.float32 or torch.float64, got {dtype}")
         self.dtype = dtype
@@ -349,7 +357,7 @@ class Dissector:
         grid_ref, to_grid, tables = self._grid_refs[size]
         slots = state["slots"]
         grid_slots = to_grid.index_select(0, slots.view(-1)).view(slots.shape)
-        grid = _project_slots(grid_slots, grid_ref.num_slots, size, self.dtype, overwrite=True)
+        grid = project_slots(grid_slots, grid_ref.num_slots, size, self.dtype, overwrite=True)
         for k in grid_bins:
             proj = torch.zeros(grid.shape[0], k + 1, *size, dtype=grid.dtype, device=grid.device)
             state["proj"][(k, *size)] = proj.index_add_(1, tables[k], grid)[:, :k]
@@ -497,7 +505,8 @@ class Dissector:
         return result
 
 
-def _check_range(depth_range) -> tuple[float, float]:
+def check_depth_range(depth_range) -> tuple[float, float]:
+    """``depth_range`` as (min, max) floats in metres, after checking 0 <= min < max (the error names ``depth_range``)."""
     try:
         lo, hi = (float(v) for v in depth_range)
     except (TypeError, ValueError):
@@ -519,7 +528,7 @@ def _warn_empty(result: DissectionResult) -> None:
                       + ", ".join(f"{n} ({k} units)" for n, k in undefined.items()), EmptyBinWarning, stacklevel=3)
 
 
-def fit_bins(scheme: BinScheme, dataset: Dataset, depth_range: tuple[float, float] = (1e-3, 10.0),
+def fit_bins(scheme: BinScheme, dataset: Dataset, depth_range: tuple[float, float] = DEFAULT_DEPTH_RANGE,
              samples_per_image: int = 20_000, seed: int = 0) -> BinScheme:
     """Fit a quantile scheme on the valid ground truth of ``dataset`` (other schemes are returned as is).
 
@@ -543,8 +552,8 @@ def fit_bins(scheme: BinScheme, dataset: Dataset, depth_range: tuple[float, floa
     return scheme.fit(torch.cat(values) if values else torch.zeros(0, dtype=torch.float64))
 
 
-def dissect(model: nn.Module, dataset: Dataset, layers=None, bins: str | BinScheme = "sid:64",
-            depth_range: tuple[float, float] = (1e-3, 10.0), batch_size: int = 4, num_workers: int = 0,
+def dissect(model: nn.Module, dataset: Dataset, layers=None, bins: str | BinScheme = DEFAULT_BINS,
+            depth_range: tuple[float, float] = DEFAULT_DEPTH_RANGE, batch_size: int = 4, num_workers: int = 0,
             progress: bool = True, dtype: torch.dtype = torch.float64, shard: bool = True,
             preprocess=None) -> DissectionResult:
     """Depth selectivity of a model's units over a data set of sample dicts.
@@ -568,11 +577,7 @@ def dissect(model: nn.Module, dataset: Dataset, layers=None, bins: str | BinSche
     Returns:
         :class:`DissectionResult`.
     """
-    from seldepth.data.collate import collate_samples  # the loader of ``evaluate``
-    from seldepth.data.skipping import sample_batches
-    from seldepth.inference import model_preprocessing
-
-    depth_range = _check_range(depth_range)
+    depth_range = check_depth_range(depth_range)
     resolve_layers(model, layers)  # fail on unknown names before reading data
     scheme = fit_bins(parse_bins(bins), dataset, depth_range)
     dissector = Dissector(model, layers, scheme, depth_range, dtype)

@@ -1,6 +1,6 @@
 """The assign loss: a regulariser that makes each unit of named layers selective to one assigned depth bin.
 
-SPEC.md section 2 (You et al., ICCV 2021)::
+You et al., ICCV 2021 (see docs/references.md)::
 
     d_{l,k}   = floor(k / (K_l / N_b))                       the bin assigned to unit k
     L_assign  = -lambda * sum_{l in L} mean_k DS_{l,k}(d_{l,k})
@@ -31,7 +31,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from seldepth.selectivity.bins import depth_to_bins, parse_bins
+from seldepth.selectivity.bins import DEFAULT_DEPTH_RANGE, depth_to_bins, parse_bins
 from seldepth.selectivity.dissect import resolve_layers
 from seldepth.selectivity.responses import binned_responses, mean_responses, project_bins, selectivity_index
 
@@ -45,7 +45,7 @@ class SelectivityConfig:
     Attributes:
         layers: layers to regularise (a model's short names such as ``enc_5`` or module paths); empty = off.
         weight: lambda. The task loss is in the loss's unit (cm for METER's balanced loss), so
-            lambda is relative to it (seed 001 used 10 and 100; the reference 0.1).
+            lambda is relative to it (the METER-xxs study of Diamadis used 10 and 100; the reference 0.1).
         bins: bin scheme spec (``sid:32``, ``linear:16``, ...); a layer of K units gets min(N, K) bins.
         statistics: ``batch`` (the reference) or ``ema`` (moving average of sums and counts).
         momentum: EMA momentum m in [0, 1).
@@ -61,7 +61,7 @@ class SelectivityConfig:
     statistics: str = "batch"
     momentum: float = 0.9
     warmup_epochs: int = 0
-    depth_range: tuple[float, float] = (1e-3, 10.0)
+    depth_range: tuple[float, float] = DEFAULT_DEPTH_RANGE
     log_layers: tuple[str, ...] | None = None
 
     def __post_init__(self):

@@ -1,7 +1,7 @@
 """Per-unit, per-depth-bin responses: the one implementation shared by dissection and the regulariser.
 
 For a unit k with activation map A_k (h, w) and a depth map (H, W) split into bins, the
-response of bin d is (SPEC.md section 2)::
+response of bin d is (You et al., ICCV 2021; see docs/references.md)::
 
     R[k, d] = sum_p up(A_k)(p) M_d(p) / sum_p M_d(p)
 
@@ -140,7 +140,7 @@ def _scatter_plan(H: int, W: int, h: int, w: int, dtype: torch.dtype, device: to
     return index, weights, pairs
 
 
-def _project_slots(slots: torch.Tensor, num_slots: int, size: tuple[int, int], dtype: torch.dtype,
+def project_slots(slots: torch.Tensor, num_slots: int, size: tuple[int, int], dtype: torch.dtype,
                    overwrite: bool = False) -> torch.Tensor:
     """Adjoint of bilinear upsampling applied to the one-hot masks of ``slots``.
 
@@ -220,7 +220,7 @@ def project_bins(bins: torch.Tensor, num_bins: int, size: tuple[int, int], dtype
         raise ValueError(f"dtype: expected a float dtype, got {dtype}")
     b = bins.long()
     slots = torch.where(b < 0, num_bins, b)  # invalid pixels go to a spare slot, dropped below
-    return _project_slots(slots, num_bins + 1, (int(size[0]), int(size[1])), dtype, overwrite=True)[:, :num_bins]
+    return project_slots(slots, num_bins + 1, (int(size[0]), int(size[1])), dtype, overwrite=True)[:, :num_bins]
 
 
 def binned_responses(activations: torch.Tensor, bins: torch.Tensor | None, num_bins: int, per_image: bool = False,
@@ -312,13 +312,13 @@ class Selectivity(NamedTuple):
 
 def selectivity_index(responses: torch.Tensor, nonempty: torch.Tensor | None = None,
                       preferred: torch.Tensor | None = None, eps: float = 1e-12) -> Selectivity:
-    """Depth selectivity index of each unit (SPEC.md section 2).
+    """Depth selectivity index of each unit (You et al., ICCV 2021).
 
     ``DS = (|R^max| - |R^-max|) / (|R^max| + |R^-max|)`` computed on the magnitudes ``|R|`` of
     the signed mean responses: ``|R^max|`` is the largest ``|R|`` among non-empty bins (or
     ``|R|`` of ``preferred`` when given, e.g. the assigned bin of the regulariser) and
     ``|R^-max|`` the mean of ``|R|`` over the OTHER NON-EMPTY bins. This is the convention
-    that reproduces the reference figures of SPEC.md section 2 (R averages signed
+    that reproduces the reference figures of the official NYU METER-xxs on nyu_test_sample (R averages signed
     activations; DS takes |R| per bin, then the mean). Empty bins are left out (they are not
     R = 0). A unit whose responses are all 0 has DS 0; a unit with fewer than two non-empty
     bins has DS 0 and ``defined`` False. Never NaN; differentiable in ``responses``.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+import torch
 import yaml
 from jsonargparse import ActionConfigFile, ArgumentParser
 
@@ -82,8 +83,8 @@ class TrainConfig:
     """A whole training run.
 
     ``model_options`` override fields of the model's config (``{semantic_classes: 5}``);
-    ``multiscale`` selects seed 003's multi-resolution log-depth loss (multi-head models) and
-    ``synergy`` seed 004's joint depth and semantic loss (``synergy_depth``) instead of ``loss``
+    ``multiscale`` selects the multi-resolution log-depth loss of Chiu et al., ICPR 2020 (multi-head models) and
+    ``synergy`` the joint depth and semantic loss of Jiao et al., ECCV 2018 (``synergy_depth``) instead of ``loss``
     (METER's balanced loss); ``teacher`` names the teacher networks and semantic targets.
     ``init_from`` starts the model from a model file's weights, except the parts named by
     prefix in ``init_skip``; ``freeze`` names parts (prefixes) that training leaves unchanged
@@ -184,7 +185,8 @@ def validate(cfg: TrainConfig, check_init: bool = True) -> None:
     if cfg.data.train_subset:
         read_selection(cfg.data.train_subset)  # exists and lists indices (their range is checked when the data is opened)
     try:
-        model = create_model(cfg.model, **cfg.model_options)
+        with torch.device("meta"):  # the structure only: no weight is allocated or initialised, no random number drawn
+            model = create_model(cfg.model, **cfg.model_options)
     except ValueError as exc:
         raise ValueError(f"model_options: {exc}") from None
     _validate_heads_and_teachers(cfg, model)
@@ -193,7 +195,7 @@ def validate(cfg: TrainConfig, check_init: bool = True) -> None:
     if cfg.init_skip and not cfg.init_from:
         raise ValueError("init_skip: names parts to leave out of init_from, but init_from is not set")
     if cfg.init_from and check_init:
-        init_from_file(model, cfg.init_from, tuple(cfg.init_skip))  # the file exists and fits, before any work
+        init_from_file(model, cfg.init_from, tuple(cfg.init_skip), weights=False)  # the file exists and fits
     if cfg.selectivity.layers or cfg.selectivity.logged_layers:
         for key, names in (("selectivity.layers", cfg.selectivity.layers), ("selectivity.log_layers", cfg.selectivity.logged_layers)):
             if names:
@@ -246,7 +248,7 @@ def _validate_heads_and_teachers(cfg: TrainConfig, model) -> None:
                              f"available: {', '.join(list_models('pose'))}")
     if cfg.teacher.semantic and not classes:
         raise ValueError(f"teacher.semantic: {cfg.model} has no semantic output (model_options: {{semantic_classes: N}})")
-    TrainingTargets(cfg.teacher, classes or None)  # loads and checks the teacher files
+    TrainingTargets(cfg.teacher, classes or None, weights=False)  # checks the teacher files; training loads them
 
 
 def load_config(path: str, check_init: bool = True) -> TrainConfig:

@@ -82,7 +82,7 @@ class DepthTrainingModule(DepthModelModule):
 
     The loss is computed at the prediction's resolution against ground truth reduced by a
     masked average; the regulariser bins the ground truth at the batch's resolution.
-    With ``multiscale`` (multi-head models such as ``realtime_depth``) the loss is seed 003's
+    With ``multiscale`` (multi-head models such as ``realtime_depth``) the loss is Chiu et al.'s (ICPR 2020)
     :class:`~seldepth.losses.logdepth.MultiScaleLoss` over every head instead. The targets come
     from :class:`~seldepth.training.teachers.TrainingTargets`: the ground truth, filled or replaced by a
     depth teacher, and semantic labels from the data or a semantic teacher.

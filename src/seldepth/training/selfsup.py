@@ -1,4 +1,4 @@
-"""Self-supervised training of a depth model from video (seed 002; vid2depth; SPEC.md section 6).
+"""Self-supervised training of a depth model from video (vid2depth: Mahjourian et al., CVPR 2018; see docs/references.md).
 
 No depth label is read in training. For each target frame and its two neighbours the depth
 model predicts the target's depth (upsampled to the frame size), the pose network the camera
@@ -19,7 +19,7 @@ model file is the depth model, and ``pose.safetensors`` beside it the pose netwo
 With ``snippet_motion_lr`` each training snippet also gets a free correction of its motions
 (bundle adjustment's free poses), fitted by the same loss. On synthetic walks the depth needs the
 rotation to about 0.3 degrees, which the pose network alone does not reach in a CPU-sized
-training time; the corrections get there, and the depth learns (README, seed 002).
+training time; the corrections get there, and the depth learns (README, learning with little labelled data).
 """
 
 from __future__ import annotations

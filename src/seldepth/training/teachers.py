@@ -1,6 +1,6 @@
-"""Teacher networks that make the training targets (seed 003, SPEC.md section 4).
+"""Teacher networks that make the training targets (Chiu et al., ICPR 2020; see docs/references.md).
 
-Seed 003 trains its tiny network on targets made by bigger ones: a stereo network (PSMNet)
+Chiu et al. train their tiny network on targets made by bigger ones: a stereo network (PSMNet)
 densifies the sparse LiDAR depth, and a segmentation network (DeepLabV3) gives semantic
 labels. Here a depth teacher is any seldepth model file (``.safetensors``, ``.ckpt`` or
 ``.onnx``), and a semantic teacher is either the data set's labels (``labels``, e.g. the
@@ -9,10 +9,10 @@ synthetic scenes) or a model file with a semantic output (``realtime_depth`` wit
 
 Depth modes (``teacher.depth_mode``), for a batch with ground truth ``gt`` valid on ``v``:
 
-* ``replace``: the teacher's depth everywhere (the seed's "PSMNet (origin)");
+* ``replace``: the teacher's depth everywhere (Chiu et al.'s "PSMNet (origin)");
 * ``fill``: ``gt`` where valid, the teacher's depth elsewhere;
 * ``fill_aligned``: as ``fill``, with the teacher's depth first scaled per image by the median
-  of ``gt / teacher`` over the valid pixels (the seed's "compensated" teacher: the sparse
+  of ``gt / teacher`` over the valid pixels (Chiu et al.'s "compensated" teacher: the sparse
   measurements fix the teacher's scale).
 
 The teachers run in eval mode without gradients on the training batch's ``teacher_image`` (the
@@ -30,6 +30,7 @@ import torch
 
 from seldepth.inference import predict_depth, predict_semantics, semantic_classes
 from seldepth.losses.logdepth import IGNORE_LABEL
+from seldepth.models.model_file import load_model
 
 DEPTH_MODES = ("fill", "fill_aligned", "replace")
 
@@ -58,13 +59,15 @@ class TeacherError(ValueError):
     """A teacher that cannot be used: unreadable file, wrong unit, no semantic output."""
 
 
-def load_depth_teacher(path: str | os.PathLike):
+def load_depth_teacher(path: str | os.PathLike, weights: bool = True):
     """Load a depth teacher in eval mode and check it predicts metres, the unit of every seldepth student.
+
+    ``weights=False``: every check, on a model built on the ``meta`` device (see ``load_model``).
 
     Raises:
         TeacherError: naming ``teacher.depth`` and the file.
     """
-    model = _load(path, "teacher.depth")
+    model = _load(path, "teacher.depth", weights)
     unit = getattr(model, "metadata", {}).get("output_unit", "m")
     if unit != "m":
         raise TeacherError(f"teacher.depth: {path} predicts depth in {unit!r} but the student predicts metres ('m'); "
@@ -72,9 +75,9 @@ def load_depth_teacher(path: str | os.PathLike):
     return model
 
 
-def load_semantic_teacher(path: str | os.PathLike, classes: int | None = None):
+def load_semantic_teacher(path: str | os.PathLike, classes: int | None = None, weights: bool = True):
     """Load a model file with a semantic output (:func:`~seldepth.inference.semantic_classes`) with ``classes`` classes."""
-    model = _load(path, "teacher.semantic")
+    model = _load(path, "teacher.semantic", weights)
     n = semantic_classes(model)
     if not n:
         raise TeacherError(f"teacher.semantic: {path} ({getattr(model, 'name', type(model).__name__)}) has no semantic output")
@@ -83,12 +86,10 @@ def load_semantic_teacher(path: str | os.PathLike, classes: int | None = None):
     return model
 
 
-def _load(path, key: str):
+def _load(path, key: str, weights: bool = True):
     """A frozen model in eval mode; errors name the config key and the file."""
-    from seldepth.models.model_file import load_model
-
     try:
-        model = load_model(path)
+        model = load_model(path, weights=weights)
     except (ValueError, OSError) as exc:
         raise TeacherError(f"{key}: {path}: cannot be loaded as a seldepth model: {exc}") from None
     for p in model.parameters():
@@ -114,11 +115,12 @@ class TrainingTargets:
     is none, or None when no semantic targets are configured.
     """
 
-    def __init__(self, config: TeacherConfig = TeacherConfig(), semantic_classes: int | None = None):
+    def __init__(self, config: TeacherConfig = TeacherConfig(), semantic_classes: int | None = None, weights: bool = True):
+        """``weights=False`` checks the teacher files (names, shapes, unit, classes) without reading their weights."""
         self.config = config
         # plain attributes, not submodules: teachers are neither trained nor saved with the student
-        self.depth_teacher = load_depth_teacher(config.depth) if config.depth else None
-        self.semantic_teacher = (load_semantic_teacher(config.semantic, semantic_classes)
+        self.depth_teacher = load_depth_teacher(config.depth, weights) if config.depth else None
+        self.semantic_teacher = (load_semantic_teacher(config.semantic, semantic_classes, weights)
                                  if config.semantic and config.semantic != "labels" else None)
 
     @torch.no_grad()

@@ -1,4 +1,4 @@
-"""Starting a training run from another model's weights (transfer learning, seed 002; the seed 004 fine-tuned schedule).
+"""Starting a training run from another model's weights (transfer learning, cf. Yosinski et al., NIPS 2014; the fine-tuned schedule of Jiao et al., ECCV 2018).
 
 ``init_from`` names a model file (``.safetensors``, or a Lightning ``.ckpt``) whose tensors
 initialise the new run's model. Every tensor of the model must come from the file with the same
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from seldepth.models.model_file import load_model, read_metadata
 from seldepth.models.preprocessing import Preprocessing
 
 
@@ -24,21 +25,19 @@ def _matches(name: str, prefixes) -> bool:
 
 def source_preprocessing(path: str | os.PathLike, input_size: tuple[int, int], key: str = "init_from") -> Preprocessing:
     """The normalisation recorded in the model file ``path``, at ``input_size``."""
-    from seldepth.models.model_file import load_model, read_metadata
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{key}: model file not found: {path}")
     try:
         recorded = (Preprocessing.from_dict(read_metadata(path)["preprocessing"]) if path.suffix == ".safetensors"
-                    else load_model(path).preprocessing)
+                    else load_model(path, weights=False).preprocessing)
     except (ValueError, KeyError) as exc:
         raise ValueError(f"{key}: {exc}") from None
     return Preprocessing(tuple(input_size), recorded.mean, recorded.std, recorded.resize)
 
 
 def init_from_file(model: torch.nn.Module, path: str | os.PathLike, skip: tuple[str, ...] = (),
-                   key: str = "init_from") -> list[str]:
+                   key: str = "init_from", weights: bool = True) -> list[str]:
     """Copy the weights of the model file ``path`` into ``model``; returns the names taken from the file.
 
     Args:
@@ -48,20 +47,24 @@ def init_from_file(model: torch.nn.Module, path: str | os.PathLike, skip: tuple[
         skip: name prefixes (``semantic_head``, ``decoder.output``) whose tensors keep their
             initial values (the file need not have them, or may have another shape).
         key: the configuration key named in errors.
+        weights: False checks names and shapes only (the file's header; ``model`` may be on the
+            ``meta`` device) and copies nothing: the check a config gets before any work.
 
     Raises:
         FileNotFoundError, ValueError: the file is missing or unreadable, or a tensor outside
             ``skip`` is missing from the file or has another shape (all of them are listed).
     """
-    from seldepth.models.model_file import load_model
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{key}: model file not found: {path}")
     try:
-        source = load_model(path).state_dict()
+        loaded = load_model(path, weights=weights)
     except (ValueError, KeyError) as exc:
         raise ValueError(f"{key}: {exc}") from None
+    if not isinstance(loaded, torch.nn.Module):
+        raise ValueError(f"{key}: {path} is an ONNX export, which holds no trainable weights; "
+                         f"start from the model file it was exported from (.safetensors or .ckpt)")
+    source = loaded.state_dict()
     own = model.state_dict()
     unused = [p for p in skip if not any(_matches(n, [p]) for n in own)]
     if unused:
@@ -77,9 +80,10 @@ def init_from_file(model: torch.nn.Module, path: str | os.PathLike, skip: tuple[
         parts += [f"other shapes ({len(shapes)}): {'; '.join(shapes[:12])}"] if shapes else []
         raise ValueError(f"{key}: {path} does not fit {getattr(model, 'name', type(model).__name__)}: {' | '.join(parts)}"
                          " (list the parts to start afresh in init_skip)")
-    with torch.no_grad():
-        for name in wanted:
-            own[name].copy_(source[name])
+    if weights:
+        with torch.no_grad():
+            for name in wanted:
+                own[name].copy_(source[name])
     return wanted
 
 
