@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 TORCH := torch==2.13.0
+# a GPU machine: make TORCH_INDEX=https://download.pytorch.org/whl/cu128 test (the CUDA build of the same torch)
+TORCH_INDEX ?=
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test test-slow bench venv clean
@@ -11,7 +13,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PY) -m pip install -q -e ".[test]" "$(TORCH)"
 	touch $(STAMP)
 

@@ -109,9 +109,6 @@ def test_load_of_a_broken_json_names_it(tmp_path, edit):
         DissectionResult.load(tmp_path)
 
 
-@pytest.mark.xfail(strict=True, raises=(zipfile.BadZipFile, EOFError),
-                   reason="src bug: DissectionResult.load lets zipfile.BadZipFile / EOFError of a truncated or empty "
-                          "selectivity.npz through, without the file's name (it catches OSError, ValueError, KeyError)")
 @pytest.mark.parametrize("cut", [0.5, 0.0])
 def test_load_of_a_truncated_npz_names_it(tmp_path, cut):
     paths = _result().save(tmp_path)

@@ -16,7 +16,7 @@ of the input (240x160 ... 30x20 at 480x320). This is our design within that budg
 Detachable: ``create_model("realtime_depth", head="M")`` builds only the layers up to head M
 (the 1/2-scale decoder stage and head L are not built), so smaller outputs cost less; its
 ``forward`` returns head M's depth. A detached model loads a full model's weights
-(:meth:`RealtimeDepth.detach`).
+(:meth:`RealtimeDepth.up_to_head`).
 """
 
 from __future__ import annotations

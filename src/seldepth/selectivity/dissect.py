@@ -34,6 +34,7 @@ import contextlib
 import json
 import os
 import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -261,7 +262,7 @@ class DissectionResult:
                 for name, info in infos.items():
                     if f"{name}/R" in arrays:
                         layers[name] = LayerSelectivity.from_arrays(name, info, arrays)
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:  # missing, truncated, empty
             raise ValueError(f"{npz_path}: not readable ({exc})") from None
         return cls(layers, scheme, depth_range, num_images, doc.get("info") or {})
 

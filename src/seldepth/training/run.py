@@ -1,13 +1,7 @@
 """A whole training run from a checked config: the module, data and trainer built for it, then scored and saved.
 
-A run folder (``trainer.out_dir``) holds::
-
-    config.yaml                the resolved config (re-run with --config config.yaml)
-    checkpoints/best.ckpt      best validation RMSE (model selection never sees the test split)
-    checkpoints/last.ckpt      latest state, for --resume
-    csv/metrics.csv, tb/       CSV and TensorBoard logs
-    model.safetensors          the best model as a model file (seldepth.load_model)
-    results.json               validation and test metrics of the best model
+The run folder (``trainer.out_dir``) it writes is described, and its file names kept, by
+:class:`~seldepth.training.run_folder.RunFolder`.
 """
 
 from __future__ import annotations
@@ -35,6 +29,7 @@ from seldepth.models.model_file import load_model, save_model_file
 from seldepth.models.preprocessing import Preprocessing
 from seldepth.training.config import BEST_BY, TrainConfig, dump_config
 from seldepth.training.loggers import AtomicCheckpointIO, ResumableCSVLogger
+from seldepth.training.run_folder import RunFolder
 from seldepth.training.module import DepthTrainingModule
 from seldepth.training.selfsup import SelfSupervisedModule, evaluate_pose
 from seldepth.training.transfer import init_from_file, source_preprocessing
@@ -68,10 +63,11 @@ def build_trainer(cfg: TrainConfig, out: Path, extra_callbacks=(), resume_step: 
     t = cfg.trainer
     # best.ckpt follows validation RMSE (or trainer.best_by); last.ckpt is the latest state (every epoch, or every
     # N steps), for --resume.
-    best = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor=t.best_by, mode=BEST_BY[t.best_by],
+    run = RunFolder(out)
+    best = ModelCheckpoint(dirpath=run.checkpoint_dir, filename=Path(RunFolder.BEST_CHECKPOINT).stem, monitor=t.best_by, mode=BEST_BY[t.best_by],
                            save_top_k=1, enable_version_counter=False)
     every = {"every_n_train_steps": t.checkpoint_every_n_steps} if t.checkpoint_every_n_steps else {"every_n_epochs": 1}
-    last = ModelCheckpoint(dirpath=out / "checkpoints", filename="last", monitor=None, save_top_k=1,
+    last = ModelCheckpoint(dirpath=run.checkpoint_dir, filename=Path(RunFolder.LAST_CHECKPOINT).stem, monitor=None, save_top_k=1,
                            enable_version_counter=False, **every)
     callbacks = [best, last, LearningRateMonitor(logging_interval="epoch"), *extra_callbacks]
     loggers = [ResumableCSVLogger(out, name="csv", version="", keep_step=resume_step),
@@ -108,12 +104,13 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
         ValueError: the run folder has checkpoints and ``resume`` is False.
     """
     out = Path(cfg.trainer.out_dir)
-    last = out / "checkpoints" / "last.ckpt"
+    run = RunFolder(out)
+    last = run.last_checkpoint
     if last.exists() and not resume:
         raise ValueError(f"trainer.out_dir: {out} already holds a run; pass --resume to continue it or choose another out_dir")
     data_path = prepare(cfg.data.path, key="data.path")
     out.mkdir(parents=True, exist_ok=True)
-    for stale in stale_temporaries(out / "checkpoints"):  # left by a run killed while writing
+    for stale in stale_temporaries(run.checkpoint_dir):  # left by a run killed while writing
         stale.unlink()
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
     datamodule = build_datamodule(cfg)
@@ -125,7 +122,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
               + (f"; fresh: {', '.join(cfg.init_skip)}" if cfg.init_skip else ""), flush=True)
     trainer = build_trainer(cfg, out, resume_step=resume_step)
     if trainer.is_global_zero:
-        write_text_atomic(out / "config.yaml", dump_config(cfg))
+        write_text_atomic(run.config_path, dump_config(cfg))
     start = time.time()
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume and last.exists() else None)
     elapsed = time.time() - start
@@ -140,7 +137,7 @@ def finish_pose(cfg: TrainConfig, out: Path, checkpoint: Path) -> dict:
     pose_net = create_model(cfg.selfsup.pose_model, sources=2)
     pose_net.load_state_dict({k[len("pose_net."):]: v for k, v in state.items() if k.startswith("pose_net.")})
     size = tuple(cfg.data.input_size)
-    save_model_file(pose_net, out / "pose.safetensors", Preprocessing(size, (0.0,) * 3, (1.0,) * 3),
+    save_model_file(pose_net, RunFolder(out).pose_file_path, Preprocessing(size, (0.0,) * 3, (1.0,) * 3),
                     {"trained_by": "seldepth train (selfsup)", "input": "target (B,3,H,W) and sources (B,2,3,H,W) in [0,1]"})
     try:
         snippets = FrameSnippets(open_dataset(cfg.data.path, cfg.data.test_split), cfg.selfsup.stride)
@@ -151,8 +148,8 @@ def finish_pose(cfg: TrainConfig, out: Path, checkpoint: Path) -> dict:
 
 def finish_run(cfg: TrainConfig, out: Path, data_path: Path, elapsed: float) -> dict:
     """Export the best checkpoint as a model file and score it on validation and test."""
-    best = out / "checkpoints" / "best.ckpt"
-    checkpoint = best if best.exists() else out / "checkpoints" / "last.ckpt"
+    run = RunFolder(out)
+    checkpoint = run.final_checkpoint()
     model = load_model(checkpoint)
     protocol = get_protocol(cfg.protocol, median_scaling=cfg.selfsup is not None)
     results = {"train_seconds": round(elapsed, 1), "epochs": cfg.trainer.epochs}
@@ -163,6 +160,6 @@ def finish_run(cfg: TrainConfig, out: Path, data_path: Path, elapsed: float) -> 
         results["pose"] = finish_pose(cfg, out, checkpoint)
     provenance = {"trained_by": "seldepth train", "config": cfg.to_dict(), "data": str(data_path),
                   "val_metrics": results["val"]["metrics"]}
-    save_model_file(model, out / "model.safetensors", model.preprocessing, provenance)
-    write_text_atomic(out / "results.json", json.dumps(results, indent=2))
+    save_model_file(model, run.model_file_path, model.preprocessing, provenance)
+    write_text_atomic(run.results_path, json.dumps(results, indent=2))
     return results

@@ -28,6 +28,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import zipfile
 from functools import cached_property
 from pathlib import Path
 
@@ -254,10 +255,13 @@ class RunFolder:
         if not npz.is_file():
             return None
         info = ((self.dissection() or {}).get("layers") or {}).get(layer, {})
-        with np.load(npz) as arrays:
-            if f"{layer}/R" not in arrays:
-                return None
-            return LayerSelectivity.from_arrays(layer, info, arrays)
+        try:
+            with np.load(npz) as arrays:
+                if f"{layer}/R" not in arrays:
+                    return None
+                return LayerSelectivity.from_arrays(layer, info, arrays)
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:  # truncated, empty, forged
+            raise ValueError(f"{npz}: not readable ({exc})") from None
 
     def ablation(self) -> dict | None:
         """``ablation/ablation.json``, or None without one."""
