@@ -40,20 +40,25 @@ from seldepth.selectivity.dissect import DissectionResult, LayerSelectivity
 REQUIRED_FILES = ("config.yaml", "results.json")  # what makes a folder a finished training run
 
 
+def _read_mapping(path: str | os.PathLike, parse, errors: tuple, what: str, expected: str) -> dict:
+    """``parse(text)`` of the file at ``path``, checked to be a mapping; every failure names the file."""
+    path = Path(path)
+    try:
+        value = parse(path.read_text())
+    except (OSError, UnicodeDecodeError, *errors) as exc:
+        raise ValueError(f"{path}: not readable {what} ({exc})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: expected {expected}, got {type(value).__name__}")
+    return value
+
+
 def read_json(path: str | os.PathLike) -> dict:
     """A JSON object from ``path``.
 
     Raises:
         ValueError: naming the file, when it is missing, not JSON or not an object.
     """
-    path = Path(path)
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: not readable JSON ({exc})") from None
-    if not isinstance(value, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(value).__name__}")
-    return value
+    return _read_mapping(path, json.loads, (json.JSONDecodeError,), "JSON", "a JSON object")
 
 
 def read_yaml(path: str | os.PathLike) -> dict:
@@ -62,14 +67,7 @@ def read_yaml(path: str | os.PathLike) -> dict:
     Raises:
         ValueError: naming the file, when it is missing, not YAML or not a mapping.
     """
-    path = Path(path)
-    try:
-        value = yaml.safe_load(path.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ValueError(f"{path}: not readable YAML ({exc})") from None
-    if not isinstance(value, dict):
-        raise ValueError(f"{path}: expected a mapping of config keys, got {type(value).__name__}")
-    return value
+    return _read_mapping(path, yaml.safe_load, (yaml.YAMLError,), "YAML", "a mapping of config keys")
 
 
 def read_metrics_csv(path: str | os.PathLike) -> dict[str, np.ndarray]:
