@@ -1,7 +1,7 @@
 """Experiments: grids of training runs from one YAML file, the main job (``seldepth demo``) and active learning.
 
 ``spec.py`` reads an experiment file; ``runner.py`` runs it (each run trained, dissected and ablated in a
-worker process, on this machine or on a SLURM cluster); ``summary.py`` gathers the finished runs into
+worker process, on this machine or on a SLURM cluster: ``executors.py``); ``summary.py`` gathers the finished runs into
 tables; ``demo.py`` is the main job; ``active.py`` runs active-learning rounds, choosing images with
 ``uncertainty.py`` (MC dropout, ensembles, random).
 

@@ -13,6 +13,8 @@ An experiment file::
     seeds: [0, 1, 2]
     select: {passes: 8, dropout: 0.2}
     jobs: 2                    # chains (method, seed) trained at once, threads = cores / jobs
+    quick: {seeds: [0], rounds: 2}   # merged into the file by --quick (any of its keys)
+    executor: {kind: slurm, partition: gpu, cpus_per_task: 4}   # where the chains run (default local)
 
 For each seed, the initial model is trained once on the initial images; then each method runs
 its own chain: the last model chooses ``budget`` images of the training split's unlabelled rest
@@ -21,107 +23,160 @@ scratch on it. Every model is scored on the test split. The output folder gets
 ``seedS/round0/`` and ``seedS/METHOD/roundR/`` run folders (with ``labelled.txt``, the chosen
 list), ``active.json``, ``summary.md`` (test RMSE after each round, mean and spread over the
 seeds) and ``active.png``. Finished trainings are not repeated when the experiment is run again.
+
+The file is read by jsonargparse into :class:`ActiveFile`; a key given as null takes its default,
+and an error names the file and the key. Each chain (a seed's initial model, then each method's
+rounds after it) is a task of the file's executor (:mod:`seldepth.experiments.executors`).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import multiprocessing
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from seldepth.atomic import atomic_path, write_text_atomic
 from seldepth.data.spec import open_dataset, prepare
-from seldepth.experiments.spec import deep_merge
+from seldepth.experiments.executors import Executor, Outcome, Task, make_executor
+from seldepth.experiments.spec import ExecutorSpec, deep_merge, read_typed_file, read_yaml_file
 from seldepth.experiments.uncertainty import METHODS, uncertainty_scores, write_selection
 from seldepth.models.model_file import load_model
 from seldepth.training import load_config, parse_train_config, train
 from seldepth.training.run_folder import RunFolder
 
-ACTIVE_KEYS = {"base", "initial", "budget", "rounds", "steps", "methods", "seeds", "select", "jobs", "description", "quick"}
+
+@dataclass(frozen=True)
+class SelectSpec:
+    """``select:`` of an active-learning file: MC dropout's settings (``seldepth select``'s)."""
+
+    passes: int = 8
+    dropout: float = 0.2
+
+    def __post_init__(self):
+        if self.passes < 1:
+            raise ValueError(f"select.passes must be >= 1, got {self.passes}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"select.dropout must be in [0, 1), got {self.dropout}")
 
 
-def read_active(path: str | os.PathLike, quick: bool = False) -> dict:
+@dataclass(frozen=True)
+class ActiveFile:
+    """An active-learning file as written (the module docstring).
+
+    Attributes:
+        base: a ``seldepth train`` config (any of its keys).
+        initial: images labelled at the start (random, per seed).
+        budget: images labelled per round.
+        rounds: rounds after the initial model.
+        steps: optimiser steps per training.
+        methods: ``mc-dropout`` and/or ``random``.
+        seeds: one chain per seed and method.
+        select: MC dropout's settings.
+        jobs: chains at once (local executors), each with ``cores // jobs`` torch threads.
+        description: one line for the summary.
+        quick: keys of this file merged into it by ``--quick``.
+        executor: where the chains run.
+    """
+
+    base: dict = field(default_factory=dict)
+    initial: int = 64
+    budget: int = 64
+    rounds: int = 3
+    steps: int = 200
+    methods: tuple[str, ...] = ("mc-dropout", "random")
+    seeds: tuple[int, ...] = (0, 1, 2)
+    select: SelectSpec = field(default_factory=SelectSpec)
+    jobs: int = 1
+    description: str = ""
+    quick: dict = field(default_factory=dict)
+    executor: ExecutorSpec = field(default_factory=ExecutorSpec)
+
+    def __post_init__(self):
+        for key in ("initial", "budget", "rounds", "steps", "jobs"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be a whole number >= 1, got {getattr(self, key)!r}")
+        bad = [m for m in self.methods if m not in METHODS or m == "ensemble"]
+        if bad or not self.methods:
+            raise ValueError(f"methods must be mc-dropout and/or random, got {list(self.methods)}")
+        if not self.seeds or not all(s >= 0 for s in self.seeds):
+            raise ValueError(f"seeds must be whole numbers >= 0, got {list(self.seeds)}")
+
+
+@dataclass(frozen=True)
+class ActiveSpec:
+    """A checked active-learning file and what its base training config says about the data."""
+
+    file: ActiveFile
+    data_path: str
+    train_split: str
+    batch_size: int
+
+    def summary(self) -> dict:
+        """``active.json``'s ``spec``: the file's settings (less ``base``) and the data."""
+        f = self.file
+        return {"initial": f.initial, "budget": f.budget, "rounds": f.rounds, "steps": f.steps, "methods": list(f.methods),
+                "seeds": list(f.seeds), "select": {"passes": f.select.passes, "dropout": f.select.dropout},
+                "jobs": f.jobs, "description": f.description, "data_path": self.data_path,
+                "train_split": self.train_split, "batch_size": self.batch_size}
+
+
+def read_active(path: str | os.PathLike, quick: bool = False) -> ActiveSpec:
     """Read and check an active-learning experiment file (errors name the file and key)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"active-learning config {path} does not exist")
-    raw = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected a mapping with keys base, initial, budget, rounds, ...")
-    unknown = set(raw) - ACTIVE_KEYS
-    if unknown:
-        raise ValueError(f"{path}: unknown keys {', '.join(sorted(unknown))}; expected {', '.join(sorted(ACTIVE_KEYS))}")
-    if quick:
-        raw = deep_merge(raw, raw.get("quick") or {})
-    spec = {"base": raw.get("base") or {}, "initial": raw.get("initial", 64), "budget": raw.get("budget", 64),
-            "rounds": raw.get("rounds", 3), "steps": raw.get("steps", 200), "methods": list(raw.get("methods", ["mc-dropout", "random"])),
-            "seeds": list(raw.get("seeds", [0, 1, 2])), "select": dict(raw.get("select") or {}), "jobs": raw.get("jobs", 1),
-            "description": str(raw.get("description", ""))}
-    for key in ("initial", "budget", "rounds", "steps", "jobs"):
-        if not isinstance(spec[key], int) or spec[key] < 1:
-            raise ValueError(f"{path}: {key} must be a whole number >= 1, got {spec[key]!r}")
-    bad = [m for m in spec["methods"] if m not in METHODS or m == "ensemble"]
-    if bad or not spec["methods"]:
-        raise ValueError(f"{path}: methods must be mc-dropout and/or random, got {spec['methods']}")
-    if not spec["seeds"] or not all(isinstance(s, int) and s >= 0 for s in spec["seeds"]):
-        raise ValueError(f"{path}: seeds must be whole numbers >= 0, got {spec['seeds']}")
-    unknown = set(spec["select"]) - {"passes", "dropout"}
-    if unknown:
-        raise ValueError(f"{path}: select takes passes and dropout, got {', '.join(sorted(unknown))}")
+    raw = read_yaml_file(path, "active-learning config")
+    file = read_typed_file(ActiveFile, raw, path)
+    if quick and file.quick:
+        file = read_typed_file(ActiveFile, deep_merge(raw, file.quick), path)
     try:  # the training config, checked before any work
-        cfg = parse_train_config(spec["base"])
+        cfg = parse_train_config(file.base)
     except ValueError as exc:
         raise ValueError(f"{path}: base: {exc}") from None
-    spec.update(data_path=cfg.data.path, train_split=cfg.data.train_split, batch_size=cfg.data.batch_size)
-    return spec
+    return ActiveSpec(file, cfg.data.path, cfg.data.train_split, cfg.data.batch_size)
 
 
-def _train(spec: dict, run_dir: Path, labelled: list[int], seed: int) -> dict:
+def _train(spec: ActiveSpec, run_dir: Path, labelled: list[int], seed: int) -> dict:
     """Train a model on the labelled training images (unless already done); returns its results.json."""
     run = RunFolder(run_dir)
     if run.results_path.exists():
         return run.results
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run_dir / "labelled.txt", "".join(f"{i}\n" for i in labelled))
-    epochs = max(1, math.ceil(spec["steps"] * spec["batch_size"] / len(labelled)))
-    cfg = deep_merge(spec["base"], {"data": {"train_subset": str(run_dir / "labelled.txt")},
-                                    "trainer": {"epochs": epochs, "seed": seed, "out_dir": str(run_dir),
-                                                "progress_bar": False}})
+    epochs = max(1, math.ceil(spec.file.steps * spec.batch_size / len(labelled)))
+    cfg = deep_merge(spec.file.base, {"data": {"train_subset": str(run_dir / "labelled.txt")},
+                                      "trainer": {"epochs": epochs, "seed": seed, "out_dir": str(run_dir),
+                                                  "progress_bar": False}})
     requested = run_dir / "requested.yaml"
     write_text_atomic(requested, yaml.safe_dump(cfg, sort_keys=False))
     return train(load_config(str(requested)), resume=run.last_checkpoint.exists())
 
 
-def _chain(job: tuple) -> dict:
-    """One (seed, method) chain: the rounds after round 0. Runs in its own process."""
-    spec, out, seed, method, threads = job
+def _chain(spec: ActiveSpec, out: str, seed: int, method: str | None) -> dict:
+    """One chain in its own process: a seed's initial model (``method`` None), or a method's rounds after it."""
     import torch
 
-
-    torch.set_num_threads(threads)
     out = Path(out)
     seed_dir = out / f"seed{seed}"
-    pool = open_dataset(spec["data_path"], spec["train_split"])
+    pool = open_dataset(spec.data_path, spec.train_split)
     if method is None:  # round 0 of the seed: random initial images
         pool_size = len(pool)
-        labelled = sorted(torch.randperm(pool_size, generator=torch.Generator().manual_seed(seed))[: spec["initial"]].tolist())
+        labelled = sorted(torch.randperm(pool_size, generator=torch.Generator().manual_seed(seed))[: spec.file.initial].tolist())
         r = _train(spec, seed_dir / "round0", labelled, seed)
         return {"seed": seed, "method": "initial", "rounds": [_record(0, labelled, r)]}
     previous = seed_dir / "round0"
     labelled = [int(x) for x in (previous / "labelled.txt").read_text().split()]
     records = []
-    for rnd in range(1, spec["rounds"] + 1):
+    for rnd in range(1, spec.file.rounds + 1):
         run_dir = seed_dir / method / f"round{rnd}"
         if not RunFolder(run_dir).results_path.exists():
             model = load_model(RunFolder(previous).model_file_path)
-            scores = uncertainty_scores([model], pool, method, passes=spec["select"].get("passes", 8),
-                                        p=spec["select"].get("dropout", 0.2), seed=seed * 1000 + rnd, progress=False)
-            chosen = write_selection(scores, pool, spec["budget"], run_dir / "chosen.txt", exclude=set(labelled))
+            scores = uncertainty_scores([model], pool, method, passes=spec.file.select.passes,
+                                        p=spec.file.select.dropout, seed=seed * 1000 + rnd, progress=False)
+            chosen = write_selection(scores, pool, spec.file.budget, run_dir / "chosen.txt", exclude=set(labelled))
             labelled = sorted(set(labelled) | set(chosen))
         else:
             labelled = [int(x) for x in (run_dir / "labelled.txt").read_text().split()]
@@ -137,35 +192,45 @@ def _record(rnd: int, labelled: list[int], results: dict) -> dict:
 
 
 def run_active(config: str | os.PathLike, out: str | os.PathLike, quick: bool = False, jobs: int | None = None,
-               progress: bool = True) -> dict:
-    """Run the rounds of an active-learning experiment file and write the table and plot (module docstring)."""
+               progress: bool = True, executor: Executor | None = None) -> dict:
+    """Run the rounds of an active-learning experiment file and write the table and plot (module docstring).
 
+    ``executor`` runs the chains (default: the one the file's ``executor`` names, local processes unless told).
+    """
     spec = read_active(config, quick)
+    f = spec.file
     out = Path(out)
+    jobs = jobs or f.jobs
+    executor = executor or make_executor(f.executor, jobs, out)  # its settings checked before any work
     out.mkdir(parents=True, exist_ok=True)
-    prepare(spec["data_path"], key="base.data.path", progress=progress)
-    if spec["initial"] + spec["rounds"] * spec["budget"] > len(open_dataset(spec["data_path"], spec["train_split"])):
-        raise ValueError(f"{config}: initial + rounds x budget = {spec['initial'] + spec['rounds'] * spec['budget']} "
+    prepare(spec.data_path, key="base.data.path", progress=progress)
+    if f.initial + f.rounds * f.budget > len(open_dataset(spec.data_path, spec.train_split)):
+        raise ValueError(f"{config}: initial + rounds x budget = {f.initial + f.rounds * f.budget} "
                          f"images is more than the training split holds")
-    jobs = jobs or spec["jobs"]
-    threads = max(1, (os.cpu_count() or 1) // jobs)
     start = time.time()
-    context = multiprocessing.get_context("spawn")  # a fresh interpreter per worker: no forked torch threads
-    chains = []
-    with context.Pool(jobs, maxtasksperchild=1) as pool:
-        initial = [(spec, str(out), s, None, threads) for s in spec["seeds"]]
-        for result in pool.imap_unordered(_chain, initial):
-            chains.append(result)
+    tasks = [Task(f"seed{s}", _chain, (spec, str(out), s, None)) for s in f.seeds]
+    tasks += [Task(f"seed{s}-{m}", _chain, (spec, str(out), s, m), after=(f"seed{s}",)) for s in f.seeds for m in f.methods]
+
+    def ended(task: Task, o: Outcome) -> None:
+        if not o.ok:
             if progress:
-                print(f"[seed {result['seed']}] round 0: {result['rounds'][0]['labelled']} images, "
-                      f"test RMSE {result['rounds'][0]['rmse']:.4f}", flush=True)
-        jobs_list = [(spec, str(out), s, m, threads) for s in spec["seeds"] for m in spec["methods"]]
-        for result in pool.imap_unordered(_chain, jobs_list):
-            chains.append(result)
-            if progress:
-                print(f"[seed {result['seed']} {result['method']}] RMSE by round: "
-                      + ", ".join(f"{r['labelled']} img {r['rmse']:.4f}" for r in result["rounds"]), flush=True)
-    summary = {"description": spec["description"], "spec": {k: v for k, v in spec.items() if k != "base"},
+                print(f"[{task.name}] " + (f"not started: {o.error}" if o.blocked_by else f"FAILED ({o.error})")
+                      + (f", see {o.log}" if o.log else ""), flush=True)
+            return
+        result = o.value
+        if progress and result["method"] == "initial":
+            print(f"[seed {result['seed']}] round 0: {result['rounds'][0]['labelled']} images, "
+                  f"test RMSE {result['rounds'][0]['rmse']:.4f}", flush=True)
+        elif progress:
+            print(f"[seed {result['seed']} {result['method']}] RMSE by round: "
+                  + ", ".join(f"{r['labelled']} img {r['rmse']:.4f}" for r in result["rounds"]), flush=True)
+
+    outcomes = executor.run(tasks, on_end=ended)
+    failed = [name for name, o in outcomes.items() if not o.ok]
+    if failed:
+        raise RuntimeError(f"active-learning chains failed: {', '.join(failed)}")
+    chains = [o.value for o in outcomes.values()]
+    summary = {"description": f.description, "spec": spec.summary(),
                "chains": sorted(chains, key=lambda c: (c["seed"], c["method"])), "wall_seconds": round(time.time() - start, 1),
                "quick": quick}
     table = summary_table(summary)

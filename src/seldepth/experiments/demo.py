@@ -28,17 +28,18 @@ from seldepth.experiments.spec import ExperimentSpec
 from seldepth.experiments.summary import format_summary
 from seldepth.models.base import DepthModel
 from seldepth.report.html import write_report
+from seldepth.selectivity import DEFAULT_BINS, DEFAULT_FRACTIONS
 from seldepth.training.run_folder import RunFolder
 
 # Sized for 2 CPU cores: the two runs train at once, one torch thread each.
 DEMO_SETTINGS = {
     "full": {"num": 2000, "input_size": [128, 192], "epochs": 12, "step_epochs": 8, "limit_val": 100,
-             "fractions": [0, 0.1, 0.25, 0.5, 0.75], "seeds": 3},
+             "fractions": list(DEFAULT_FRACTIONS), "seeds": 3},
     "quick": {"num": 320, "input_size": [128, 192], "epochs": 12, "step_epochs": 9, "limit_val": 32,
               "fractions": [0, 0.25, 0.5], "seeds": 2},
 }
 # The regularised run: the best setting of configs/experiments/selectivity_meter_xxs.yaml (ours_enc6_l100_warm):
-# assign loss on enc_6 (seed 001's "layer 6"), lambda 100, 32 SID bins, batch statistics, 2 epochs of warm-up.
+# assign loss on enc_6 (the "layer 6" of Diamadis's METER-xxs study), lambda 100, 32 SID bins, batch statistics, 2 epochs of warm-up.
 DEMO_REGULARIZER = {"layers": ["enc_6"], "weight": 100.0, "bins": "sid:32", "statistics": "batch", "warmup_epochs": 2}
 ABLATION_LAYER = DEMO_REGULARIZER["layers"][0]  # the regularised layer is dissected every epoch and ablated
 
@@ -79,7 +80,7 @@ def demo_spec(quick: bool) -> ExperimentSpec:
         "trainer": {"epochs": s["epochs"], "progress_bar": False},
     }
     regularised = {**base, "selectivity": {**DEMO_REGULARIZER, "log_layers": [ABLATION_LAYER]}}
-    return ExperimentSpec(runs={"baseline": base, "regularised": regularised}, dissect={"bins": "sid:64", "split": "test"},
+    return ExperimentSpec(runs={"baseline": base, "regularised": regularised}, dissect={"bins": DEFAULT_BINS, "split": "test"},
                           ablation={"runs": ["baseline", "regularised"], "layer": ABLATION_LAYER,
                                     "fractions": s["fractions"], "seeds": s["seeds"], "mode": "zero"},
                           jobs=2, description="seldepth demo")

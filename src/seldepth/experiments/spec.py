@@ -15,6 +15,12 @@ An experiment file holds a base training config and named runs that override par
     jobs: 2                    # runs trained at once, each with torch threads = cores / jobs
     caps: [4, 6, 8]            # each run's test split scored again on pixels with gt <= cap (m)
     median_scaling: true       # ... and with per-image median scaling (self-supervised runs)
+    executor: {kind: slurm, partition: gpu, time_minutes: 240, cpus_per_task: 8, gpus_per_node: 1}
+                               # where the runs run (default local; see ExecutorSpec)
+
+The file is read by jsonargparse into :class:`ExperimentFile` (``dissect``: :class:`DissectSpec`,
+``ablation``: :class:`AblationSpec`, ``executor``: :class:`ExecutorSpec`), the machinery of the
+training config; a key given as null takes its default, and an error names the file and the key.
 
 ``{out}`` in a run's string values is the experiment's output folder, so a run can start from
 another run's model (``init_from: "{out}/pretrain/model.safetensors"``); such a run waits until
@@ -31,19 +37,307 @@ already finished is not trained again; an interrupted one is resumed from its la
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
+import re
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
+from jsonargparse import ArgumentParser
 
-EXPERIMENT_KEYS = {"base", "runs", "dissect", "ablation", "quick", "jobs", "description", "caps", "median_scaling"}
+from seldepth.selectivity import DEFAULT_BINS, DEFAULT_FRACTIONS, parse_bins
+from seldepth.selectivity.ablation import MODES
+
 OUT_PLACEHOLDER = "{out}"
+EXECUTOR_KINDS = ("local", "submitit-local", "slurm")
+
+
+def _and(names) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    names = list(names)
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+@dataclass(frozen=True)
+class DissectSpec:
+    """``dissect:`` of an experiment file: the dissection of every run after training.
+
+    Attributes:
+        bins: bin scheme (as ``seldepth dissect --bins``).
+        split: the split dissected (default: the run's test split).
+        layers: the layers dissected (default: all of the model's).
+        batch_size: images per forward pass.
+    """
+
+    bins: str = DEFAULT_BINS
+    split: str | None = None
+    layers: list[str] | None = None
+    batch_size: int = 8
+
+    def __post_init__(self):
+        try:
+            parse_bins(self.bins)
+        except ValueError as exc:
+            raise ValueError(f"dissect.{exc}") from None
+        if self.batch_size < 1:
+            raise ValueError(f"dissect.batch_size must be >= 1, got {self.batch_size}")
+
+
+@dataclass(frozen=True)
+class AblationSpec:
+    """``ablation:`` of an experiment file: which runs have a layer's units ablated after their dissection.
+
+    Attributes:
+        runs: the runs ablated (none: no ablation).
+        layer: the layer whose units are ablated (top-k, random-k and bottom-k by the run's selectivity).
+        fractions: fractions of the layer's units ablated, each in [0, 1].
+        seeds: random-k draws per fraction.
+        mode: ``zero`` or ``mean`` (what an ablated unit outputs).
+        batch_size: images per forward pass.
+    """
+
+    runs: list[str] = field(default_factory=list)
+    layer: str | None = None
+    fractions: tuple[float, ...] = DEFAULT_FRACTIONS
+    seeds: int = 3
+    mode: str = "zero"
+    batch_size: int = 8
+
+    def __post_init__(self):
+        if self.runs and not self.layer:
+            raise ValueError(f"ablation.layer: the layer whose units are ablated is missing (ablation.runs names "
+                             f"{', '.join(self.runs)})")
+        bad = [f for f in self.fractions if not 0 <= f <= 1]
+        if bad or not self.fractions:
+            raise ValueError(f"ablation.fractions: expected numbers in [0, 1], got {list(self.fractions)}")
+        if self.seeds < 1:
+            raise ValueError(f"ablation.seeds must be >= 1, got {self.seeds}")
+        if self.mode not in MODES:
+            raise ValueError(f"ablation.mode: expected one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"ablation.batch_size must be >= 1, got {self.batch_size}")
+
+
+@dataclass(frozen=True)
+class ExecutorSpec:
+    """``executor:`` of an experiment or active-learning file: where the runs (or chains) run.
+
+    ``kind``: ``local`` (the default: worker processes on this machine, ``jobs`` at once, each with
+    ``cores // jobs`` threads), ``slurm`` (one SLURM job per run, submitted with submitit) or
+    ``submitit-local`` (submitit's LocalExecutor: the SLURM path, run on this machine, ``jobs`` at once).
+    The other keys are for the submitit kinds (the local kinds ignore ``partition`` and ``mem_gb``).
+
+    Attributes:
+        kind: ``local``, ``submitit-local`` or ``slurm``.
+        folder: submitit's job files and logs (default ``OUT/submitit``; ``{out}`` is the output folder).
+        partition: SLURM partition.
+        time_minutes: a job's time limit; a job stopped at its limit is requeued (up to 3 times) and
+            resumes from its last checkpoint.
+        cpus_per_task: CPUs per job, also its torch threads (SLURM; default: the cluster's default).
+        gpus_per_node: GPUs per job (set ``trainer.accelerator: gpu`` in the base config to use them).
+        mem_gb: memory per job.
+        max_running: SLURM jobs queued at once (default: all that are ready).
+        parameters: more keyword arguments of submitit's ``AutoExecutor.update_parameters``, e.g.
+            ``{slurm_account: proj, slurm_qos: high, slurm_setup: ["module load cuda"],
+            slurm_additional_parameters: {reservation: r1}}``.
+    """
+
+    kind: str = "local"
+    folder: str | None = None
+    partition: str | None = None
+    time_minutes: int = 24 * 60
+    cpus_per_task: int | None = None
+    gpus_per_node: int | None = None
+    mem_gb: float | None = None
+    max_running: int | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.kind not in EXECUTOR_KINDS:
+            raise ValueError(f"executor.kind: unknown executor {self.kind!r}; kinds: {', '.join(EXECUTOR_KINDS)}")
+        for key in ("time_minutes", "cpus_per_task", "max_running"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ValueError(f"executor.{key} must be >= 1, got {value}")
+        for key in ("gpus_per_node", "mem_gb"):
+            value = getattr(self, key)
+            if value is not None and value < 0:
+                raise ValueError(f"executor.{key} must be >= 0, got {value}")
+
+
+@dataclass(frozen=True)
+class ExperimentFile:
+    """An experiment file as written (the module docstring); :func:`read_experiment` turns it into an
+    :class:`ExperimentSpec`.
+
+    Attributes:
+        base: a ``seldepth train`` config (any of its keys).
+        runs: run name -> overrides, deep-merged into ``base``.
+        dissect, ablation: what is done with each run after training.
+        quick: overrides merged into ``base`` by ``--quick``.
+        jobs: runs at once (local executors), each with ``cores // jobs`` torch threads.
+        description: one line for the summary.
+        caps: depths (m): each run's test split is scored again on pixels with gt <= cap.
+        median_scaling: score each run's test split again with per-image median scaling.
+        executor: where the runs run.
+    """
+
+    base: dict = field(default_factory=dict)
+    runs: dict[str, dict | None] = field(default_factory=dict)
+    dissect: DissectSpec = field(default_factory=DissectSpec)
+    ablation: AblationSpec = field(default_factory=AblationSpec)
+    quick: dict = field(default_factory=dict)
+    jobs: int = 1
+    description: str = ""
+    caps: tuple[float, ...] = ()
+    median_scaling: bool = False
+    executor: ExecutorSpec = field(default_factory=ExecutorSpec)
+
+    def __post_init__(self):
+        if not self.runs:
+            raise ValueError("'runs' must map run names to config overrides")
+        for name in self.runs:
+            if not str(name).replace("_", "").replace("-", "").isalnum():
+                raise ValueError(f"run name {name!r} must be letters, digits, '_' or '-' (it names a folder)")
+        missing = [r for r in self.ablation.runs if r not in self.runs]
+        if missing:
+            raise ValueError(f"ablation.runs names unknown runs {', '.join(missing)}; runs are {', '.join(self.runs)}")
+        if self.jobs < 1:
+            raise ValueError(f"jobs must be >= 1, got {self.jobs}")
+        if any(c <= 0 for c in self.caps):
+            raise ValueError(f"caps must be positive depths in metres, got {list(self.caps)}")
+
+
+@dataclass(frozen=True)
+class RunTask:
+    """A run's ``task.json``: what its worker does after training (written by the runner, read by the worker)."""
+
+    dissect: DissectSpec = field(default_factory=DissectSpec)
+    ablation: AblationSpec = field(default_factory=AblationSpec)
+    caps: tuple[float, ...] = ()
+    median_scaling: bool = False
+    ablate: bool = False
+
+
+def _fields(cls) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def _section_types(cls) -> dict[str, type]:
+    """The fields of ``cls`` that are dataclasses themselves (sections such as ``dissect``) and their classes."""
+    hints = typing.get_type_hints(cls)
+    return {name: hints[name] for name in _fields(cls) if dataclasses.is_dataclass(hints[name])}
+
+
+def _without_nulls(cls, mapping: dict, prefix: str) -> dict:
+    """``mapping`` without the keys given as null (they take their defaults); sections checked to be mappings."""
+    fields, sections = _fields(cls), _section_types(cls)
+    out = {}
+    for key, value in mapping.items():
+        f = fields.get(key)
+        if f is not None and value is None and (f.default is not None or f.default_factory is not dataclasses.MISSING):
+            continue
+        if key in sections:
+            if not isinstance(value, dict):
+                raise ValueError(f"{prefix}{key}: expected a mapping of {_and(_fields(sections[key]))}, got {value!r}")
+            value = _without_nulls(sections[key], value, f"{prefix}{key}.")
+        out[key] = value
+    return out
+
+
+def _explain(cls, mapping: dict, exc: Exception, prefix: str) -> str:
+    """jsonargparse's error as one line naming the key (``prefix`` + key), unknown keys listed with the known ones."""
+    text = str(exc).strip()
+    m = re.match(r"Option '([^']+)' is not accepted", text) or re.match(r"Group '([^']+)' does not accept option", text)
+    if m:
+        group = m.group(1) if text.startswith("Group") else ""
+        section, values = cls, mapping
+        for part in filter(None, group.split(".")):
+            section, values = _section_types(section)[part], values.get(part) or {}
+        known = list(_fields(section))
+        unknown = sorted(str(k) for k in values if k not in known)
+        where = (prefix + group).rstrip(".")
+        if not where:
+            return f"unknown keys {', '.join(unknown)}; expected {', '.join(sorted(known))}"
+        return f"{where} takes {_and(known)}, got {', '.join(unknown)}"
+    m = re.match(r'Parser key "([^"]+)":\s*(.*)', text, re.S)
+    if m:
+        lines = [re.sub(r"<class '(?:\w+\.)*(\w+)'>", r"\1", line.strip()).replace("NoneType", "null")
+                 for line in m.group(2).splitlines() if line.strip()]
+        plain = re.match(r"Expected a (.+?)\. Got value: (.*)", lines[0] if lines else "")
+        subtypes = next((line[len("Subtypes: "):].strip("[]") for line in lines if line.startswith("Subtypes: ")), None)
+        given = next((line[len("Given value: "):] for line in lines if line.startswith("Given value: ")), None)
+        if plain:
+            reason = f"expected {plain.group(1)}, got {plain.group(2)}"
+        elif subtypes and given is not None:
+            reason = f"expected {' or '.join(subtypes.split(', '))}, got {given}"
+        else:
+            reason = " ".join(lines) or "invalid value"
+        return f"{prefix}{m.group(1)}: {reason}"
+    m = re.match(r"the following arguments are required: (.*)", text)
+    if m:
+        return ", ".join(f"{prefix}{k.strip()}" for k in m.group(1).split(",")) + ": required"
+    return " ".join(text.split())
+
+
+def parse_typed(cls, mapping: dict | None, prefix: str = ""):
+    """A frozen dataclass ``cls`` from a mapping (a YAML file's content), read and checked by jsonargparse.
+
+    Keys given as null take their defaults. ``prefix`` is put before the keys in error messages
+    (``"dissect."`` when ``mapping`` is the ``dissect`` section of a file).
+
+    Raises:
+        ValueError: an unknown key, a wrong type or a bad value, with the key named.
+    """
+    mapping = {} if mapping is None else mapping
+    if not isinstance(mapping, dict):
+        where = prefix.rstrip(".") or cls.__name__
+        raise ValueError(f"{where}: expected a mapping of {_and(_fields(cls))}, got {type(mapping).__name__}")
+    mapping = _without_nulls(cls, mapping, prefix)
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(cls)
+    try:
+        namespace = parser.parse_object(mapping)
+        instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes  # renamed in jsonargparse 4.49
+        init = instantiate(namespace)
+    except ValueError:
+        raise
+    except Exception as exc:  # jsonargparse reports unknown keys and type errors as ArgumentError
+        raise ValueError(_explain(cls, mapping, exc, prefix)) from None
+    return cls(**{name: getattr(init, name) for name in _fields(cls)})
+
+
+def read_typed_file(cls, raw: Any, path: str | os.PathLike):
+    """:func:`parse_typed` for a whole file's content; errors name the file and the key."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a mapping with keys {', '.join(_fields(cls))}")
+    try:
+        return parse_typed(cls, raw)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+
+
+def read_yaml_file(path: str | os.PathLike, what: str) -> Any:
+    """A YAML file's content (``{}`` when empty); ``what`` names the file in the error of a missing one."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML: {exc}") from None
 
 
 @dataclass(frozen=True)
 class ExperimentSpec:
-    """A parsed experiment file: the merged config of each run and what to do after training."""
+    """A parsed experiment file: the merged config of each run and what to do after training.
+
+    ``dissect`` and ``ablation`` are the mappings a run's ``task.json`` holds: checked by
+    :class:`DissectSpec` and :class:`AblationSpec`, with their defaults filled in.
+    """
 
     runs: dict[str, dict]
     dissect: dict = field(default_factory=dict)
@@ -53,6 +347,11 @@ class ExperimentSpec:
     settings: dict[str, str] = field(default_factory=dict)
     caps: tuple[float, ...] = ()
     median_scaling: bool = False
+    executor: ExecutorSpec = field(default_factory=ExecutorSpec)
+
+    def __post_init__(self):
+        object.__setattr__(self, "dissect", dataclasses.asdict(parse_typed(DissectSpec, self.dissect, "dissect.")))
+        object.__setattr__(self, "ablation", dataclasses.asdict(parse_typed(AblationSpec, self.ablation, "ablation.")))
 
     def dependencies(self, name: str) -> list[str]:
         """The runs whose output folder ``name``'s ``init_from`` points into (``{out}/RUN/...``)."""
@@ -102,43 +401,12 @@ def read_experiment(path: str | os.PathLike, quick: bool = False) -> ExperimentS
         ValueError: naming the file and the key or run at fault.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"experiment config {path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected a mapping with keys base and runs")
-    unknown = set(raw) - EXPERIMENT_KEYS
-    if unknown:
-        raise ValueError(f"{path}: unknown keys {', '.join(sorted(unknown))}; expected {', '.join(sorted(EXPERIMENT_KEYS))}")
-    runs = raw.get("runs")
-    if not isinstance(runs, dict) or not runs:
-        raise ValueError(f"{path}: 'runs' must map run names to config overrides")
-    for name in runs:
-        if not str(name).replace("_", "").replace("-", "").isalnum():
-            raise ValueError(f"{path}: run name {name!r} must be letters, digits, '_' or '-' (it names a folder)")
-    base = deep_merge(raw.get("base") or {}, raw.get("quick") or {}) if quick else (raw.get("base") or {})
-    merged = {str(name): deep_merge(base, overrides or {}) for name, overrides in runs.items()}
-    ablation = dict(raw.get("ablation") or {})
-    missing = [r for r in ablation.get("runs", []) if r not in merged]
-    if missing:
-        raise ValueError(f"{path}: ablation.runs names unknown runs {', '.join(missing)}; runs are {', '.join(merged)}")
-    jobs = int(raw.get("jobs", 1))
-    if jobs < 1:
-        raise ValueError(f"{path}: jobs must be >= 1, got {jobs}")
-    settings = {str(name): describe_overrides(overrides or {}) for name, overrides in runs.items()}
-    try:
-        caps = tuple(float(c) for c in raw.get("caps") or ())
-    except (TypeError, ValueError):
-        raise ValueError(f"{path}: caps must be a list of depths in metres, got {raw.get('caps')!r}") from None
-    if any(c <= 0 for c in caps):
-        raise ValueError(f"{path}: caps must be positive depths in metres, got {list(caps)}")
-    if not isinstance(raw.get("median_scaling", False), bool):
-        raise ValueError(f"{path}: median_scaling must be true or false, got {raw.get('median_scaling')!r}")
-    spec = ExperimentSpec(merged, dict(raw.get("dissect") or {}), ablation, jobs, str(raw.get("description", "")),
-                          settings, caps, bool(raw.get("median_scaling", False)))
+    file = read_typed_file(ExperimentFile, read_yaml_file(path, "experiment config"), path)
+    base = deep_merge(file.base, file.quick) if quick else file.base
+    merged = {str(name): deep_merge(base, overrides or {}) for name, overrides in file.runs.items()}
+    settings = {str(name): describe_overrides(overrides or {}) for name, overrides in file.runs.items()}
+    spec = ExperimentSpec(merged, dataclasses.asdict(file.dissect), dataclasses.asdict(file.ablation), file.jobs,
+                          file.description, settings, tuple(file.caps), file.median_scaling, file.executor)
     for name, cfg in merged.items():
         init = str(cfg.get("init_from") or "")
         if init.startswith(OUT_PLACEHOLDER) and not spec.dependencies(name):

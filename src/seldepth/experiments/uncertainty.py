@@ -1,4 +1,4 @@
-"""Active learning (seed 002): rank unlabelled images by the predicted depth's uncertainty and choose which to label.
+"""Active learning (uncertainty sampling, cf. Beluch et al., CVPR 2018): rank unlabelled images by the predicted depth's uncertainty and choose which to label.
 
 Methods:
 
