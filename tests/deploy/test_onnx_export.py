@@ -205,3 +205,20 @@ def test_int8_slower_nodes_are_the_stem_and_attention_products_with_their_projec
                                helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
     # the MLP's weight MatMul, the pointwise and the depthwise convolutions stay quantised
     assert int8_slower_nodes(helper.make_model(graph)) == ["stem", "qk_proj", "q_kt"]
+
+
+def test_a_fixed_export_records_its_own_input_size_not_the_model_s(tmp_path):
+    from seldepth.models import create_model
+    from seldepth.models.preprocessing import Preprocessing
+
+    model = create_model("meter_xxs").eval()
+    model.preprocessing = Preprocessing((192, 256))
+    path = tmp_path / "small.onnx"
+    info = export_onnx(model, path, input_size=(128, 192))
+    assert info["input_size"] == [128, 192]
+    props = read_onnx_props(path)
+    assert json.loads(props["preprocessing"])["input_size"] == [128, 192]
+    assert json.loads(props["provenance"])["onnx_export"]["input_size"] == [128, 192]
+    onnx_model = OnnxDepthModel(path, threads=1)
+    assert tuple(onnx_model.preprocessing.input_size) == (128, 192)
+    assert onnx_model(torch.randn(1, 3, 128, 192)).shape == (1, 1, 32, 48)

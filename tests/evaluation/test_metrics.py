@@ -194,3 +194,32 @@ def test_median_scaling_by_hand_and_the_ratios_spread():
     # median(gt) over the two valid pixels is 2 (torch: the lower one), median(pred) 1, so pred -> 2, 2
     assert m["scale_ratio"] == pytest.approx(2.0) and m["abs_rel"] == pytest.approx((0 + 1 / 3) / 2)
     assert "scale_ratio" not in DepthMetrics(Protocol("t", 1e-3, 10.0, None)).compute()
+
+
+def test_valid_range_is_open_at_both_ends():
+    # min_depth < gt < max_depth: a pixel at exactly 10 m (or exactly min_depth) is not scored
+    proto = Protocol("t", 0.5, 10.0, None)
+    gt = torch.tensor([5.0, 10.0, 0.5]).view(1, 1, 1, 3)
+    pred = torch.tensor([5.0, 1.0, 3.0]).view(1, 1, 1, 3)
+    metric = DepthMetrics(proto)
+    metric.update(pred, gt)
+    out = metric.compute()
+    assert out["rmse"] == 0.0 and out["abs_rel"] == 0.0  # only the 5 m pixel counts
+
+
+def test_crop_mask_covers_exactly_the_crop_bounds():
+    from seldepth.evaluation.protocol import crop_mask
+
+    mask = crop_mask("eigen_nyu", 480, 640)
+    assert int(mask.sum()) == (471 - 45) * (601 - 41)
+    assert mask[45, 41] and mask[470, 600]  # first and last pixel inside (end indices exclusive)
+    assert not mask[44, 41] and not mask[45, 40] and not mask[471, 600] and not mask[470, 601]
+    garg = crop_mask("garg", 375, 1242)
+    assert int(garg.sum()) == (371 - 153) * (1197 - 44)
+
+
+def test_eigen_nyu_crop_is_rounded_at_other_sizes_and_garg_truncated():
+    # 471 / 480 * 228 = 223.725: rounded to 224 (truncation would give 223)
+    assert crop_bounds("eigen_nyu", 228, 304) == (21, 224, 19, 285)
+    # the KITTI crops are fractions truncated to pixels: 0.40810811 * 352 = 143.65 -> 143
+    assert crop_bounds("garg", 352, 1216) == (143, 349, 43, 1172)

@@ -85,3 +85,15 @@ def test_bad_config_is_a_clear_error():
         MultiScaleLossConfig(space="sqrt")
     with pytest.raises(ValueError, match="multiscale.alphas must be 4 weights"):
         MultiScaleLossConfig(alphas=(1, 1))
+
+
+def test_berhu_threshold_carries_no_gradient():
+    # a = max|d| / 5 = 2 is a constant of the loss: dL/dd = sign(d) where |d| <= a, d / a above, over the mean
+    from seldepth.losses.logdepth import adaptive_berhu_loss
+
+    diff = torch.tensor([1.0, 10.0], requires_grad=True)
+    loss = adaptive_berhu_loss(diff, torch.tensor([True, True]))
+    assert float(loss) == pytest.approx((1.0 + (100 + 4) / 4) / 2)
+    loss.backward()
+    # with gradients through a, the 10 m pixel's would be 2.5 - 1.2 = 1.3
+    assert diff.grad.tolist() == pytest.approx([0.5, 2.5])

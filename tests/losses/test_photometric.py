@@ -143,3 +143,19 @@ def test_coarser_scales_see_the_same_geometry():
     torch.testing.assert_close(small[0, 1, 2, 0, 0], frames[0, 1, 2, :4, :4].mean())
     # the pixel centre (1.5, 1.5) of the 4x4 block maps to (0, 0): cx' = (cx + 0.5) / 4 - 0.5
     assert Ks[0, 0, 2] == pytest.approx((K[0, 0, 2] + 0.5) / 4 - 0.5) and Ks[0, 0, 0] == pytest.approx(K[0, 0, 0] / 4)
+
+
+def test_the_best_source_is_chosen_by_0_85_l1_plus_0_15_ssim_error():
+    # source "offset" is the target plus 0.1 (L1 0.1, structure kept: small SSIM error); source "noise" is the
+    # target with +-0.05 noise (L1 0.05, structure lost: large SSIM error). 0.85 L1 + 0.15 SSIM prefers "noise"
+    # on (nearly) every pixel; swapped weights (0.15 L1 + 0.85 SSIM) would prefer "offset".
+    h, w = 16, 16
+    g = torch.Generator().manual_seed(0)
+    target = 0.2 + 0.6 * torch.rand(1, 3, h, w, generator=g)
+    offset = target + 0.1
+    noise = target + 0.05 * torch.where(torch.rand(1, 3, h, w, generator=g) < 0.5, -1.0, 1.0)
+    T = torch.eye(4).repeat(1, 2, 1, 1)
+    sources, depth, K = torch.stack([offset, noise], 1), torch.ones(1, 1, h, w), _K(1, h, w)
+    cfg = PhotometricLossConfig(reduce="min", w_smoothness=0.0, scales=1)
+    _, terms = PhotometricLoss(cfg)(target, sources, depth, T, K)
+    assert float(terms["reconstruction"]) == pytest.approx(0.05, abs=1e-4)
