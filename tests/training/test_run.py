@@ -64,6 +64,10 @@ def test_sigkill_mid_epoch_then_resume_finishes_planned_epochs(tiny_splits, tmp_
     rows = list(csv.DictReader((out / "csv" / "metrics.csv").open()))
     val_epochs = [int(r["epoch"]) for r in rows if r.get("val/rmse")]
     assert val_epochs == [0, 1, 2, 3]
+    # and each training step once: the interrupted epoch's rows logged before the kill are not kept beside the
+    # resumed run's rows for the same steps
+    train_steps = [int(r["step"]) for r in rows if r.get("train/loss")]
+    assert train_steps == sorted(set(train_steps)) and len(train_steps) == 4 * 12
     assert not list((out / "checkpoints").glob(".*.tmp"))
 
 
