@@ -4,7 +4,7 @@ Prints, side by side in one run, frames/s of ``render_frame`` in this process an
 ``generate`` (render + PNG/JSON writing) with one and with several worker processes, each as
 a ratio to the 20 images/s target.
 
-    python benchmarks/bench_synthetic.py --size 256x192 --frames 200
+    python benchmarks/bench_synthetic.py --size 192x256 --frames 200
 """
 
 from __future__ import annotations
@@ -14,15 +14,15 @@ import os
 import tempfile
 import time
 
-TARGET = 20.0  # images/s at 256x192 on 2 CPU cores
+TARGET = 20.0  # images/s at 192x256 (HxW) on 2 CPU cores
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", default="256x192", help="WIDTHxHEIGHT (default 256x192)")
+    parser.add_argument("--size", default="192x256", help="HxW, height x width (default 192x256)")
     parser.add_argument("--frames", type=int, default=200, help="frames per measurement (default 200)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+    parser.add_argument("--num-workers", type=int, default=os.cpu_count() or 1,
                         help="processes for the parallel generate run (default: CPU count)")
     parser.add_argument("--sequence-length", type=int, default=1)
     args = parser.parse_args()
@@ -42,14 +42,14 @@ def main() -> None:
     render_rate = scenes * length / (time.perf_counter() - t0)
 
     rates = {"render only (1 process)": render_rate}
-    for workers in sorted({1, max(1, args.workers)}):
+    for workers in sorted({1, max(1, args.num_workers)}):
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
             generate(tmp, scenes, size=size, seed=args.seed, sequence_length=length, progress=False, workers=workers)
             rates[f"render + write ({workers} process{'es' if workers > 1 else ''})"] = \
                 scenes * length / (time.perf_counter() - t0)
 
-    print(f"synthetic RGB-D generator, {size[1]}x{size[0]} (WxH), {scenes * length} frames, "
+    print(f"synthetic RGB-D generator, {size[0]}x{size[1]} (HxW), {scenes * length} frames, "
           f"sequence_length {length}, {os.cpu_count()} CPU cores")
     width = max(len(k) for k in rates)
     for name, rate in rates.items():

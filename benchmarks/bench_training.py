@@ -66,7 +66,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--num-workers", type=int, default=0)
     args = parser.parse_args()
     size = (192, 256)
     with tempfile.TemporaryDirectory() as tmp:
@@ -74,7 +74,7 @@ def main() -> None:
         generate(Path(tmp) / "synth", n, size=size, seed=0, progress=False)
         print(f"torch threads {torch.get_num_threads()}, batch {args.batch}, {size[0]}x{size[1]}, {args.steps} timed steps")
         bare = bare_loop(args.steps, args.warmup, args.batch, size)
-        real = real_pipeline(Path(tmp) / "synth", args.steps, args.warmup, args.batch, size, args.workers)
+        real = real_pipeline(Path(tmp) / "synth", args.steps, args.warmup, args.batch, size, args.num_workers)
         bare2 = bare_loop(args.steps, args.warmup, args.batch, size)  # again, to bracket machine noise
     bare_mean = (bare + bare2) / 2
     print(f"bare torch loop (in-memory tensors, L1):          {bare:7.1f} / {bare2:7.1f} images/s")

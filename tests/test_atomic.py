@@ -1,11 +1,13 @@
 """seldepth.atomic: a failed write leaves the old file, temporaries are unique, and leftovers are found."""
 
+import json
 import os
 import re
 
 import pytest
 
-from seldepth.atomic import TMP_SUFFIX, atomic_path, stale_temporaries, write_text_atomic
+from seldepth.atomic import (TMP_SUFFIX, OutputPathError, atomic_path, check_output, json_text, stale_temporaries,
+                             write_json_atomic, write_text_atomic)
 
 
 def test_a_write_that_raises_leaves_the_old_file_and_no_temporary(tmp_path):
@@ -112,3 +114,52 @@ def test_stale_temporaries_finds_what_a_killed_writer_leaves(tmp_path):
     assert stale_temporaries(tmp_path) == [tmp] and not target.exists()
     ctx.__exit__(None, None, None)
     assert stale_temporaries(tmp_path) == [] and target.read_text() == "half"
+
+
+def test_json_is_standard_nan_and_infinities_are_null(tmp_path):
+    doc = {"rmse": float("nan"), "caps": [1.0, float("inf"), -float("inf")], "nested": {"x": (float("nan"), 2)}, "n": 3}
+    text = json_text(doc)
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"rmse": None, "caps": [1.0, None, None], "nested": {"x": [None, 2]}, "n": 3}
+    path = write_json_atomic(tmp_path / "r.json", doc)
+    assert json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"non-standard JSON token {c}"))["rmse"] is None
+
+
+def test_check_output_accepts_new_and_existing_paths_and_creates_nothing(tmp_path):
+    (tmp_path / "old.json").write_text("{}")
+    (tmp_path / "folder").mkdir()
+    assert check_output(tmp_path / "old.json", "file") == tmp_path / "old.json"  # overwritten later: fine
+    assert check_output(tmp_path / "a" / "b" / "new.json", "file") == tmp_path / "a" / "b" / "new.json"
+    assert check_output(tmp_path / "folder", "folder") == tmp_path / "folder"
+    assert check_output(tmp_path / "x" / "y", "folder") == tmp_path / "x" / "y"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder", "old.json"]  # nothing created
+
+
+@pytest.mark.parametrize("make, path, kind, message", [
+    (lambda d: (d / "f").mkdir(), "f", "file", "is a folder; a file name is expected"),
+    (lambda d: (d / "f").write_text("x"), "f", "folder", "is an existing file; an output folder is expected"),
+    (lambda d: (d / "f").write_text("x"), "f/r.json", "file", "f is a file, not a folder"),
+    (lambda d: (d / "f").write_text("x"), "f/a/b", "folder", "so the folder"),
+])
+def test_check_output_names_the_path_and_the_problem(tmp_path, make, path, kind, message):
+    make(tmp_path)
+    with pytest.raises(OutputPathError, match=message) as info:
+        check_output(tmp_path / path, kind, key="--out")
+    assert str(info.value).startswith(f"--out {tmp_path / path}")
+    assert isinstance(info.value, ValueError)
+
+
+def test_check_output_refuses_a_read_only_folder(tmp_path, monkeypatch):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    if os.geteuid() != 0:  # root writes anywhere: pretend the permission is missing
+        locked.chmod(0o555)
+    else:
+        real_access = os.access
+        monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if str(p) == str(locked) else real_access(p, mode, **kw))
+    try:
+        for path, kind in ((locked / "r.json", "file"), (locked / "sub", "folder"), (locked, "folder")):
+            with pytest.raises(OutputPathError, match=f"no permission to write in {re.escape(str(locked))}"):
+                check_output(path, kind)
+    finally:
+        locked.chmod(0o755)

@@ -8,6 +8,8 @@ within one folder. ``fsync=True`` also flushes the file to disk before the renam
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import secrets
 from contextlib import contextmanager
@@ -60,3 +62,77 @@ def stale_temporaries(folder: str | os.PathLike) -> list[Path]:
     """The temporary files that writers killed mid-write left in ``folder`` (not recursive)."""
     folder = Path(folder)
     return sorted(folder.glob(f".*{TMP_SUFFIX}")) if folder.is_dir() else []
+
+
+def _json_safe(x):
+    """``x`` with every float that is not finite (NaN, +-inf) replaced by None, through dicts, lists and tuples."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    return x
+
+
+def json_text(obj, indent: int | None = 2) -> str:
+    """Standard JSON for ``obj``: NaN and infinities become ``null`` (never the non-standard ``NaN`` token).
+
+    Example:
+        >>> json_text({"rmse": float("nan"), "n": 3}, indent=None)
+        '{"rmse": null, "n": 3}'
+    """
+    return json.dumps(_json_safe(obj), indent=indent, allow_nan=False)
+
+
+def write_json_atomic(path: str | os.PathLike, obj, indent: int | None = 2) -> Path:
+    """Write ``obj`` as standard JSON (:func:`json_text`: NaN as ``null``) through :func:`write_text_atomic`."""
+    return write_text_atomic(path, json_text(obj, indent=indent))
+
+
+class OutputPathError(ValueError):
+    """An output path that cannot be written: a file where a folder is needed, a folder where a file is, or no
+    permission. The message names the path (and the argument, when given)."""
+
+
+def check_output(path: str | os.PathLike, kind: str = "file", key: str | None = None) -> Path:
+    """Check, before any work, that ``path`` can be written as a ``kind`` (``"file"`` or ``"folder"``).
+
+    Nothing is created. A path that does not exist yet is fine when its nearest existing parent is a
+    folder this process may write in (the writers create the missing folders).
+
+    Args:
+        path: the output file or folder.
+        kind: ``"file"``: ``path`` must not be a folder and its folder must be writable (writers write a
+            temporary file beside it, then rename it into place); ``"folder"``: ``path`` must not be a file
+            (nor have one on its way) and must be writable.
+        key: the argument that named the path (``"--out"``), for the message.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        OutputPathError: (a ``ValueError``) naming the path and what is wrong with it.
+    """
+    if kind not in ("file", "folder"):
+        raise ValueError(f"kind must be 'file' or 'folder', got {kind!r}")
+    path = Path(path)
+    name = f"{key} {path}" if key else str(path)
+    if kind == "file" and (path.is_dir() or str(path).endswith(os.sep)):
+        raise OutputPathError(f"{name} is a folder; a file name is expected here")
+    if kind == "folder" and path.exists() and not path.is_dir():
+        raise OutputPathError(f"{name} is an existing file; an output folder is expected here")
+    if kind == "file" and path.exists() and not os.access(path, os.W_OK):
+        raise OutputPathError(f"{name}: the file exists and is read-only")
+    # the nearest existing folder above (the folder itself when it exists): files are created there
+    parent = path if kind == "folder" else path.parent
+    missing = []
+    while not parent.exists() and parent != parent.parent:
+        missing.append(parent)
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputPathError(f"{name}: {parent} is a file, not a folder"
+                              + (f", so the folder {missing[-1]} cannot be created" if missing else ""))
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputPathError(f"{name}: no permission to write in {parent}")
+    return path

@@ -1,32 +1,196 @@
-"""The ``seldepth`` command: parses arguments and calls the library, nothing else."""
+"""The ``seldepth`` command: one typed parser per subcommand (jsonargparse), then a call into the library.
+
+Conventions shared by every subcommand:
+
+* ``--config FILE.yaml`` reads the subcommand's arguments from YAML (keys are the option names with ``_``
+  for ``-``, e.g. ``batch_size: 8``; options given after it override it); ``--print_config`` prints the
+  arguments as YAML and exits. ``--help`` shows every default; the defaults come from
+  :mod:`seldepth.defaults`, which the library's functions take theirs from too.
+* One spelling for each thing: ``--num-workers`` (processes), ``--batch-size``, ``--out`` (each help says
+  whether it is a file or a folder; checked before any work), sizes ``HxW`` (height x width),
+  ``--device auto|cpu|cuda[:N]|mps`` wherever a torch model runs.
+* Exit codes: 0 done; 1 nothing was produced (every input skipped, no image scored) or the work failed;
+  2 a usage error (unknown option, bad value, missing input, impossible output path); 130 interrupted
+  (Ctrl-C). Errors print one line; ``--verbose`` (anywhere on the line) adds the traceback and lets
+  Lightning's tips and warnings through.
+
+``seldepth train`` is parsed by the training config's own jsonargparse parser
+(:func:`seldepth.training.config.build_parser`: ``--config``, ``--print_config``, dotted keys such as
+``--optim.lr``).
+
+Start-up time: this module imports only jsonargparse and torch-free modules (:mod:`seldepth.defaults`), and
+the parser of a subcommand is built only when that subcommand is named. Each command function imports the
+library it calls, so ``seldepth --help`` and ``seldepth SUBCOMMAND --help`` never import torch.
+"""
 
 from __future__ import annotations
 
-import argparse
-import json
+import logging
 import sys
 import time
+import traceback
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
-from seldepth.selectivity import DEFAULT_BINS, DEFAULT_DEPTH_RANGE, DEFAULT_FRACTIONS
+from jsonargparse import ActionConfigFile, ArgumentParser, DefaultHelpFormatter, Namespace
+from jsonargparse.typing import NonNegativeInt, PositiveFloat, PositiveInt, register_type
 
-_RANGE = ",".join(f"{v:g}" for v in DEFAULT_DEPTH_RANGE)
-_FRACTIONS = ",".join(f"{v:g}" for v in DEFAULT_FRACTIONS)
+from seldepth import __version__
+from seldepth.defaults import (
+    DEFAULT_ABLATION_BATCH_SIZE,
+    DEFAULT_ABLATION_SEEDS,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_BINS,
+    DEFAULT_CALIBRATION_IMAGES,
+    DEFAULT_COMPILE_BUDGET_S,
+    DEFAULT_DEPTH_RANGE,
+    DEFAULT_DEVICE,
+    DEFAULT_FRACTIONS,
+    DEFAULT_MC_DROPOUT,
+    DEFAULT_MC_PASSES,
+    DEFAULT_NUM_WORKERS,
+    DEFAULT_RENDER_WORKERS,
+    DEFAULT_REPORT_SAMPLES,
+    DEFAULT_RUNS,
+    DEFAULT_SCENES,
+    DEFAULT_SIZE,
+    DEFAULT_SPLIT,
+    DEFAULT_THREADS,
+    DEFAULT_WARMUP,
+)
 
-def _floats(text: str) -> tuple[float, ...]:
+DEFAULT_SIZE_TEXT = f"{DEFAULT_SIZE[0]}x{DEFAULT_SIZE[1]}"
+OLD_SYNTH_SIZE = f"{DEFAULT_SIZE[1]}x{DEFAULT_SIZE[0]}"  # synth's default before 0.2, when --size was WxH
+
+# options spelt differently before 0.2: old -> new
+RENAMED_OPTIONS = {"--workers": "--num-workers"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Types and help
+# ---------------------------------------------------------------------------------------------
+
+class Numbers(tuple):
+    """Comma-separated numbers on the command line (``4,6,8``), a list in a YAML config (``[4, 6, 8]``)."""
+
+    help_name = "N,N,..."
+
+    def __str__(self) -> str:  # how --help shows a default
+        return ",".join(f"{v:g}" for v in self) or "none"
+
+
+def _numbers(value) -> Numbers:
+    if isinstance(value, (list, tuple)):
+        items = list(value)
+    else:
+        items = [v for v in str(value).split(",") if v.strip()]
     try:
-        return tuple(float(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+        return Numbers(float(v) for v in items)
+    except (TypeError, ValueError):
+        raise ValueError(f"expected comma-separated numbers such as 4,6,8; got {value!r}") from None
 
 
-def _open_data(args: argparse.Namespace):
+register_type(Numbers, serializer=lambda v: [float(x) for x in v], deserializer=_numbers)
+
+
+class _HelpFormatter(DefaultHelpFormatter):
+    """jsonargparse's help (type and default after each option), with readable names for this module's types."""
+
+    def _get_type_str(self, action):
+        if action.choices is not None:
+            return None  # the choices are listed
+        name = getattr(getattr(action, "_typehint", None) or action.type, "help_name", None)
+        return name if name is not None else super()._get_type_str(action)
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared arguments
+# ---------------------------------------------------------------------------------------------
+
+DATA_HELP = ("data spec KIND:PATH[?key=value&...]: nyu:PATH (labeled .mat, DenseDepth folder/zip/CSV, BTS sync "
+             "list, .h5 files, annotation JSON, or a folder), kitti:PATH (raw drives via a file list or folder, "
+             "annotation JSON), folder:PATH?scale=1000, synthetic:PATH or synthetic:default")
+MODEL_HELP = "model file: .safetensors, a training checkpoint (.ckpt) or an ONNX export (.onnx)"
+HEAD_HELP = "output head of a multi-head model (realtime_depth: L, M, S, XS); computes only up to it"
+PROTOCOL_HELP = ("nyu (1e-3..10 m, Eigen crop), kitti (1e-3..80 m, Garg crop), kitti_eigen (Eigen crop), synthetic "
+                 "(no crop), none; null: from the data spec's kind (nyu:, kitti:, synthetic:), else from the model's "
+                 "metadata")
+
+
+def _add_model(p: ArgumentParser, help: str = MODEL_HELP) -> None:
+    p.add_argument("--model", type=str, required=True, help=help)
+
+
+def _add_device(p: ArgumentParser) -> None:
+    p.add_argument("--device", type=str, default=DEFAULT_DEVICE,
+                   help="where the model runs: auto (CUDA, then Apple MPS, then the CPU), cpu, cuda, cuda:N or mps")
+
+
+def _add_data(p: ArgumentParser, split: str = DEFAULT_SPLIT) -> None:
+    p.add_argument("--data", type=str, required=True, help=DATA_HELP)
+    p.add_argument("--split", type=str, default=split, help="split where the layout has several")
+    p.add_argument("--on-error", type=str, default="stop", choices=["stop", "skip"],
+                   help="a bad file stops with its name (stop) or is skipped, counted and listed at the end (skip)")
+
+
+def _add_loader(p: ArgumentParser, batch_size: int = DEFAULT_BATCH_SIZE, workers: bool = True) -> None:
+    p.add_argument("--batch-size", type=PositiveInt, default=batch_size, help="images per forward pass")
+    if workers:
+        p.add_argument("--num-workers", type=NonNegativeInt, default=DEFAULT_NUM_WORKERS,
+                       help="data loader processes (0: load in the main process)")
+
+
+def _add_bins(p: ArgumentParser, help: str) -> None:
+    p.add_argument("--bins", type=str, default=DEFAULT_BINS, help=help)
+    p.add_argument("--depth-range", type=Numbers, default=Numbers(DEFAULT_DEPTH_RANGE), metavar="MIN,MAX",
+                   help="valid ground truth min,max in metres")
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers of the commands (they import the library: only once a command runs)
+# ---------------------------------------------------------------------------------------------
+
+def _note(command: str, text: str) -> None:
+    """A status line (device chosen, steps of long work) on stderr, apart from the results on stdout."""
+    print(f"seldepth {command}: {text}", file=sys.stderr, flush=True)
+
+
+def _check_output(path, kind: str, key: str = "--out") -> None:
+    from seldepth.atomic import check_output
+
+    check_output(path, kind, key=key)
+
+
+def _load_model(path: str, device: str, command: str):
+    """``load_model(path)`` on the device ``--device`` names; says which device and why."""
+    from seldepth.inference import choose_device
+    from seldepth.models.model_file import load_model
+
+    chosen, reason = choose_device(device)
+    model = load_model(path, device=chosen)
+    _note(command, f"device {chosen} ({reason})")
+    return model
+
+
+def _open_data(args: Namespace):
     """Open ``--data`` (split, on-error policy) and print the layout found, before any work."""
     from seldepth.data.spec import describe_dataset, open_dataset
 
     dataset = open_dataset(args.data, split=args.split, on_error=args.on_error, key="--data")
     print(f"{args.data} (split {args.split}): {describe_dataset(dataset)}")
     return dataset
+
+
+def _protocol(name: str | None, data: str, model=None, **options):
+    """The protocol ``--protocol`` names, or the data spec's / model's one (printed with the reason)."""
+    from seldepth.evaluation.protocol import get_protocol, protocol_for_data
+
+    if name is None:
+        name, reason = protocol_for_data(data, model)
+        print(f"protocol {name}: {reason} (--protocol to choose another)")
+    return get_protocol(name, **options)
 
 
 def _report_skipped(dataset, shown: int = 10) -> None:
@@ -42,82 +206,220 @@ def _report_skipped(dataset, shown: int = 10) -> None:
             print(f"  ... and {len(skipped) - shown} more")
 
 
-def cmd_import_meter(args: argparse.Namespace) -> None:
-    from seldepth.models.import_meter import import_meter
-
-    model = import_meter(args.weights, variant=args.variant, dataset=args.dataset, out=args.out)
-    print(f"wrote {args.out}: {model.name}, {model.num_parameters():,} parameters, output in metres "
-          f"({model.metadata['provenance']['unit_conversion']}), sha256 of source {model.metadata['provenance']['sha256'][:12]}...")
+class NothingProduced(Exception):
+    """The command ran but produced nothing (every input skipped, no image scored): exit status 1."""
 
 
-def cmd_eval(args: argparse.Namespace) -> None:
+# ---------------------------------------------------------------------------------------------
+# The commands: arguments, then what they run
+# ---------------------------------------------------------------------------------------------
+
+def args_predict(p: ArgumentParser) -> None:
+    p.add_argument("inputs", type=str, nargs="+", metavar="INPUT",
+                   help="image file, folder (searched recursively), text file listing image paths, or video "
+                        "(.mp4/.avi/.mov/.mkv/.webm)")
+    _add_model(p)
+    p.add_argument("--out", type=str, required=True, help="output folder (sub-folders of a folder input are kept)")
+    _add_loader(p, workers=False)
+    _add_device(p)
+    p.add_argument("--range", type=Numbers | None, default=None, metavar="MIN,MAX",
+                   help="fixed colour range in metres (null: per image; per video from its first frames)")
+    p.add_argument("--ply", action="store_true", help="also write NAME.ply point clouds (needs intrinsics)")
+    p.add_argument("--fx", type=float | None, default=None, help="focal length in pixels (with --fy --cx --cy) for --ply")
+    p.add_argument("--fy", type=float | None, default=None, help="null: --fx")
+    p.add_argument("--cx", type=float | None, default=None, help="principal point in pixels (null: the image centre)")
+    p.add_argument("--cy", type=float | None, default=None, help="null: the image centre")
+    p.add_argument("--fov", type=float | None, default=None,
+                   help="horizontal field of view in degrees instead of --fx/--fy (principal point at the centre)")
+    p.add_argument("--video-npy", action="store_true", help="also save each video's depth frames as NAME_depth.npy (T, H, W)")
+    p.add_argument("--flip", action="store_true", help="horizontal-flip test-time averaging")
+
+
+def cmd_predict(args: Namespace) -> None:
+    from seldepth.prediction import predict_paths, resolve_intrinsics
+
+    _check_output(args.out, "folder")
+    intrinsics = resolve_intrinsics(args.fx, args.fy, args.cx, args.cy, args.fov)
+    model = _load_model(args.model, args.device, "predict")
+    summary = predict_paths(model, args.inputs, args.out, batch_size=args.batch_size,
+                            depth_range=None if args.range is None else tuple(args.range),
+                            ply=args.ply, intrinsics=intrinsics, flip=args.flip, video_npy=args.video_npy)
+    print(summary.format(args.out))
+    if summary.images == 0 and summary.videos == 0:
+        raise NothingProduced("no image or video was predicted" + (" (every input was skipped)" if summary.skipped else ""))
+
+
+def args_eval(p: ArgumentParser) -> None:
+    _add_model(p)
+    _add_data(p)
+    p.add_argument("--protocol", type=str | None, default=None, help=PROTOCOL_HELP)
+    p.add_argument("--flip", action="store_true", help="horizontal-flip test-time averaging")
+    p.add_argument("--caps", type=Numbers, default=Numbers(), help="extra depth caps in metres, e.g. 4,6,8")
+    p.add_argument("--median-scaling", action="store_true",
+                   help="scale each prediction by median(gt) / median(pred) first (depth up to scale: self-supervised "
+                        "models); prints the ratios' mean and spread")
+    _add_loader(p)
+    _add_device(p)
+    p.add_argument("--head", type=str | None, default=None, help=HEAD_HELP)
+    p.add_argument("--json", type=str | None, default=None,
+                   help="also write the results to this JSON file (NaN metrics as null)")
+
+
+def cmd_eval(args: Namespace) -> None:
+    from seldepth.atomic import write_json_atomic
     from seldepth.evaluation import evaluate, format_table
     from seldepth.models.base import with_head
-    from seldepth.models.model_file import load_model
-    from seldepth.evaluation.protocol import get_protocol
 
-    protocol = get_protocol(args.protocol, flip=args.flip, caps=args.caps, median_scaling=args.median_scaling)
-    model = with_head(load_model(args.model), args.head)
+    if args.json:
+        _check_output(args.json, "file", key="--json")
+    options = dict(flip=args.flip, caps=tuple(args.caps), median_scaling=args.median_scaling)
+    if args.protocol is not None:
+        _protocol(args.protocol, args.data, **options)  # an unknown name fails before the model is read
+    model = with_head(_load_model(args.model, args.device, "eval"), args.head)
     dataset = _open_data(args)
-    result = evaluate(model, dataset, protocol, batch_size=args.batch_size, num_workers=args.workers)
+    protocol = _protocol(args.protocol, args.data, model, **options)
+    result = evaluate(model, dataset, protocol, batch_size=args.batch_size, num_workers=args.num_workers)
     result["model"] = str(args.model)
     result["data"] = args.data
     print(f"model {args.model} on {args.data} ({len(dataset)} images, split {args.split})")
+    if not result["num_images"]:
+        _report_skipped(dataset)
+        raise NothingProduced(f"no image of {args.data} (split {args.split}) was scored")
     print(format_table(result, protocol))
     _report_skipped(dataset)
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2))
+        write_json_atomic(args.json, result)
         print(f"wrote {args.json}")
 
 
-def cmd_dissect(args: argparse.Namespace) -> None:
+def args_import_meter(p: ArgumentParser) -> None:
+    p.add_argument("weights", type=str, help="official METER state_dict, e.g. build_model_best_nyu_xxs")
+    p.add_argument("--variant", type=str | None, default=None, choices=["xxs", "xs", "s", None], metavar="{xxs,xs,s}",
+                   help="METER variant (null: read from the tensor shapes)")
+    p.add_argument("--dataset", type=str | None, default=None, choices=["nyu", "kitti", None], metavar="{nyu,kitti}",
+                   help="data set the weights were trained on; sets input size and output unit "
+                        "(null: from the official file name)")
+    p.add_argument("--out", type=str, required=True, help="output model file (.safetensors)")
+
+
+def cmd_import_meter(args: Namespace) -> None:
+    from seldepth.models.import_meter import import_meter
+
+    _check_output(args.out, "file")
+    model = import_meter(args.weights, variant=args.variant, dataset=args.dataset, out=args.out)
+    provenance = model.metadata["provenance"]
+    print(f"wrote {args.out}: {model.name}, {model.num_parameters():,} parameters, output in metres "
+          f"({provenance['unit_conversion']}), sha256 of source {provenance['sha256'][:12]}...")
+
+
+def args_export(p: ArgumentParser) -> None:
+    _add_model(p, "model file (.safetensors) or training checkpoint (.ckpt)")
+    p.add_argument("--format", type=str, default="onnx", help="export format (onnx is the only one)")
+    p.add_argument("--out", type=str, required=True,
+                   help="output .onnx file (with --int8 the FP32 file goes beside it as NAME_fp32.onnx)")
+    p.add_argument("--dynamic", action="store_true", help="dynamic batch, height and width (multiples of the model's size multiple)")
+    p.add_argument("--opset", type=PositiveInt | None, default=None, help="ONNX opset (null: the exporter's)")
+    p.add_argument("--int8", action="store_true", help="static INT8 quantisation with ONNX Runtime (needs --calibration)")
+    p.add_argument("--calibration", type=str | None, default=None,
+                   help="data spec of calibration images, e.g. nyu:PATH (see seldepth eval --help)")
+    p.add_argument("--calibration-images", type=PositiveInt, default=DEFAULT_CALIBRATION_IMAGES, help="calibration images")
+    p.add_argument("--split", type=str, default=DEFAULT_SPLIT, help="split of the calibration data")
+    p.add_argument("--head", type=str | None, default=None, help=HEAD_HELP)
+
+
+def cmd_export(args: Namespace) -> None:
+    from seldepth.deploy.onnx_export import check_export_args, export_onnx
+    from seldepth.deploy.quantize import quantize_int8
+    from seldepth.models.base import with_head
     from seldepth.models.model_file import load_model
-    from seldepth.report.selectivity_plots import save_selectivity_plots
-    from seldepth.selectivity.dissect import dissect, format_table, resolve_layers
 
-    model = load_model(args.model)
-    resolve_layers(model, args.layers)  # unknown names fail before any data is read
-    dataset = _open_data(args)
-    result = dissect(model, dataset, layers=args.layers, bins=args.bins, depth_range=args.depth_range,
-                     batch_size=args.batch_size, num_workers=args.workers)
-    result.info.update(model=str(args.model), data=args.data, split=args.split)
-    print(f"model {args.model} on {args.data} ({len(dataset)} images, split {args.split})")
-    print(format_table(result))
-    _report_skipped(dataset)
-    paths = result.save(args.out)
-    plots = save_selectivity_plots(result, args.out)
-    print(f"wrote {paths['json']}, {paths['npz']} and {len(plots)} plots in {args.out}")
+    check_export_args(args.format, args.int8, args.calibration)
+    _check_output(args.out, "file")
+    model = with_head(load_model(args.model), args.head)
+    dataset = None
+    if args.int8:
+        from seldepth.data.spec import describe_dataset, open_dataset
 
-
-def cmd_ablate(args: argparse.Namespace) -> None:
-    from seldepth.models.model_file import load_model
-    from seldepth.report.ablation_plots import plot_ablation
-    from seldepth.selectivity.ablation import ablate, check_ablation_args
-
-    model = load_model(args.model)
-    check_ablation_args(model, args.layer, args.fractions, args.seeds, args.mode)  # fail before any data is read
-    dataset = _open_data(args)
-    result = ablate(model, dataset, args.layer, fractions=args.fractions, seeds=args.seeds, mode=args.mode,
-                    bins=args.bins, depth_range=args.depth_range, protocol=args.protocol, batch_size=args.batch_size)
-    result.info.update(model=str(args.model), data=args.data, split=args.split)
-    print(f"model {args.model} on {args.data} ({len(dataset)} images, split {args.split})")
-    print(result.format_table())
-    print("\n".join(result.verdicts()))
-    _report_skipped(dataset)
-    paths = result.save(args.out)
-    plot = plot_ablation(result.to_dict(), Path(args.out) / "ablation.png")
-    print(f"wrote {paths['json']}, {paths['csv']}, {paths['md']} and {plot}")
+        dataset = open_dataset(args.calibration, split=args.split, key="--calibration")
+        print(f"calibration {args.calibration}: {describe_dataset(dataset)}")
+    out = Path(args.out)
+    fp32_out = out.with_name(out.stem + "_fp32.onnx") if args.int8 else out
+    check = [dataset[i]["image"] for i in range(min(2, len(dataset)))] if dataset is not None else None
+    info = export_onnx(model, fp32_out, dynamic=args.dynamic, opset=args.opset, check_images=check, source=args.model,
+                       progress=lambda message: _note("export", message))
+    shape = (f"dynamic batch and HxW (multiples of {getattr(model, 'size_multiple', 1)})" if args.dynamic
+             else "x".join(map(str, info["input_size"])))
+    print(f"wrote {fp32_out}: {model.name}, opset {info['opset']}, input {shape}; "
+          f"max abs diff vs torch {info['max_abs_diff_m']:.2e} m over {info['checked_inputs']} inputs")
+    if args.int8:
+        _note("export", f"quantising to INT8 with ONNX Runtime on {args.calibration_images} calibration images ...")
+        q = quantize_int8(fp32_out, out, dataset, num_images=args.calibration_images)
+        print(f"wrote {out}: INT8 ({q['settings']['quant_format']}, per-channel {q['settings']['per_channel']}, "
+              f"{q['num_images']} calibration images); vs FP32 max abs diff {q['max_abs_diff_m']:.3f} m, "
+              f"mean {q['mean_abs_diff_m']:.4f} m")
 
 
-def cmd_train(args: argparse.Namespace) -> None:
-    from seldepth.training.config import build_parser, parse_train_args
+def args_bench(p: ArgumentParser) -> None:
+    _add_model(p, "model file (.safetensors) or training checkpoint (.ckpt)")
+    p.add_argument("--size", type=str, default=DEFAULT_SIZE_TEXT, metavar="HxW", help="network input, HxW (height x width)")
+    p.add_argument("--threads", type=PositiveInt, default=DEFAULT_THREADS, help="torch and ONNX Runtime intra-op threads")
+    p.add_argument("--runs", type=PositiveInt, default=DEFAULT_RUNS, help="timed calls per backend")
+    p.add_argument("--warmup", type=NonNegativeInt, default=DEFAULT_WARMUP, help="untimed calls per backend first")
+    _add_device(p)
+    p.add_argument("--calibration", type=str | None, default=None, help="data spec of INT8 calibration images (null: no INT8)")
+    p.add_argument("--calibration-images", type=PositiveInt, default=DEFAULT_CALIBRATION_IMAGES, help="calibration images")
+    p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    p.add_argument("--compile-budget", type=PositiveFloat, default=DEFAULT_COMPILE_BUDGET_S,
+                   help="seconds torch.compile's first call may take")
+    p.add_argument("--head", type=str | None, default=None, help=HEAD_HELP)
+    p.add_argument("--json", type=str | None, default=None, help="also write the results to this JSON file (NaN as null)")
+
+
+def cmd_bench(args: Namespace) -> None:
+    from seldepth.atomic import write_json_atomic
+    from seldepth.deploy.bench import benchmark, check_benchmark_args, format_benchmark, parse_size
+    from seldepth.inference import choose_device
+
+    size = parse_size(args.size, key="--size")
+    check_benchmark_args(args.model, size, args.threads, args.runs, args.warmup)
+    if not Path(args.model).is_file():
+        raise FileNotFoundError(f"--model {args.model}: model file not found")
+    if args.json:
+        _check_output(args.json, "file", key="--json")
+    device, reason = choose_device(args.device)
+    _note("bench", f"torch backends on {device} ({reason}); ONNX Runtime on the CPU")
+    result = benchmark(args.model, size=size, threads=args.threads, runs=args.runs, warmup=args.warmup,
+                       int8_calibration=args.calibration, int8_images=args.calibration_images,
+                       compile=not args.no_compile, compile_budget_s=args.compile_budget, progress=True, head=args.head,
+                       device=device)
+    print(format_benchmark(result))
+    if args.json:
+        write_json_atomic(args.json, result)
+        print(f"wrote {args.json}")
+
+
+def args_models(p: ArgumentParser) -> None:
+    p.add_argument("--size", type=str, default=DEFAULT_SIZE_TEXT, metavar="HxW", help="input of the FLOP count, HxW (height x width)")
+
+
+def cmd_models(args: Namespace) -> None:
+    from seldepth.data.synthetic import parse_size
+    from seldepth.deploy.bench import model_costs
+    from seldepth.models import list_models
+
+    h, w = parse_size(args.size, key="--size")
+    for name in list_models():
+        costs = model_costs(name, (h, w), cache=True, progress=True)
+        print(f"{name:14s} {costs['parameters']:>10,} parameters  {costs['flops'] / 1e9:7.3f} GFLOPs at {h}x{w} "
+              "(2 FLOPs per multiply-add)", flush=True)
+
+
+def cmd_train(argv: list[str]) -> None:
     from seldepth.training import train
+    from seldepth.training.config import parse_train_args
 
-    if any(a in ("-h", "--help") for a in args.rest):
-        build_parser().print_help()
-        return
-    cfg, resume = parse_train_args(args.rest)
+    cfg, resume = parse_train_args(argv)
+    _quiet_lightning()
     results = train(cfg, resume=resume)
     if results:
         _print_run_results(cfg.trainer.out_dir, results)
@@ -142,131 +444,210 @@ def _print_run_results(out_dir: str, results: dict) -> None:
           f"(trained {results['train_seconds']:.0f} s)")
 
 
-def cmd_synth(args: argparse.Namespace) -> None:
+def args_synth(p: ArgumentParser) -> None:
+    p.add_argument("--out", type=str, required=True, help="output folder")
+    p.add_argument("--num", type=PositiveInt, default=DEFAULT_SCENES, help="number of scenes (frames = num x sequence length)")
+    p.add_argument("--size", type=str, default=DEFAULT_SIZE_TEXT, metavar="HxW", help="image size, HxW (height x width)")
+    p.add_argument("--seed", type=NonNegativeInt, default=0, help="data set seed")
+    p.add_argument("--sequence-length", type=PositiveInt, default=1, help="frames per scene along a smooth camera path")
+    p.add_argument("--preview", action="store_true", help="also write preview.png, a contact sheet")
+    p.add_argument("--num-workers", type=PositiveInt, default=DEFAULT_RENDER_WORKERS, help="rendering processes")
+
+
+def cmd_synth(args: Namespace) -> None:
     from seldepth.data.synthetic import generate, parse_size
 
-    info = generate(args.out, args.num, size=parse_size(args.size), seed=args.seed, sequence_length=args.sequence_length,
-                    preview=args.preview, workers=args.workers)
-    print(f"wrote {info['num_frames']} frames to {args.out} (splits {info['splits']})"
+    if args.size.strip().lower() == OLD_SYNTH_SIZE:
+        raise ValueError(f"--size is HxW (height x width) since 0.2: did you mean {DEFAULT_SIZE_TEXT}? "
+                         f"({OLD_SYNTH_SIZE} was the old width x height default)")
+    size = parse_size(args.size, key="--size")
+    _check_output(args.out, "folder")
+    info = generate(args.out, args.num, size=size, seed=args.seed, sequence_length=args.sequence_length,
+                    preview=args.preview, workers=args.num_workers)
+    print(f"wrote {info['num_frames']} frames of {size[0]}x{size[1]} (HxW) to {args.out} (splits {info['splits']})"
           + (f"; contact sheet {Path(args.out) / 'preview.png'}" if args.preview else ""))
 
 
-def cmd_demo(args: argparse.Namespace) -> None:
+def args_demo(p: ArgumentParser) -> None:
+    p.add_argument("--quick", action="store_true", help="a smaller, faster run (about 3 minutes on 2 cores)")
+    p.add_argument("--out", type=str | None, default=None, help="run folder (null: runs/demo, or runs/demo_quick with --quick)")
+
+
+def cmd_demo(args: Namespace) -> None:
     from seldepth.experiments.demo import run_demo
 
+    if args.out:
+        _check_output(args.out, "folder")
+    _quiet_lightning()
     run_demo(quick=args.quick, out_dir=args.out)
 
 
-def cmd_report(args: argparse.Namespace) -> None:
+def args_report(p: ArgumentParser) -> None:
+    p.add_argument("run_dirs", type=str, nargs="+", metavar="RUN_DIR", help="run folders written by seldepth train")
+    p.add_argument("--out", type=str, default="report.html", help="output HTML file")
+    p.add_argument("--samples", type=NonNegativeInt, default=DEFAULT_REPORT_SAMPLES,
+                   help="test images in the prediction grid (0: none)")
+    _add_device(p)
+
+
+def cmd_report(args: Namespace) -> None:
+    from seldepth.inference import choose_device
     from seldepth.report.html import write_report
 
-    path = write_report(args.run_dirs, args.out, samples=args.samples)
+    _check_output(args.out, "file")
+    device, reason = choose_device(args.device)
+    _note("report", f"device {device} ({reason})")
+    path = write_report(args.run_dirs, args.out, samples=args.samples, device=device)
     print(path)
 
 
-def cmd_experiment(args: argparse.Namespace) -> None:
-    from seldepth.experiments.runner import run_experiment
-
-    start = time.time()
-    summary = run_experiment(args.config, args.out, quick=args.quick, jobs=args.jobs)
-    print(f"\n{(Path(args.out) / 'summary.md').read_text()}")
-    print(f"experiment finished in {(time.time() - start) / 60:.1f} min ({summary['jobs']} runs at once); "
-          f"{args.out}/summary.csv, summary.md, experiment.json; report: seldepth report {args.out}/*/ --out report.html")
-
-
-def cmd_predict(args: argparse.Namespace) -> None:
-    from seldepth.prediction import predict_paths, resolve_intrinsics
-
-    intrinsics = resolve_intrinsics(args.fx, args.fy, args.cx, args.cy, args.fov)
-    summary = predict_paths(args.model, args.inputs, args.out, batch_size=args.batch_size, depth_range=args.range,
-                            ply=args.ply, intrinsics=intrinsics, flip=args.flip, video_npy=args.video_npy)
-    print(summary.format(args.out))
+def args_dissect(p: ArgumentParser) -> None:
+    _add_model(p, "model file (.safetensors) or training checkpoint (.ckpt)")
+    _add_data(p)
+    p.add_argument("--layers", type=str | None, default=None,
+                   help="comma-separated layer names or module paths (null: the model's selectivity layers)")
+    _add_bins(p, "bin scheme, e.g. sid:64, linear:32, log:32, quantile:64, sid:64:alpha=3,beta=80 (layer with K "
+                 "units: min(N, K) bins)")
+    _add_loader(p)
+    _add_device(p)
+    p.add_argument("--out", type=str, default="runs/dissect", help="output folder")
 
 
-def cmd_models(args: argparse.Namespace) -> None:
-    from seldepth.models import create_model, list_models
+def cmd_dissect(args: Namespace) -> None:
+    from seldepth.report.selectivity_plots import save_selectivity_plots
+    from seldepth.selectivity.dissect import dissect, format_table, resolve_layers
 
-    for name in list_models():
-        model = create_model(name)
-        print(f"{name:12s} {model.num_parameters():>10,} parameters  {model.flops(192, 256) / 1e9:6.3f} GFLOPs at 192x256 "
-              "(2 FLOPs per multiply-add)")
-
-
-def cmd_export(args: argparse.Namespace) -> None:
-    from seldepth.deploy.onnx_export import check_export_args, export_onnx
-    from seldepth.deploy.quantize import quantize_int8
-    from seldepth.models.base import with_head
-    from seldepth.models.model_file import load_model
-
-    check_export_args(args.format, args.int8, args.calibration)
-    model = with_head(load_model(args.model), args.head)
-    dataset = None
-    if args.int8:
-        from seldepth.data.spec import describe_dataset, open_dataset
-
-        dataset = open_dataset(args.calibration, split=args.split, key="--calibration")
-        print(f"calibration {args.calibration}: {describe_dataset(dataset)}")
-    out = Path(args.out)
-    fp32_out = out.with_name(out.stem + "_fp32.onnx") if args.int8 else out
-    check = [dataset[i]["image"] for i in range(min(2, len(dataset)))] if dataset is not None else None
-    info = export_onnx(model, fp32_out, dynamic=args.dynamic, opset=args.opset, check_images=check, source=args.model)
-    print(f"wrote {fp32_out}: {model.name}, opset {info['opset']}, input {'dynamic batch and HxW (multiples of ' + str(getattr(model, 'size_multiple', 1)) + ')' if args.dynamic else 'x'.join(map(str, info['input_size']))}; "
-          f"max abs diff vs torch {info['max_abs_diff_m']:.2e} m over {info['checked_inputs']} inputs")
-    if args.int8:
-        q = quantize_int8(fp32_out, out, dataset, num_images=args.calibration_images)
-        print(f"wrote {out}: INT8 ({q['settings']['quant_format']}, per-channel {q['settings']['per_channel']}, "
-              f"{q['num_images']} calibration images); vs FP32 max abs diff {q['max_abs_diff_m']:.3f} m, "
-              f"mean {q['mean_abs_diff_m']:.4f} m")
+    model = _load_model(args.model, args.device, "dissect")
+    resolve_layers(model, args.layers)  # unknown names fail before any data is read
+    _check_output(args.out, "folder")
+    dataset = _open_data(args)
+    result = dissect(model, dataset, layers=args.layers, bins=args.bins, depth_range=tuple(args.depth_range),
+                     batch_size=args.batch_size, num_workers=args.num_workers)
+    result.info.update(model=str(args.model), data=args.data, split=args.split)
+    print(f"model {args.model} on {args.data} ({len(dataset)} images, split {args.split})")
+    if not result.num_images:
+        _report_skipped(dataset)
+        raise NothingProduced(f"no image of {args.data} (split {args.split}) was dissected")
+    print(format_table(result))
+    _report_skipped(dataset)
+    paths = result.save(args.out)
+    plots = save_selectivity_plots(result, args.out)
+    print(f"wrote {paths['json']}, {paths['npz']} and {len(plots)} plots in {args.out}")
 
 
-def cmd_bench(args: argparse.Namespace) -> None:
-    from seldepth.deploy.bench import benchmark, check_benchmark_args, format_benchmark, parse_size
-
-    size = parse_size(args.size)
-    check_benchmark_args(args.model, size, args.threads, args.runs, args.warmup)
-    if not Path(args.model).is_file():
-        raise FileNotFoundError(f"model file not found: {args.model}")
-    result = benchmark(args.model, size=size, threads=args.threads, runs=args.runs, warmup=args.warmup,
-                       int8_calibration=args.calibration, int8_images=args.calibration_images,
-                       compile=not args.no_compile, compile_budget_s=args.compile_budget, progress=True, head=args.head)
-    print(format_benchmark(result))
-    if args.json:
-        from seldepth.atomic import write_text_atomic
-
-        write_text_atomic(args.json, json.dumps(result, indent=2))
-        print(f"wrote {args.json}")
+def args_ablate(p: ArgumentParser) -> None:
+    _add_model(p, "model file (.safetensors) or training checkpoint (.ckpt)")
+    _add_data(p)
+    p.add_argument("--layer", type=str, required=True, help="one layer name or module path, e.g. enc_7")
+    p.add_argument("--fractions", type=Numbers, default=Numbers(DEFAULT_FRACTIONS),
+                   help="fractions of the layer's units to ablate")
+    p.add_argument("--seeds", type=PositiveInt, default=DEFAULT_ABLATION_SEEDS, help="random draws of the random-k curve")
+    p.add_argument("--mode", type=str, default="zero", choices=["zero", "mean"],
+                   help="ablated units output 0 (zero) or their mean activation over the data set (mean)")
+    _add_bins(p, "bin scheme of the dissection that ranks the units")
+    p.add_argument("--protocol", type=str | None, default=None, help=PROTOCOL_HELP)
+    _add_loader(p, batch_size=DEFAULT_ABLATION_BATCH_SIZE, workers=False)
+    _add_device(p)
+    p.add_argument("--out", type=str, default="runs/ablate", help="output folder")
 
 
-def cmd_attention(args: argparse.Namespace) -> None:
+def cmd_ablate(args: Namespace) -> None:
+    from seldepth.report.ablation_plots import plot_ablation
+    from seldepth.selectivity.ablation import ablate, check_ablation_args
+
+    model = _load_model(args.model, args.device, "ablate")
+    check_ablation_args(model, args.layer, tuple(args.fractions), args.seeds, args.mode)  # before any data is read
+    _check_output(args.out, "folder")
+    dataset = _open_data(args)
+    protocol = _protocol(args.protocol, args.data, model)
+    result = ablate(model, dataset, args.layer, fractions=tuple(args.fractions), seeds=args.seeds, mode=args.mode,
+                    bins=args.bins, depth_range=tuple(args.depth_range), protocol=protocol, batch_size=args.batch_size)
+    result.info.update(model=str(args.model), data=args.data, split=args.split)
+    print(f"model {args.model} on {args.data} ({len(dataset)} images, split {args.split})")
+    if not result.num_images:
+        _report_skipped(dataset)
+        raise NothingProduced(f"no image of {args.data} (split {args.split}) was scored")
+    print(result.format_table())
+    print("\n".join(result.verdicts()))
+    _report_skipped(dataset)
+    paths = result.save(args.out)
+    plot = plot_ablation(result.to_dict(), Path(args.out) / "ablation.png")
+    print(f"wrote {paths['json']}, {paths['csv']}, {paths['md']} and {plot}")
+
+
+def args_attention(p: ArgumentParser) -> None:
+    _add_model(p, "model file (.safetensors) or training checkpoint (.ckpt); not .onnx")
+    p.add_argument("--image", type=str, required=True, help="RGB image file")
+    p.add_argument("--layers", type=str | None, default=None,
+                   help="comma-separated layer names or module paths (null: the model's selectivity layers)")
+    _add_device(p)
+    p.add_argument("--out", type=str, default="runs/attention", help="output folder")
+
+
+def cmd_attention(args: Namespace) -> None:
     from seldepth.data.images import read_rgb
-    from seldepth.models.model_file import load_model
     from seldepth.report.attention import capture_attention, check_attention_args, save_attention
     from seldepth.selectivity.dissect import resolve_layers
 
     check_attention_args(args.model, args.image)  # missing files and ONNX models fail before any work
-    model = load_model(args.model)
+    model = _load_model(args.model, args.device, "attention")
     resolve_layers(model, args.layers)  # unknown names fail before the image is read
+    _check_output(args.out, "folder")
     image = read_rgb(args.image)
     result = capture_attention(model, image, args.layers)
     for path in save_attention(result, image, args.out, prefix=Path(args.image).stem):
         print(f"wrote {path}")
 
 
-DATA_HELP = ("data spec KIND:PATH[?key=value&...]: nyu:PATH (labeled .mat, DenseDepth folder/zip/CSV, BTS sync "
-             "list, .h5 files, annotation JSON, or a folder), kitti:PATH (raw drives via a file list or folder, "
-             "annotation JSON), folder:PATH?scale=1000, synthetic:PATH or synthetic:default")
+def _add_experiment(p: ArgumentParser, example: str, units: str) -> None:
+    p.add_argument("experiment", type=str, metavar="EXPERIMENT", help=f"experiment YAML file, e.g. {example}")
+    p.add_argument("--out", type=str, required=True, help="output folder (one sub-folder per run; finished trainings are kept)")
+    p.add_argument("--quick", action="store_true", help="apply the file's quick: overrides (minutes instead of an hour)")
+    p.add_argument("--jobs", type=PositiveInt | None, default=None, help=f"{units} trained at once (null: the file's jobs:)")
 
 
-def cmd_select(args: argparse.Namespace) -> None:
+def args_experiment(p: ArgumentParser) -> None:
+    _add_experiment(p, "configs/experiments/selectivity_meter_xxs.yaml", "runs")
+
+
+def cmd_experiment(args: Namespace) -> None:
+    from seldepth.experiments.runner import run_experiment
+
+    _check_output(args.out, "folder")
+    _quiet_lightning()
+    start = time.time()
+    summary = run_experiment(args.experiment, args.out, quick=args.quick, jobs=args.jobs)
+    print(f"\n{(Path(args.out) / 'summary.md').read_text()}")
+    print(f"experiment finished in {(time.time() - start) / 60:.1f} min ({summary['jobs']} runs at once); "
+          f"{args.out}/summary.csv, summary.md, experiment.json; report: seldepth report {args.out}/*/ --out report.html")
+
+
+def args_select(p: ArgumentParser) -> None:
+    p.add_argument("--model", type=str, nargs="+", required=True, metavar="MODEL",
+                   help="model file; several (--model a b c) for --method ensemble")
+    p.add_argument("--pool", type=str, required=True, help="the unlabelled images: " + DATA_HELP)
+    p.add_argument("--split", type=str, default="train", help="split of the pool")
+    p.add_argument("--budget", type=PositiveInt, required=True, help="number of images to choose")
+    p.add_argument("--method", type=str, default="mc-dropout", choices=["mc-dropout", "ensemble", "random"],
+                   help="how uncertainty is measured")
+    p.add_argument("--passes", type=PositiveInt, default=DEFAULT_MC_PASSES, help="dropout passes per image (mc-dropout)")
+    p.add_argument("--dropout", type=float, default=DEFAULT_MC_DROPOUT,
+                   help="channel dropout probability on the decoder layers (mc-dropout)")
+    p.add_argument("--exclude", type=str | None, default=None, help="a chosen list of images already labelled, left out of the choice")
+    p.add_argument("--seed", type=NonNegativeInt, default=0, help="seed of the dropout masks and of random choices")
+    _add_device(p)
+    p.add_argument("--out", type=str, default="runs/select/chosen.txt",
+                   help="output file: the chosen list (index<TAB>path lines); scores.csv goes beside it")
+
+
+def cmd_select(args: Namespace) -> None:
+    from seldepth.data.spec import open_dataset
     from seldepth.data.subsets import read_selection
     from seldepth.experiments.uncertainty import uncertainty_scores, write_selection
-    from seldepth.data.spec import open_dataset
-    from seldepth.models.model_file import load_model
 
-    if args.budget < 1:
-        raise ValueError(f"--budget must be >= 1, got {args.budget}")
-    models = [load_model(m) for m in args.model]
-    pool = open_dataset(args.pool, args.split)
+    _check_output(args.out, "file")
+    models = [_load_model(m, args.device, "select") for m in args.model]
+    pool = open_dataset(args.pool, args.split, key="--pool")
     exclude = set(read_selection(args.exclude, len(pool), key="--exclude")) if args.exclude else set()
     if args.budget > len(pool) - len(exclude):
         raise ValueError(f"--budget {args.budget} is more than the {len(pool) - len(exclude)} unlabelled images of {args.pool}")
@@ -278,198 +659,205 @@ def cmd_select(args: argparse.Namespace) -> None:
           f"train on them with --data.train_subset {args.out}")
 
 
-def cmd_active(args: argparse.Namespace) -> None:
+def args_active(p: ArgumentParser) -> None:
+    _add_experiment(p, "configs/experiments/active_synthetic.yaml", "chains (method, seed)")
+
+
+def cmd_active(args: Namespace) -> None:
     from seldepth.experiments.active import run_active
 
-    summary = run_active(args.config, args.out, quick=args.quick, jobs=args.jobs)
+    _check_output(args.out, "folder")
+    _quiet_lightning()
+    summary = run_active(args.experiment, args.out, quick=args.quick, jobs=args.jobs)
     print(f"\n{(Path(args.out) / 'summary.md').read_text()}\nactive learning finished in "
           f"{summary['wall_seconds'] / 60:.1f} min; {args.out}/summary.md, active.json, active.png")
 
 
-def _add_experiment_arguments(p: argparse.ArgumentParser, example: str, units: str) -> None:
-    p.add_argument("--config", required=True, help=f"experiment YAML, e.g. {example}")
-    p.add_argument("--out", required=True, help="output folder (one sub-folder per run; finished trainings are kept)")
-    p.add_argument("--quick", action="store_true", help="apply the file's quick: overrides (minutes instead of an hour)")
-    p.add_argument("--jobs", type=int, help=f"{units} trained at once (default the file's jobs:)")
+@dataclass(frozen=True)
+class Command:
+    """A subcommand: its one-line help, the function that adds its typed arguments, and the one that runs it."""
+
+    name: str
+    help: str
+    arguments: Callable[[ArgumentParser], None] | None
+    run: Callable
 
 
-def _add_data_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, help=DATA_HELP)
-    p.add_argument("--split", default="test", help="split where the layout has several (default test)")
-    p.add_argument("--on-error", default="stop", choices=["stop", "skip"],
-                   help="a bad file stops with its name (stop, default) or is skipped, counted and listed at the end (skip)")
+# In the order of ``seldepth --help``: using models first, then training, then research tools.
+COMMANDS = [
+    Command("predict", "depth for images, folders, list files and videos: .npy, 16-bit PNG, colour map, PLY, .mp4",
+            args_predict, cmd_predict),
+    Command("eval", "evaluate a model on a data set under a protocol", args_eval, cmd_eval),
+    Command("import-meter", "convert official METER weights into a seldepth model file", args_import_meter, cmd_import_meter),
+    Command("export", "export a model to ONNX (checked against torch), optionally INT8-quantised", args_export, cmd_export),
+    Command("bench", "parameters, FLOPs and latency: eager, torch.compile, ORT FP32 and INT8 side by side",
+            args_bench, cmd_bench),
+    Command("models", "list registered models with their size and cost", args_models, cmd_models),
+    Command("train", "train a model from a YAML config (seldepth train --help)", None, cmd_train),
+    Command("synth", "generate a synthetic indoor RGB-D data set (NYU layout)", args_synth, cmd_synth),
+    Command("demo", "the main job: synthetic data, train METER-xxs, evaluate (--quick: a few minutes)", args_demo, cmd_demo),
+    Command("report", "one self-contained HTML page comparing training run folders side by side", args_report, cmd_report),
+    Command("dissect", "depth selectivity of a model's units over a data set (JSON, NPZ, plots)", args_dissect, cmd_dissect),
+    Command("ablate", "ablate a layer's most / least / random selective units and measure depth metrics",
+            args_ablate, cmd_ablate),
+    Command("attention", "attention maps (sum of |activation| over channels) of a model's layers on one image",
+            args_attention, cmd_attention),
+    Command("experiment", "train, dissect and ablate a grid of runs from one YAML; gather a table",
+            args_experiment, cmd_experiment),
+    Command("select", "active learning: choose the unlabelled images whose predicted depth is most uncertain",
+            args_select, cmd_select),
+    Command("active", "active-learning experiment: rounds of train and choose, uncertainty vs random", args_active, cmd_active),
+]
+COMMANDS_BY_NAME = {c.name: c for c in COMMANDS}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="seldepth", description="Efficient, interpretable monocular depth estimation.")
-    sub = parser.add_subparsers(dest="command", required=True)
+# ---------------------------------------------------------------------------------------------
+# The parser and main
+# ---------------------------------------------------------------------------------------------
 
-    p = sub.add_parser("import-meter", help="convert official METER weights into a seldepth model file")
-    p.add_argument("weights", help="official METER state_dict, e.g. build_model_best_nyu_xxs")
-    p.add_argument("--variant", default="xxs", choices=["xxs", "xs", "s"])
-    p.add_argument("--dataset", default="nyu", choices=["nyu", "kitti"], help="sets input size and output unit")
-    p.add_argument("--out", required=True, help="output model file (.safetensors)")
-    p.set_defaults(func=cmd_import_meter)
+def _subparser(command: Command) -> ArgumentParser:
+    p = ArgumentParser(prog=f"seldepth {command.name}", description=command.help[0].upper() + command.help[1:] + ".",
+                       formatter_class=_HelpFormatter)
+    p.add_argument("--config", action=ActionConfigFile,
+                   help="YAML file of this command's arguments (keys as the options, _ for -: batch_size: 8); "
+                        "options after it override it")
+    command.arguments(p)
+    return p
 
-    p = sub.add_parser("eval", help="evaluate a model on a data set under a protocol")
-    p.add_argument("--model", required=True, help="model file (.safetensors) or training checkpoint (.ckpt)")
-    _add_data_arguments(p)
-    p.add_argument("--protocol", default="nyu", help="nyu (1e-3..10 m, Eigen crop), kitti (1e-3..80 m, Garg crop), kitti_eigen (Eigen crop), synthetic, none")
-    p.add_argument("--flip", action="store_true", help="horizontal-flip test-time averaging")
-    p.add_argument("--caps", type=_floats, default=(), help="extra depth caps in metres, e.g. 4,6,8")
-    p.add_argument("--median-scaling", action="store_true",
-                   help="scale each prediction by median(gt) / median(pred) first (depth up to scale: self-supervised "
-                        "models); prints the ratios' mean and spread")
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--workers", type=int, default=0, help="data loader processes")
-    p.add_argument("--head", help="output head of a multi-head model (realtime_depth: L, M, S, XS); computes only up to it")
-    p.add_argument("--json", help="also write the results as JSON here")
-    p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("dissect", help="depth selectivity of a model's units over a data set (JSON, NPZ, plots)")
-    p.add_argument("--model", required=True, help="model file (.safetensors) or training checkpoint (.ckpt)")
-    _add_data_arguments(p)
-    p.add_argument("--layers", help="comma-separated layer names or module paths (default the model's selectivity layers)")
-    p.add_argument("--bins", default=DEFAULT_BINS, help=f"bin scheme, e.g. sid:64, linear:32, log:32, quantile:64, "
-                   f"sid:64:alpha=3,beta=80 (layer with K units: min(N, K) bins; default {DEFAULT_BINS})")
-    p.add_argument("--depth-range", type=_floats, default=DEFAULT_DEPTH_RANGE,
-                   help=f"valid ground truth min,max in metres (default {_RANGE})")
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--workers", type=int, default=0, help="data loader processes")
-    p.add_argument("--out", default="runs/dissect", help="output folder (default runs/dissect)")
-    p.set_defaults(func=cmd_dissect)
+def build_parser(command: str | None = None) -> ArgumentParser:
+    """The ``seldepth`` parser.
 
-    p = sub.add_parser("ablate", help="ablate a layer's most / least / random selective units and measure depth metrics")
-    p.add_argument("--model", required=True, help="model file (.safetensors) or training checkpoint (.ckpt)")
-    _add_data_arguments(p)
-    p.add_argument("--layer", required=True, help="one layer name or module path, e.g. enc_7")
-    p.add_argument("--fractions", type=_floats, default=DEFAULT_FRACTIONS,
-                   help=f"fractions of the layer's units to ablate (default {_FRACTIONS})")
-    p.add_argument("--seeds", type=int, default=3, help="random draws of the random-k curve (default 3)")
-    p.add_argument("--mode", default="zero", choices=["zero", "mean"],
-                   help="ablated units output 0 (zero) or their mean activation over the data set (mean)")
-    p.add_argument("--bins", default=DEFAULT_BINS, help=f"bin scheme of the dissection that ranks the units (default {DEFAULT_BINS})")
-    p.add_argument("--depth-range", type=_floats, default=DEFAULT_DEPTH_RANGE,
-                   help=f"valid ground truth min,max in metres (default {_RANGE})")
-    p.add_argument("--protocol", default="nyu", help="nyu (1e-3..10 m, Eigen crop), kitti, synthetic (no crop), none")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--out", default="runs/ablate", help="output folder (default runs/ablate)")
-    p.set_defaults(func=cmd_ablate)
-
-    p = sub.add_parser("attention", help="attention maps (sum of |activation| over channels) of a model's layers on one image")
-    p.add_argument("--model", required=True, help="model file (.safetensors) or training checkpoint (.ckpt); not .onnx")
-    p.add_argument("--image", required=True, help="RGB image file")
-    p.add_argument("--layers", help="comma-separated layer names or module paths (default the model's selectivity layers)")
-    p.add_argument("--out", default="runs/attention", help="output folder (default runs/attention)")
-    p.set_defaults(func=cmd_attention)
-
-    p = sub.add_parser("select", help="active learning: choose the unlabelled images whose predicted depth is most uncertain")
-    p.add_argument("--model", required=True, action="append",
-                   help="model file; give it several times for --method ensemble")
-    p.add_argument("--pool", required=True, help="the unlabelled images: " + DATA_HELP)
-    p.add_argument("--split", default="train", help="split of the pool (default train)")
-    p.add_argument("--budget", required=True, type=int, help="number of images to choose")
-    p.add_argument("--method", default="mc-dropout", choices=["mc-dropout", "ensemble", "random"])
-    p.add_argument("--passes", type=int, default=8, help="dropout passes per image (mc-dropout)")
-    p.add_argument("--dropout", type=float, default=0.2, help="channel dropout probability on the decoder layers (mc-dropout)")
-    p.add_argument("--exclude", help="a chosen list of images already labelled, left out of the choice")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="runs/select/chosen.txt", help="chosen list (index<TAB>path lines); scores.csv beside it")
-    p.set_defaults(func=cmd_select)
-
-    p = sub.add_parser("active", help="active-learning experiment: rounds of train and choose, uncertainty vs random")
-    _add_experiment_arguments(p, "configs/experiments/active_synthetic.yaml", "chains (method, seed)")
-    p.set_defaults(func=cmd_active)
-
-    p = sub.add_parser("train", add_help=False, help="train a model from a YAML config (seldepth train --help)")
-    p.set_defaults(func=cmd_train, takes_rest=True)
-
-    p = sub.add_parser("synth", help="generate a synthetic indoor RGB-D data set (NYU layout)")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--num", type=int, default=1000, help="number of scenes (frames = num x sequence length)")
-    p.add_argument("--size", default="256x192", help="WxH, default 256x192")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--sequence-length", type=int, default=1, help="frames per scene along a smooth camera path")
-    p.add_argument("--preview", action="store_true", help="also write preview.png, a contact sheet")
-    p.add_argument("--workers", type=int, default=2, help="rendering processes")
-    p.set_defaults(func=cmd_synth)
-
-    p = sub.add_parser("demo", help="the main job: synthetic data, train METER-xxs, evaluate (15 min; --quick 3 min)")
-    p.add_argument("--quick", action="store_true", help="a smaller, faster run (about 3 minutes on 2 cores)")
-    p.add_argument("--out", help="run folder (default runs/demo or runs/demo_quick)")
-    p.set_defaults(func=cmd_demo)
-
-    p = sub.add_parser("report", help="one self-contained HTML page comparing training run folders side by side")
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders written by seldepth train")
-    p.add_argument("--out", default="report.html", help="output HTML file (default report.html)")
-    p.add_argument("--samples", type=int, default=4, help="test images in the prediction grid (default 4; 0: none)")
-    p.set_defaults(func=cmd_report)
-
-    p = sub.add_parser("experiment", help="train, dissect and ablate a grid of runs from one YAML; gather a table")
-    _add_experiment_arguments(p, "configs/experiments/selectivity_meter_xxs.yaml", "runs")
-    p.set_defaults(func=cmd_experiment)
-
-    p = sub.add_parser("predict", help="depth for images, folders, list files and videos: .npy, 16-bit PNG, colour map, PLY, .mp4")
-    p.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="image file, folder (searched recursively), text file listing image paths, or video (.mp4/.avi/.mov/.mkv/.webm)")
-    p.add_argument("--model", required=True, help="model file (.safetensors) or training checkpoint (.ckpt)")
-    p.add_argument("--out", required=True, help="output folder (sub-folders of a folder input are kept)")
-    p.add_argument("--batch-size", type=int, default=4, help="images or video frames per forward pass (default 4)")
-    p.add_argument("--range", help="fixed colour range MIN,MAX in metres (default: per image; per video from its first frames)")
-    p.add_argument("--ply", action="store_true", help="also write NAME.ply point clouds (needs intrinsics)")
-    p.add_argument("--fx", type=float, help="focal length in pixels (with --fy --cx --cy) for --ply")
-    p.add_argument("--fy", type=float, help="default --fx")
-    p.add_argument("--cx", type=float, help="principal point in pixels (default the image centre)")
-    p.add_argument("--cy", type=float)
-    p.add_argument("--fov", type=float, help="horizontal field of view in degrees instead of --fx/--fy (principal point at the centre)")
-    p.add_argument("--video-npy", action="store_true", help="also save each video's depth frames as NAME_depth.npy (T, H, W)")
-    p.add_argument("--flip", action="store_true", help="horizontal-flip test-time averaging")
-    p.set_defaults(func=cmd_predict)
-
-    p = sub.add_parser("models", help="list registered models with their size and cost")
-    p.set_defaults(func=cmd_models)
-
-    p = sub.add_parser("export", help="export a model to ONNX (checked against torch), optionally INT8-quantised")
-    p.add_argument("--model", required=True, help="model file (.safetensors) or training checkpoint (.ckpt)")
-    p.add_argument("--format", default="onnx", help="export format (only onnx)")
-    p.add_argument("--out", required=True, help="output .onnx file (with --int8 the FP32 file goes beside it as *_fp32.onnx)")
-    p.add_argument("--dynamic", action="store_true", help="dynamic batch, height and width (multiples of the model's size multiple)")
-    p.add_argument("--opset", type=int, help="ONNX opset (default the exporter's)")
-    p.add_argument("--int8", action="store_true", help="static INT8 quantisation with ONNX Runtime (needs --calibration)")
-    p.add_argument("--calibration", help="data spec of calibration images, e.g. nyu:PATH (see seldepth eval --help)")
-    p.add_argument("--calibration-images", type=int, default=16, help="calibration images (default 16)")
-    p.add_argument("--split", default="test", help="split of the calibration data (default test)")
-    p.add_argument("--head", help="output head of a multi-head model (realtime_depth: L, M, S, XS); computes only up to it")
-    p.set_defaults(func=cmd_export)
-
-    p = sub.add_parser("bench", help="parameters, FLOPs and CPU latency: eager, torch.compile, ORT FP32 and INT8 side by side")
-    p.add_argument("--model", required=True, help="model file (.safetensors) or training checkpoint (.ckpt)")
-    p.add_argument("--size", default="192x256", help="network input HxW (default 192x256)")
-    p.add_argument("--threads", type=int, default=2, help="torch and ONNX Runtime intra-op threads (default 2)")
-    p.add_argument("--runs", type=int, default=50, help="timed calls per backend (default 50)")
-    p.add_argument("--warmup", type=int, default=10, help="untimed calls per backend first (default 10)")
-    p.add_argument("--calibration", help="data spec of INT8 calibration images (default: no INT8)")
-    p.add_argument("--calibration-images", type=int, default=16, help="calibration images (default 16)")
-    p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
-    p.add_argument("--compile-budget", type=float, default=180.0, help="seconds torch.compile's first call may take (default 180)")
-    p.add_argument("--head", help="output head of a multi-head model (realtime_depth: L, M, S, XS); computes only up to it")
-    p.add_argument("--json", help="also write the results as JSON here")
-    p.set_defaults(func=cmd_bench)
+    Args:
+        command: the subcommand whose parser is built in full; the others get empty stand-ins (they are not
+            parsed), so that building the parser imports nothing the named subcommand does not need. None:
+            every subcommand in full. ``train``'s arguments are parsed by the training config's parser
+            (:func:`seldepth.training.config.build_parser`), never here.
+    """
+    parser = ArgumentParser(prog="seldepth", description="Efficient, interpretable monocular depth estimation. "
+                            "Every subcommand takes --config FILE.yaml and --print_config; "
+                            "seldepth SUBCOMMAND --help lists its options with their defaults.",
+                            formatter_class=_HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"seldepth {__version__}")
+    parser.add_argument("--verbose", action="store_true",
+                        help="tracebacks on errors, and Lightning's tips and warnings (may also follow the subcommand)")
+    subcommands = parser.add_subcommands(dest="command", metavar="SUBCOMMAND")
+    for c in COMMANDS:
+        full = c.arguments is not None and command in (None, c.name)
+        subcommands.add_subcommand(c.name, _subparser(c) if full else ArgumentParser(prog=f"seldepth {c.name}"),
+                                   help=c.help)
     return parser
 
 
+def _command_name(argv: list[str]) -> str | None:
+    """The subcommand named in ``argv``: the first word that is not an option (the global options take no value)."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def _usage_problem(name: str | None, argv: list[str]) -> str | None:
+    """An option renamed in 0.2, or an experiment file given as ``--config``: the message that says what to type."""
+    for old, new in RENAMED_OPTIONS.items():
+        if name != "train" and any(a == old or a.startswith(old + "=") for a in argv):  # train: its config's keys
+            return f"{old} is spelt {new} since 0.2"
+    if name in ("experiment", "active") and "--config" in argv:
+        i = argv.index("--config")
+        path = Path(argv[i + 1]) if i + 1 < len(argv) else None
+        if path is not None and path.is_file():
+            import yaml
+
+            try:
+                keys = set(yaml.safe_load(path.read_text()) or {})
+            except Exception:  # not YAML or not a mapping: jsonargparse reports it
+                keys = set()
+            if keys - {"experiment", "out", "quick", "jobs"}:
+                return (f"--config takes a YAML file of this command's options; the experiment file is the first "
+                        f"argument since 0.2: seldepth {name} {path} --out DIR")
+    return None
+
+
+_VERBOSE = False  # --verbose: set by main for the command it runs
+_LOGGER_LEVELS: dict[str, int] = {}  # levels _quiet_lightning changed, restored by main
+
+
+def _quiet_lightning() -> None:
+    """Keep Lightning's tips, info lines and warnings off the terminal (they come back with ``--verbose``).
+
+    Called by the commands that train, inside :func:`main`'s ``warnings.catch_warnings()`` (which undoes the
+    filters afterwards; main restores the loggers' levels). Lightning sets its loggers to INFO when imported,
+    so this imports it first (the commands that call it import it anyway)."""
+    if _VERBOSE:
+        return
+    import lightning.pytorch  # noqa: F401  (sets its loggers' level on import: set ours after)
+    from lightning.fabric.utilities.warnings import PossibleUserWarning
+
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        _LOGGER_LEVELS.setdefault(name, logger.level)
+        logger.setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", category=PossibleUserWarning)
+    for module in (r"lightning(\..*)?", r"lightning_fabric(\..*)?", r"pytorch_lightning(\..*)?"):
+        warnings.filterwarnings("ignore", module=module)
+    # warnings Lightning raises on behalf of its caller (stacklevel) name other modules: match their text too
+    for message in (r".*litlogger", r".*litmodels", r".*is smaller than the logging interval",
+                    r".*does not have many workers", r".*LeafSpec", r".*The `srun` command is available",
+                    r".*Checkpoint directory .* exists and is not empty"):
+        warnings.filterwarnings("ignore", message=message)
+
+
+def _exit_code(exc: SystemExit) -> int:
+    return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+
+
+# library errors that mean "the arguments are wrong": a usage error, exit status 2
+USAGE_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, FileExistsError)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args, rest = parser.parse_known_args(argv)
-    if getattr(args, "takes_rest", False):
-        args.rest = rest
-    elif rest:
-        parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    try:
-        args.func(args)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"seldepth {args.command}: error: {exc}", file=sys.stderr)
+    """Run ``seldepth`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    global _VERBOSE
+    argv = list(sys.argv[1:] if argv is None else argv)
+    _VERBOSE = "--verbose" in argv
+    argv = [a for a in argv if a != "--verbose"]  # a global flag, accepted after the subcommand too
+    name = _command_name(argv)
+    problem = _usage_problem(name, argv)
+    if problem:
+        print(f"seldepth{' ' + name if name else ''}: error: {problem}", file=sys.stderr)
         return 2
+    parser = build_parser(name if name in COMMANDS_BY_NAME else "")
+    try:
+        if name == "train":  # the training config's parser reads the rest
+            head = argv[: argv.index("train") + 1]
+            parser.parse_args(head)
+            args = argv[len(head):]
+        else:
+            ns = parser.parse_args(argv)
+            name = ns.command
+            args = ns[name]
+    except SystemExit as exc:  # --help, --version, --print_config: 0; usage errors (printed by jsonargparse): 2
+        return _exit_code(exc)
+    try:
+        with warnings.catch_warnings():  # the filters of _quiet_lightning end with the command
+            COMMANDS_BY_NAME[name].run(args)
+    except SystemExit as exc:  # train --help / --print_config
+        return _exit_code(exc)
+    except KeyboardInterrupt:
+        print(f"\nseldepth {name}: interrupted", file=sys.stderr)
+        return 130
+    except NothingProduced as exc:
+        print(f"seldepth {name}: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        if _VERBOSE:
+            traceback.print_exc()
+        message = str(exc).strip() or type(exc).__name__
+        usage = isinstance(exc, USAGE_ERRORS)
+        hint = "" if _VERBOSE or usage else f" ({type(exc).__name__}; --verbose shows the traceback)"
+        print(f"seldepth {name}: error: {message}{hint}", file=sys.stderr)
+        return 2 if usage else 1
+    finally:
+        while _LOGGER_LEVELS:
+            logger_name, level = _LOGGER_LEVELS.popitem()
+            logging.getLogger(logger_name).setLevel(level)
     return 0
 
 

@@ -8,6 +8,21 @@ from matplotlib import colormaps
 from PIL import Image
 
 
+def depth_map_2d(depth: torch.Tensor | np.ndarray, what: str = "depth") -> np.ndarray:
+    """A depth map as a 2-D array: leading axes of size 1 are dropped ((1, H, W), (1, 1, H, W) -> (H, W)),
+    never the image's own axes, so a 1-pixel-high or -wide map stays (1, W) or (H, 1).
+
+    Raises:
+        ValueError: naming ``what``, for anything else than (H, W) after dropping those axes.
+    """
+    d = depth.detach().cpu().numpy() if isinstance(depth, torch.Tensor) else np.asarray(depth)
+    while d.ndim > 2 and d.shape[0] == 1:
+        d = d[0]
+    if d.ndim != 2:
+        raise ValueError(f"{what}: expected a (H, W) depth map, got shape {d.shape}")
+    return d
+
+
 def colorize_depth(depth: torch.Tensor | np.ndarray, vmin: float | None = None, vmax: float | None = None,
                    cmap: str = "turbo", invalid_color=(0, 0, 0)) -> Image.Image:
     """Colour-map a (H, W) depth map in metres to an RGB PIL image.
@@ -16,10 +31,7 @@ def colorize_depth(depth: torch.Tensor | np.ndarray, vmin: float | None = None, 
     default the 2nd and 98th percentiles of the valid (finite, > 0) pixels. Invalid pixels
     get ``invalid_color``.
     """
-    d = depth.detach().cpu().numpy() if isinstance(depth, torch.Tensor) else np.asarray(depth)
-    d = np.squeeze(d).astype(np.float64)
-    if d.ndim != 2:
-        raise ValueError(f"colorize_depth expects a (H, W) depth map, got shape {d.shape}")
+    d = depth_map_2d(depth, "colorize_depth").astype(np.float64)
     valid = np.isfinite(d) & (d > 0)
     if vmin is None or vmax is None:
         lo, hi = (np.percentile(d[valid], [2, 98]) if valid.any() else (0.0, 1.0))
@@ -29,3 +41,19 @@ def colorize_depth(depth: torch.Tensor | np.ndarray, vmin: float | None = None, 
     rgb = (colormaps[cmap](np.where(valid, scaled, 0))[..., :3] * 255).astype(np.uint8)
     rgb[~valid] = invalid_color
     return Image.fromarray(rgb)
+
+
+def grayscale_depth(depth: torch.Tensor | np.ndarray, vmin: float | None = None, vmax: float | None = None) -> Image.Image:
+    """A (H, W) depth map in metres as an 8-bit grayscale (``L``) PIL image, as HF's depth-estimation pipeline
+    makes its ``depth`` image: ``uint8((d - min) / (max - min) * 255)`` over the image's finite pixels, so
+    that (for depth, unlike disparity) far is bright.
+
+    ``vmin``/``vmax`` fix the range instead (depth outside it is clipped). Non-finite pixels are 0; a
+    constant map is all 0.
+    """
+    d = depth_map_2d(depth, "grayscale_depth").astype(np.float64)  # (1, H, W), (1, 1, H, W) -> (H, W)
+    finite = np.isfinite(d)
+    lo = vmin if vmin is not None else (float(d[finite].min()) if finite.any() else 0.0)
+    hi = vmax if vmax is not None else (float(d[finite].max()) if finite.any() else 0.0)
+    scaled = np.clip((np.where(finite, d, lo) - lo) / (hi - lo), 0, 1) if hi > lo else np.zeros_like(d)
+    return Image.fromarray((scaled * 255).astype(np.uint8))

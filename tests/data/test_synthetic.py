@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import re
@@ -278,13 +279,17 @@ def test_bad_arguments_raise_naming_the_argument(tmp_path, kwargs, name):
     assert not (tmp_path / "x" / "dataset.json").exists()
 
 
-def test_parse_size_is_width_by_height():
-    assert parse_size("256x192") == (192, 256)
-    assert parse_size("640X480") == (480, 640)
-    for bad in ("256", "256x", "x192", "0x10", "a x b"):
-        with pytest.raises(ValueError, match="size"):
+def test_parse_size_is_height_by_width():
+    assert parse_size("192x256") == (192, 256)
+    assert parse_size("480X640") == (480, 640)
+    assert parse_size(" 30 x 40 ") == (30, 40)
+    for bad in ("256", "256x", "x192", "0x10", "10x0", "a x b", "1x2x3"):
+        with pytest.raises(ValueError, match="size must be HxW"):
             parse_size(bad)
-    frame = render_frame(0, parse_size("40x30"))
+    with pytest.raises(ValueError, match="--size must be HxW"):
+        parse_size("192by256", key="--size")
+    frame = render_frame(0, parse_size("30x40"))
     assert frame["rgb"].shape == (30, 40, 3)
+    assert inspect.signature(generate).parameters["size"].default == (192, 256)  # (H, W), as parse_size gives
     with pytest.raises(ValueError, match="sequence_length"):
         render_sequence(0, (30, 40), 0)

@@ -58,6 +58,11 @@ def test_metadata_records_preprocessing_and_provenance(meter, meter_nyu_file, fp
     provenance = json.loads(props["provenance"])
     assert provenance["sha256"] == meter.metadata["provenance"]["sha256"]
     assert provenance["onnx_export"]["source_file"] == str(meter_nyu_file)
+    # The NYU camera and the PNG scale travel with the export: point clouds and 16-bit PNGs from the .onnx too.
+    assert json.loads(props["intrinsics"]) == meter.metadata["intrinsics"]
+    onnx_model = OnnxDepthModel(path, threads=1)
+    assert onnx_model.metadata["intrinsics"]["fx"] == 518.8579
+    assert onnx_model.metadata["provenance"]["png_scale"] == 1000.0
     loaded = load_model(path)
     assert isinstance(loaded, OnnxDepthModel)
     assert loaded.preprocessing == meter.preprocessing

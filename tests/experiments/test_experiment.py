@@ -65,7 +65,7 @@ def test_a_bad_run_config_names_the_run_and_key_before_any_training(tmp_path, ca
                                       "trainer": {"epochs": 1}},
                              "runs": {"good": {}, "bad": {"selectivity": {"layers": ["enc_99"]}}}})
     out = tmp_path / "out"
-    assert main(["experiment", "--config", str(path), "--out", str(out)]) == 2
+    assert main(["experiment", str(path), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "run 'bad'" in err and "selectivity.layers: no layer 'enc_99'" in err
     assert not (out / "good" / "checkpoints").exists()  # nothing trained

@@ -15,6 +15,7 @@ from seldepth.models.model_file import save_model_file
 from seldepth.models.preprocessing import Preprocessing
 from seldepth.models.registry import create_model
 from seldepth.prediction import (
+    DepthClippedWarning,
     Intrinsics,
     depth_to_png16,
     expand_inputs,
@@ -111,12 +112,14 @@ def test_npy_and_png_agree_to_a_millimetre(model_file, tmp_path, one_thread):
     # Invalid pixels (NaN, inf, 0, negative) are 0 in the PNG; far ones clip at 65535; the .npy keeps them.
     d = np.full((4, 6), 2.0, np.float32)
     d[0, 0], d[0, 1], d[0, 2], d[0, 3], d[0, 4], d[0, 5] = np.nan, np.inf, 0.0, -1.0, 70.0, 1.2344
-    write_image_outputs(tmp_path / "synthetic", "d", d)
+    with pytest.warns(DepthClippedWarning, match=r"d_depth\.png: 1 of 24 pixels are deeper than 65\.535 m"):
+        write_image_outputs(tmp_path / "synthetic", "d", d)
     png = np.asarray(Image.open(tmp_path / "synthetic" / "d_depth.png"))
     assert png[0].tolist() == [0, 0, 0, 0, 65535, 1234]
     assert (png[1:] == 2000).all()
     np.testing.assert_array_equal(np.load(tmp_path / "synthetic" / "d_depth.npy"), d)
-    np.testing.assert_array_equal(depth_to_png16(d), png)
+    with pytest.warns(DepthClippedWarning, match="1 of 24 pixels"):
+        np.testing.assert_array_equal(depth_to_png16(d), png)
 
 
 def test_ply_of_a_tilted_plane_is_that_plane(tmp_path):

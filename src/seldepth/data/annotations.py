@@ -59,7 +59,7 @@ class AnnotatedPairs(Dataset):
         self.root = self.json_path.parent
         self.skipped: list[str] = []
         try:
-            entries = json.loads(self.json_path.read_text())["files"]
+            entries = json.loads(self.json_path.read_text(encoding="utf-8-sig"))["files"]
             if not isinstance(entries, list):
                 raise TypeError("'files' is not a list")
         except (OSError, ValueError, KeyError, TypeError) as exc:

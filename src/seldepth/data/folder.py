@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import Dataset
 
 from seldepth.data.errors import DatasetError
+from seldepth.data.files import load_npy
 from seldepth.data.images import read_depth_png, read_rgb
 from seldepth.data.sample import intrinsics_matrix, make_sample, read_intrinsics_file
 from seldepth.data.skipping import check_on_error, leave_out
@@ -166,11 +167,11 @@ class FolderPairs(Dataset):
 
 def read_depth_npy(path: Path) -> torch.Tensor:
     """A float ``.npy`` depth map in metres as (1, H, W)."""
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise DatasetError(f"{path}: not a readable .npy depth map ({exc})") from None
-    arr = np.squeeze(arr)
+    arr = load_npy(path, str(path))  # its declared size checked before its data is read
+    while arr.ndim > 2 and arr.shape[0] == 1:  # (1, H, W): never a 1-pixel-high or -wide map's own axes
+        arr = arr[0]
+    if arr.ndim == 3 and arr.shape[2] == 1:  # (H, W, 1)
+        arr = arr[..., 0]
     if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.number):
         raise DatasetError(f"{path}: expected a 2-D numeric depth map, got shape {arr.shape} dtype {arr.dtype}")
     return torch.from_numpy(arr.astype(np.float32))[None]

@@ -26,12 +26,8 @@ An image listed as ``.jpg`` but stored as ``.png`` (or the reverse) is found.
 
 from __future__ import annotations
 
-import io
 import os
 import re
-import struct
-import zipfile
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +36,7 @@ import torch
 from torch.utils.data import Dataset
 
 from seldepth.data.errors import DatasetError
+from seldepth.data.files import load_npz_member, read_bytes, read_text_file
 from seldepth.data.images import open_image, read_rgb
 from seldepth.data.kitti_calib import (
     CAM_TO_CAM,
@@ -98,21 +95,10 @@ def read_projected_npz(path: str | os.PathLike, name: str | None = None, key: st
             or does not hold a 2-D map.
     """
     name = name or str(path)
-    try:
-        archive = np.load(io.BytesIO(Path(path).read_bytes()), allow_pickle=False)
-        if not isinstance(archive, np.lib.npyio.NpzFile):
-            raise DatasetError(f"{name}: expected an .npz archive, got a single array")
-        with archive:
-            if key not in archive.files:
-                raise DatasetError(f"{name}: no {key!r} array (has {', '.join(archive.files) or 'none'})")
-            arr = np.asarray(archive[key])
-    except DatasetError:
-        raise
-    except FileNotFoundError:
-        raise DatasetError(f"{name}: file not found") from None
-    except (zipfile.BadZipFile, zlib.error, struct.error, ValueError, OSError, KeyError, EOFError, NotImplementedError,
-            RuntimeError) as exc:
-        raise DatasetError(f"{name}: not a readable .npz depth file ({type(exc).__name__}: {exc})") from None
+    data = read_bytes(path, name, ".npz depth file")
+    if data[:6] == b"\x93NUMPY":
+        raise DatasetError(f"{name}: expected an .npz archive, got a single array")
+    arr = load_npz_member(data, key, name)  # the member's declared size is checked before it is decompressed
     if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.number):
         raise DatasetError(f"{name}: {key!r} must be a 2-D numeric map, got {arr.dtype} {arr.shape}")
     return torch.from_numpy(arr.astype(np.float32))[None]
@@ -171,7 +157,7 @@ def _looks_like_kitti_list(line: str | None) -> bool:
 
 def _first_line(path: Path) -> str | None:
     try:
-        with open(path, "r", encoding="utf-8", errors="replace") as f:
+        with open(path, "r", encoding="utf-8-sig", errors="replace") as f:
             for _ in range(50):
                 line = f.readline()
                 if not line:
@@ -343,10 +329,7 @@ class KITTIRaw(Dataset):
     def _from_list(self, list_path: Path, root: Path) -> None:
         self.list_path = list_path
         self.root = root
-        try:
-            text = list_path.read_text(encoding="utf-8", errors="replace")
-        except OSError as exc:
-            raise DatasetError(f"{list_path}: cannot be read ({exc})") from None
+        text = read_text_file(list_path)  # UTF-8 (a byte-order mark dropped); else an error naming the file
         rows = []
         for lineno, line in enumerate(text.splitlines(), start=1):
             if not line.strip() or line.lstrip().startswith("#"):

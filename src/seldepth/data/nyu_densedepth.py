@@ -147,7 +147,7 @@ class NYUDenseDepth(Dataset):
         rgb_rel, depth_rel = self.pairs[index]
         rgb_name, depth_name = self.files.describe(rgb_rel), self.files.describe(depth_rel)
         image = read_rgb(self.files.read(rgb_rel), rgb_name)
-        depth = read_depth_png(self.files.read(depth_rel), depth_name, 1000.0, self.max_depth_8bit)
+        depth = read_depth_png(self.files.read(depth_rel), depth_name, None, self.max_depth_8bit)
         semantics = None
         if self.has_semantics:
             sem_rel = rgb_rel.replace("_colors.", "_semantics.")

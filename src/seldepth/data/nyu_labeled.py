@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import Dataset
 
 from seldepth.data.errors import DatasetError
+from seldepth.data.files import read_text_file
 from seldepth.data.nyu_densedepth import nyu_intrinsics
 from seldepth.data.sample import make_sample
 from seldepth.data.skipping import check_on_error, leave_out
@@ -65,10 +66,7 @@ def read_split_indices(path: str | os.PathLike, split: str) -> list[tuple[int, s
         if not np.all(np.isfinite(values)) or not np.all(values == np.round(values)):
             raise DatasetError(f"{path}: key {key!r} must hold whole numbers (1-based image indices)")
         return [(int(v), f"{path}, key {key!r}") for v in values]
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{path}: split file cannot be read ({exc})") from None
+    text = read_text_file(path, "split file")  # UTF-8 (a byte-order mark dropped); else an error naming the file
     out = []
     for lineno, line in enumerate(text.splitlines(), start=1):
         line = line.split("#", 1)[0].strip()

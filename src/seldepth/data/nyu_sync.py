@@ -18,6 +18,7 @@ from pathlib import Path
 from torch.utils.data import Dataset
 
 from seldepth.data.errors import DatasetError
+from seldepth.data.files import read_text_file
 from seldepth.data.images import read_depth_png, read_rgb
 from seldepth.data.nyu_densedepth import NYU_INTRINSICS, NYU_SIZE
 from seldepth.data.sample import intrinsics_matrix, make_sample
@@ -104,10 +105,7 @@ class NYUSync(Dataset):
                                (f" ({len(self.skipped)} left out: {self.skipped[0]})" if self.skipped else ""))
 
     def _read_rows(self) -> list[tuple[Path, Path, float, int]]:
-        try:
-            text = self.list_path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise DatasetError(f"{self.list_path}: cannot be read ({exc})") from None
+        text = read_text_file(self.list_path)  # UTF-8 (a byte-order mark dropped); else an error naming the file
         rows = []
         for lineno, line in enumerate(text.splitlines(), start=1):
             if not line.strip() or line.lstrip().startswith("#"):
@@ -141,7 +139,7 @@ class NYUSync(Dataset):
         if not (path.is_file() and path.suffix.lower() == ".txt"):
             return False
         try:
-            with open(path, encoding="utf-8", errors="replace") as f:
+            with open(path, encoding="utf-8-sig", errors="replace") as f:
                 for _, line in zip(range(1000), f):
                     if line.strip():
                         cols = line.split()

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from seldepth.data.errors import DatasetError
+from seldepth.data.files import load_npy
 
 
 def make_sample(image: torch.Tensor, depth: torch.Tensor, K: torch.Tensor, meta: dict,
@@ -81,8 +82,11 @@ def read_intrinsics_file(path: Path) -> torch.Tensor:
     """
     try:
         data = Path(path).read_bytes()
-        arr = np.load(io.BytesIO(data), allow_pickle=False) if str(path).endswith(".npy") else np.loadtxt(io.StringIO(data.decode()))
+        arr = (load_npy(data, str(path), max_elements=1000) if str(path).endswith(".npy")
+               else np.loadtxt(io.StringIO(data.decode("utf-8-sig"))))
         arr = np.asarray(arr, dtype=np.float64)
+    except DatasetError:
+        raise
     except (OSError, ValueError, UnicodeDecodeError, EOFError) as exc:
         raise DatasetError(f"{path}: expected a 3x3 intrinsics matrix ({exc})") from None
     if arr.shape != (3, 3) or not np.isfinite(arr).all():

@@ -83,6 +83,51 @@ def _skipper(dataset) -> SkipBadSamples | None:
     return None
 
 
+def is_skipped(sample) -> bool:
+    """Whether ``sample`` is the marker :class:`SkipBadSamples` puts in place of an unreadable sample."""
+    return isinstance(sample, dict) and "skipped" in sample and "image" not in sample
+
+
+def data_name(dataset) -> str:
+    """The data spec a data set was opened from (:func:`~seldepth.data.spec.open_dataset` records it), else
+    its layout or type, through ``Subset``-like ``.dataset`` wrappers: for messages about the data as a whole."""
+    for _ in range(8):
+        if dataset is None:
+            break
+        spec = getattr(dataset, "__dict__", {}).get("spec")
+        if spec:
+            return f"data {spec!r}"
+        inner = getattr(dataset, "__dict__", {}).get("dataset")
+        if inner is None:
+            layout = getattr(dataset, "layout", None)
+            return f"the data ({layout or type(dataset).__name__})"
+        dataset = inner
+    return "the data"
+
+
+def no_readable_sample(dataset) -> DatasetError:
+    """The error for a data set none of whose samples could be read (under ``on_error="skip"``)."""
+    skipper = _skipper(dataset)
+    messages = list(skipper.skipped) if skipper is not None else []
+    first = f"; the first: {messages[0]}" if messages else ""
+    return DatasetError(f"no sample of {data_name(dataset)} could be read ({len(messages)} skipped{first})")
+
+
+def first_sample(dataset) -> dict:
+    """The first sample of ``dataset`` that could be read (skip markers passed over).
+
+    Raises:
+        DatasetError: naming the data spec, when no sample can be read or there is none.
+    """
+    for i in range(len(dataset)):
+        sample = dataset[i]
+        if not is_skipped(sample):
+            return sample
+    if len(dataset) == 0:
+        raise DatasetError(f"{data_name(dataset)} has no samples")
+    raise no_readable_sample(dataset)
+
+
 def sample_batches(loader: DataLoader) -> Iterator[dict]:
     """The batches of ``loader`` that hold samples; skipped samples are recorded on its data set."""
     skipper = _skipper(loader.dataset)

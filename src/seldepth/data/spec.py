@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import math
 import os
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +24,7 @@ from torch.utils.data import Dataset
 
 from seldepth.data.errors import DatasetError
 from seldepth.data.skipping import SkipBadSamples, check_on_error
+from seldepth.defaults import DEFAULT_SIZE, DEFAULT_SPLIT
 
 KINDS = ("nyu", "kitti", "folder", "synthetic")
 
@@ -65,6 +69,7 @@ class DataSpec:
     kind: str
     path: str
     options: dict
+    raw: dict = field(default_factory=dict, compare=False, repr=False)  # each option's text as written
 
     def __str__(self) -> str:
         query = "&".join(f"{k}={v}" for k, v in self.options.items())
@@ -84,23 +89,27 @@ def parse_spec(spec: str, key: str = "data") -> DataSpec:
     """Split ``KIND:PATH?a=1&b=x`` into its parts (numbers converted).
 
     Raises:
-        DatasetError: naming ``key``, for an unknown kind or a malformed option.
+        DatasetError: naming ``key``, for an unknown kind, a malformed option or an option given twice.
     """
     kind, sep, rest = str(spec).partition(":")
     if not sep or kind not in KINDS:
         raise DatasetError(f"{key}: data spec {spec!r}: expected KIND:PATH with KIND one of {', '.join(KINDS)}")
     path, _, query = rest.partition("?")
-    options = {}
+    options, raw = {}, {}
     for item in filter(None, query.split("&")):
         name, eq, text = item.partition("=")
         if not eq or not name:
             raise DatasetError(f"{key}: data spec {spec!r}: option {item!r} is not NAME=VALUE")
+        if name in options:
+            raise DatasetError(f"{key}: data spec {spec!r}: option {name!r} is given twice "
+                               f"({raw[name]!r} and {text!r}); give it once")
         options[name] = _value(text)
-    return DataSpec(kind, path, options)
+        raw[name] = text
+    return DataSpec(kind, path, options, raw)
 
 
 # The embedded default data set: generated on first use, then cached.
-DEFAULT_SYNTHETIC = {"num": 2000, "size": (192, 256), "seed": 0}
+DEFAULT_SYNTHETIC = {"num": 2000, "size": DEFAULT_SIZE, "seed": 0}
 
 
 def cache_dir() -> Path:
@@ -116,14 +125,22 @@ def default_synthetic_dir(num: int = DEFAULT_SYNTHETIC["num"], seed: int = DEFAU
 
 def ensure_synthetic(path: Path, num: int, progress: bool = True, seed: int = DEFAULT_SYNTHETIC["seed"],
                      length: int = 1) -> Path:
-    """Generate the default synthetic set at ``path`` unless a complete one is there (``dataset.json``)."""
-    if not (path / "dataset.json").is_file():
-        from seldepth.data.synthetic import generate
+    """Generate the default synthetic set at ``path`` unless a complete one is there (``dataset.json``).
 
-        frames = f"{num} scenes x {length} frames" if length > 1 else f"{num} images"
-        print(f"generating the default synthetic data set ({frames}, seed {seed}) in {path}")
-        generate(path, num, size=DEFAULT_SYNTHETIC["size"], seed=seed, sequence_length=length, progress=progress,
-                 workers=min(2, os.cpu_count() or 1))
+    Processes that need the same set at once take turns through a lock file beside the folder
+    (:func:`~seldepth.data.synthetic.writer.generation_lock`): the first generates it, the others wait and
+    find it complete.
+    """
+    if (path / "dataset.json").is_file():
+        return path
+    from seldepth.data.synthetic.writer import generate, generation_lock
+
+    with generation_lock(path):
+        if not (path / "dataset.json").is_file():  # checked again: another process may have finished it meanwhile
+            frames = f"{num} scenes x {length} frames" if length > 1 else f"{num} images"
+            print(f"generating the default synthetic data set ({frames}, seed {seed}) in {path}")
+            generate(path, num, size=DEFAULT_SYNTHETIC["size"], seed=seed, sequence_length=length, progress=progress,
+                     workers=min(2, os.cpu_count() or 1))
     return path
 
 
@@ -204,6 +221,79 @@ def resolve(spec: str | ResolvedSpec, key: str = "data") -> ResolvedSpec:
     return ResolvedSpec(str(spec), parsed, Path(parsed.path), None, key)
 
 
+# Reader options that must be positive numbers (a scale or focal length of 0 or below means nothing).
+POSITIVE_OPTIONS = ("scale", "max_depth_8bit", "fx", "fy")
+
+
+def _option_value(resolved: ResolvedSpec, name: str, value, hint):
+    """``value`` of option ``name`` converted to the reader's annotation ``hint``; DatasetError if it does not fit."""
+    raw = resolved.parsed.raw.get(name, str(value))
+    args = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    where = f"{resolved.key}: data spec {resolved.text!r}: option {name!r}"
+    if value is None:
+        if type(None) in args or hint is None:
+            return None
+        raise DatasetError(f"{where} cannot be none")
+    if str in args or os.PathLike in args:
+        return raw
+    if bool in args:
+        if raw.strip().lower() in ("true", "yes", "1"):
+            return True
+        if raw.strip().lower() in ("false", "no", "0"):
+            return False
+        raise DatasetError(f"{where} expects true or false, got {raw!r}")
+    if int in args and float not in args:
+        if isinstance(value, int):
+            return value
+        raise DatasetError(f"{where} expects a whole number, got {raw!r}")
+    if float in args:
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise DatasetError(f"{where} expects a finite number, got {raw!r}")
+        if name in POSITIVE_OPTIONS and value <= 0:
+            raise DatasetError(f"{where} must be a positive number, got {raw!r}")
+        return float(value)
+    return value
+
+
+def reader_options(resolved: ResolvedSpec, layout: Layout) -> dict:
+    """The spec's options, checked against what ``layout``'s reader accepts (names, and values against its
+    annotations: numbers, whole numbers, true/false, text), converted. Nothing is read.
+
+    Raises:
+        DatasetError: naming ``resolved.key``, the spec and the option.
+    """
+    reader = layout.reader()
+    accepted = [p for p in inspect.signature(reader).parameters if p not in ("path", "on_error", "default_K")]
+    unknown = [name for name in resolved.parsed.options if name not in accepted]
+    if unknown:
+        raise DatasetError(f"{resolved.key}: data spec {resolved.text!r}: option {unknown[0]!r} is not known to the "
+                           f"{reader.layout} reader; it accepts {', '.join(accepted)}")
+    try:
+        hints = typing.get_type_hints(reader.__init__)
+    except Exception:  # an annotation that cannot be evaluated: values go to the reader as parsed
+        hints = {}
+    return {name: _option_value(resolved, name, value, hints.get(name)) for name, value in resolved.parsed.options.items()}
+
+
+def check_spec(spec: str | ResolvedSpec, key: str = "data") -> ResolvedSpec:
+    """Check a spec as far as can be done without reading its data: :func:`resolve` (kind, path, default set),
+    the layout its folder matches, and its options' names and values against that layout's reader.
+
+    The cached default synthetic set is not generated: a missing one is checked against the layout it will have.
+    What a config is validated with before its run folder is written.
+
+    Raises:
+        DatasetError: naming ``key``, the spec and the option or path at fault.
+    """
+    resolved = resolve(spec, key)
+    if resolved.default_set is not None and not (resolved.path / "dataset.json").is_file():
+        layout = LAYOUTS[resolved.parsed.kind][0]  # the layout of a generated set
+    else:
+        layout = resolved.layout()
+    reader_options(resolved, layout)
+    return resolved
+
+
 def resolve_spec(spec: str, key: str = "data") -> Path:
     """Check a spec and return its path (see :func:`resolve`)."""
     return resolve(spec, key).path
@@ -219,7 +309,7 @@ def detect_layout(spec: str, key: str = "data") -> Layout:
     return resolve(spec, key).layout()
 
 
-def open_dataset(spec: str, split: str = "test", on_error: str = "stop", key: str = "data") -> Dataset:
+def open_dataset(spec: str, split: str = DEFAULT_SPLIT, on_error: str = "stop", key: str = "data") -> Dataset:
     """Open the data set named by ``spec`` (layout detected); ``split`` picks the split where the layout has several.
 
     Args:
@@ -237,16 +327,17 @@ def open_dataset(spec: str, split: str = "test", on_error: str = "stop", key: st
     resolved = resolve(spec, key)
     layout = resolved.layout()  # prepares the folder
     reader = layout.reader()
-    accepted = [p for p in inspect.signature(reader).parameters if p not in ("path", "on_error", "default_K")]
-    unknown = [name for name in resolved.parsed.options if name not in accepted]
-    if unknown:
-        raise DatasetError(f"{key}: data spec {spec!r}: option {unknown[0]!r} is not known to the {reader.layout} "
-                           f"reader; it accepts {', '.join(accepted)}")
-    options = {**layout.defaults, **resolved.parsed.options}
+    options = {**layout.defaults, **reader_options(resolved, layout)}
     if "split" in inspect.signature(reader).parameters:
         options.setdefault("split", split)
     dataset = reader(resolved.path, on_error=on_error, **options)
-    return SkipBadSamples(dataset) if on_error == "skip" else dataset
+    if on_error == "skip":
+        dataset = SkipBadSamples(dataset)
+    try:  # errors about the data as a whole (no sample readable) name the spec
+        dataset.spec = resolved.text
+    except AttributeError:  # a reader with __slots__ or a read-only attribute
+        pass
+    return dataset
 
 
 def describe_dataset(dataset: Dataset) -> str:

@@ -7,6 +7,9 @@ from pathlib import Path
 
 from torch.utils.data import Dataset, Subset
 
+from seldepth.data.errors import DatasetError
+from seldepth.data.files import read_text_file
+
 
 class Transformed(Dataset):
     """A data set whose samples pass through ``transform``."""
@@ -45,8 +48,12 @@ def read_selection(path: str | os.PathLike, pool_size: int | None = None, key: s
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{key}: {path} does not exist")
+    try:
+        text = read_text_file(path, "selection file")  # UTF-8 (a byte-order mark dropped)
+    except DatasetError as exc:
+        raise DatasetError(f"{key}: {exc}") from None
     indices = []
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+    for lineno, line in enumerate(text.splitlines(), start=1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue

@@ -16,8 +16,11 @@ Example:
 
 from __future__ import annotations
 
+import copy
+import json
 import os
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -26,10 +29,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from seldepth.data.spec import open_dataset
+from seldepth.atomic import write_json_atomic
+from seldepth.data.spec import cache_dir, open_dataset
+from seldepth.data.synthetic.writer import parse_size as _parse_size
+from seldepth.defaults import (DEFAULT_CALIBRATION_IMAGES, DEFAULT_COMPILE_BUDGET_S, DEFAULT_RUNS, DEFAULT_SIZE,
+                               DEFAULT_THREADS, DEFAULT_WARMUP)
 from seldepth.deploy.onnx_export import export_onnx
 from seldepth.deploy.quantize import quantize_int8
+from seldepth.models import create_model
 from seldepth.models.base import with_head
+from seldepth.models.devices import resolve_device
 from seldepth.models.model_file import load_model
 from seldepth.models.onnx_model import OnnxDepthModel
 
@@ -44,15 +53,51 @@ class BenchmarkError(ValueError):
 BLOCK = 10  # timed calls per backend in a row (see the module docstring)
 SETTLE_S = 0.25  # pause before each block, for the previous backend's threads to go idle
 
-def parse_size(text: str) -> tuple[int, int]:
-    """``"192x256"`` -> (192, 256) (height x width)."""
+def parse_size(text: str, key: str = "--size") -> tuple[int, int]:
+    """``"192x256"`` -> (192, 256) (height x width): :func:`seldepth.data.synthetic.parse_size`, as a
+    :class:`BenchmarkError`."""
     try:
-        h, w = (int(v) for v in str(text).lower().split("x"))
-    except ValueError:
-        raise BenchmarkError(f"--size must be HxW with two positive integers, e.g. 192x256; got {text!r}") from None
-    if h < 1 or w < 1:
-        raise BenchmarkError(f"--size must be HxW with two positive integers, e.g. 192x256; got {text!r}")
-    return h, w
+        return _parse_size(text, key=key)
+    except ValueError as exc:
+        raise BenchmarkError(str(exc)) from None
+
+
+def model_costs(name: str, size: tuple[int, int] = DEFAULT_SIZE, options: dict | None = None,
+                cache: bool = True, progress: bool = False) -> dict:
+    """Parameters and FLOPs of registered model ``name`` (built with ``options``) on a (1, 3, H, W) input.
+
+    The model is built on the ``meta`` device (no weights allocated). FLOP counts are cached in
+    ``cache_dir()/flops.json`` (:func:`seldepth.data.spec.cache_dir`), keyed by architecture, config, size and
+    torch version, so that listing the models a second time costs no forward passes. ``progress`` says on
+    stderr when a count starts (seconds per model).
+
+    Returns:
+        ``{"name", "parameters", "flops", "size", "cached"}`` (``cached``: the FLOPs came from the cache).
+    """
+    with torch.device("meta"):  # structure only: counting needs shapes, not values
+        model = create_model(name, **(options or {}))
+    config = model.config_dict() if hasattr(model, "config_dict") else {}
+    key = json.dumps([name, config, list(size), torch.__version__], sort_keys=True, default=str)
+    path = cache_dir() / "flops.json"
+    table = {}
+    if cache and path.is_file():
+        try:
+            table = json.loads(path.read_text())
+        except (OSError, ValueError):
+            table = {}  # a damaged cache is counted again and rewritten
+    cached = key in table
+    if not cached:
+        if progress:
+            print(f"counting the FLOPs of {name} at {size[0]}x{size[1]} (once: cached in {path}) ...", file=sys.stderr,
+                  flush=True)
+        table[key] = int(model.flops(*size))
+        if cache:
+            try:
+                write_json_atomic(path, table)
+            except OSError:
+                pass  # a read-only cache folder: count again next time
+    return {"name": name, "parameters": int(model.num_parameters()), "flops": int(table[key]), "size": list(size),
+            "cached": cached}
 
 
 def check_benchmark_args(model_path, size, threads: int, runs: int, warmup: int) -> None:
@@ -113,10 +158,11 @@ def time_calls(calls: dict, runs: int, warmup: int) -> dict:
     return {name: {"p50": float(np.percentile(t, 50)), "p90": float(np.percentile(t, 90))} for name, t in times.items()}
 
 
-def benchmark(model_path: str | os.PathLike, size: tuple[int, int] = (192, 256), threads: int = 2, runs: int = 50,
-              warmup: int = 10, int8_calibration: str | None = None, int8_images: int = 16, compile: bool = True,
-              compile_budget_s: float = 180.0, work_dir: str | os.PathLike | None = None, progress: bool = False,
-              head: str | None = None) -> dict:
+def benchmark(model_path: str | os.PathLike, size: tuple[int, int] = DEFAULT_SIZE, threads: int = DEFAULT_THREADS,
+              runs: int = DEFAULT_RUNS, warmup: int = DEFAULT_WARMUP, int8_calibration: str | None = None,
+              int8_images: int = DEFAULT_CALIBRATION_IMAGES, compile: bool = True,
+              compile_budget_s: float = DEFAULT_COMPILE_BUDGET_S, work_dir: str | os.PathLike | None = None,
+              progress: bool = False, head: str | None = None, device: str | torch.device = "cpu") -> dict:
     """Parameters, FLOPs and batch-1 latency (p50 / p90, ms) of a model under each backend.
 
     Args:
@@ -130,14 +176,17 @@ def benchmark(model_path: str | os.PathLike, size: tuple[int, int] = (192, 256),
         compile: also time ``torch.compile`` (its first call must finish within ``compile_budget_s``).
         work_dir: where the ONNX files go (default a temporary folder, removed afterwards).
         head: output head of a multi-head model (``realtime_depth``: L, M, S, XS); None: the model as saved.
+        device: where the torch backends (eager, compile) run: ``cpu``, ``cuda[:N]``, ``mps`` or ``auto``
+            (:func:`~seldepth.models.devices.resolve_device`); ONNX Runtime always runs on the CPU.
 
     Returns:
-        ``{"model", "architecture", "size", "threads", "runs", "warmup", "parameters", "flops", "flops_note",
+        ``{"model", "architecture", "device", "size", "threads", "runs", "warmup", "parameters", "flops", "flops_note",
         "latency_ms": {backend: {"p50", "p90"} or {"error"}}, "ratios", "onnx": {...}}``; backends
         ``eager``, ``compile``, ``ort_fp32``, ``ort_int8`` (absent ones have an ``error`` or ``skipped``).
     """
     size = tuple(int(v) for v in size)
     check_benchmark_args(model_path, size, threads, runs, warmup)
+    device = resolve_device(device)
     log = print if progress else (lambda *a, **k: None)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -148,26 +197,37 @@ def benchmark(model_path: str | os.PathLike, size: tuple[int, int] = (192, 256),
     work_dir = Path(work_dir)
     try:
         model = with_head(load_model(model_path), head)
-        result = {"model": str(model_path), "architecture": getattr(model, "name", ""), "head": head, "size": list(size),
+        result = {"model": str(model_path), "architecture": getattr(model, "name", ""), "head": head,
+                  "device": str(device), "size": list(size),
                   "threads": threads, "runs": runs, "warmup": warmup, "batch": 1,
                   "parameters": int(model.num_parameters()), "flops": int(model.flops(*size)), "flops_note": FLOPS_NOTE,
                   "latency_ms": {}, "onnx": {}}
         x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(0))
         calls = {}
+        # the torch backends run on ``device``; the ONNX export below reads the CPU model
+        torch_model = model if device.type == "cpu" else copy.deepcopy(model).to(device)
+        x_torch = x.to(device)
+
+        def sync(out):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)  # kernels run asynchronously: time them to their end
+            elif device.type == "mps":
+                torch.mps.synchronize()
+            return out
 
         def eager():
             with torch.inference_mode():
-                return model(x)
+                return sync(torch_model(x_torch))
 
         calls["eager"] = eager
         if compile:
             log("torch.compile ...")
             try:
-                compiled = torch.compile(model)
+                compiled = torch.compile(torch_model)
 
                 def compiled_call():
                     with torch.inference_mode():
-                        return compiled(x)
+                        return sync(compiled(x_torch))
 
                 start = time.perf_counter()
                 _with_time_budget(compiled_call, compile_budget_s)
@@ -224,7 +284,8 @@ def benchmark(model_path: str | os.PathLike, size: tuple[int, int] = (192, 256),
 def format_benchmark(result: dict) -> str:
     """A plain-text table of :func:`benchmark`'s result."""
     h, w = result["size"]
-    lines = [f"{result['architecture']} ({result['model']}), batch 1, {h}x{w}, {result['threads']} threads, "
+    where = f", torch on {result['device']}" if result.get("device", "cpu") != "cpu" else ""
+    lines = [f"{result['architecture']} ({result['model']}), batch 1, {h}x{w}, {result['threads']} threads{where}, "
              f"{result['runs']} runs after {result['warmup']} warm-up, in alternating blocks of {BLOCK}",
              f"parameters {result['parameters']:,}   {result['flops'] / 1e9:.3f} GFLOPs ({FLOPS_NOTE})",
              f"{'backend':<10} {'p50 ms':>9} {'p90 ms':>9} {'vs eager':>9}"]

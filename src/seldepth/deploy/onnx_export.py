@@ -13,6 +13,7 @@ The ONNX graph takes the *preprocessed* image ``image: (B, 3, h, w)`` float32 an
     ``dynamic``         ``true`` if batch, height and width are dynamic
     ``precision``       ``fp32`` or ``int8``
     ``provenance``      the source model file's provenance plus the export's (source file, check)
+    ``intrinsics``      the source model file's camera intrinsics, when it records them
 
 Example:
     >>> info = export_onnx(load_model("meter_xxs_nyu.safetensors"), "meter.onnx")
@@ -82,7 +83,7 @@ def _preprocessing_of(model) -> Preprocessing:
 
 def export_onnx(model: torch.nn.Module, path: str | os.PathLike, input_size: tuple[int, int] | None = None,
                 dynamic: bool = False, opset: int | None = None, check_images: list[torch.Tensor] | None = None,
-                source: str | os.PathLike | None = None, verbose: bool = False) -> dict:
+                source: str | os.PathLike | None = None, verbose: bool = False, progress=None) -> dict:
     """Export a depth model to ONNX with the dynamo exporter and check it against torch with ONNX Runtime.
 
     Args:
@@ -97,6 +98,7 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, input_size: tup
         opset: ONNX opset (default the exporter's).
         check_images: optional (3, H, W) RGB images in [0, 1]; preprocessed and checked too.
         source: the model file the model came from (recorded in the provenance).
+        progress: optional ``progress(message)`` called as each step starts (exporting, checking).
 
     Returns:
         ``{"path", "max_abs_diff_m", "checked_inputs", "input_size", "dynamic", "opset"}``.
@@ -144,9 +146,14 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, input_size: tup
     with tempfile.TemporaryDirectory() as tmpdir:
         candidate = Path(tmpdir) / "model.onnx"
         try:
+            if progress:
+                progress(f"exporting {getattr(model, 'name', '') or type(model).__name__} to ONNX "
+                         f"({'dynamic' if dynamic else 'x'.join(map(str, size))} input, torch.export) ...")
             with (contextlib.nullcontext() if verbose else quiet_exporters()):
                 torch.onnx.export(model, (example,), str(candidate), **kwargs)
             proto = onnx.load(str(candidate))
+            if progress:
+                progress(f"checking the ONNX graph against torch with ONNX Runtime on {len(inputs)} inputs ...")
             diff = max_abs_difference(model, candidate, inputs)
         finally:
             model.train(was_training)
@@ -170,6 +177,7 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, input_size: tup
         "dynamic": "true" if dynamic else "false",
         "precision": "fp32",
         "provenance": json.dumps(provenance),
+        **({"intrinsics": json.dumps(meta["intrinsics"])} if meta.get("intrinsics") else {}),
     })
     opset_used = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
     save_onnx_atomic(proto, path)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from seldepth.defaults import DEFAULT_CALIBRATION_IMAGES
 from seldepth.deploy.onnx_export import ExportError, quiet_exporters, save_onnx_atomic
 from seldepth.models.base import pad_to_multiple
 from seldepth.models.onnx_model import ort_session, read_onnx_props
@@ -36,7 +37,7 @@ def calibration_inputs(dataset, preprocessing: Preprocessing, num_images: int, s
     return out
 
 
-def quantize_int8(onnx_path: str | os.PathLike, out_path: str | os.PathLike, calibration_dataset, num_images: int = 16,
+def quantize_int8(onnx_path: str | os.PathLike, out_path: str | os.PathLike, calibration_dataset, num_images: int = DEFAULT_CALIBRATION_IMAGES,
                   per_channel: bool = True, quant_format: str = "QOperator", calibrate_method: str = "MinMax",
                   op_types: tuple[str, ...] | None = INT8_OP_TYPES, fp32_output_stage: bool = True, reduce_range: bool = False,
                   activation_type: str = "QUInt8", pre_process: bool = True, fp32_slower_nodes: bool = True) -> dict:

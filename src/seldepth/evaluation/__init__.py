@@ -7,6 +7,7 @@ used by training's validation and by ``seldepth eval``); ``evaluate.py`` runs a 
 
 from seldepth.evaluation.evaluate import evaluate, format_table
 from seldepth.evaluation.metrics import METRIC_NAMES, DepthMetrics, SemanticIoU
-from seldepth.evaluation.protocol import PRESETS, Protocol, get_protocol
+from seldepth.evaluation.protocol import PRESETS, Protocol, get_protocol, protocol_for_data
 
-__all__ = ["METRIC_NAMES", "PRESETS", "DepthMetrics", "Protocol", "SemanticIoU", "evaluate", "format_table", "get_protocol"]
+__all__ = ["METRIC_NAMES", "PRESETS", "DepthMetrics", "Protocol", "SemanticIoU", "evaluate", "format_table", "get_protocol",
+           "protocol_for_data"]

@@ -8,14 +8,15 @@ from tqdm.auto import tqdm
 
 from seldepth.data.collate import IGNORE_LABEL, collate_samples
 from seldepth.data.skipping import sample_batches
+from seldepth.defaults import DEFAULT_BATCH_SIZE, DEFAULT_NUM_WORKERS
 from seldepth.inference import predict_depth, predict_semantics, semantic_classes
 from seldepth.evaluation.metrics import METRIC_NAMES, DepthMetrics, SemanticIoU
 from seldepth.evaluation.protocol import Protocol
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, dataset: Dataset, protocol: Protocol, batch_size: int = 4,
-             num_workers: int = 0, progress: bool = True) -> dict:
+def evaluate(model: torch.nn.Module, dataset: Dataset, protocol: Protocol, batch_size: int = DEFAULT_BATCH_SIZE,
+             num_workers: int = DEFAULT_NUM_WORKERS, progress: bool = True) -> dict:
     """Predict on every sample at its ground truth's resolution and score under ``protocol``.
 
     A model with a semantic output (:func:`~seldepth.inference.semantic_classes`) scored on a data

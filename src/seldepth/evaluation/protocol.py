@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
+from seldepth.data.spec import ResolvedSpec, parse_spec
+
 # Crops as (top, bottom, left, right) fractions of (H, W).
 CROPS: dict[str, tuple[float, float, float, float]] = {
     "eigen_nyu": (45 / 480, 471 / 480, 41 / 640, 601 / 640),
@@ -107,3 +109,55 @@ def get_protocol(name: str, flip: bool = False, caps: tuple[float, ...] = (), me
     if name not in PRESETS:
         raise ValueError(f"unknown protocol {name!r}; available: {', '.join(PRESETS)}")
     return replace(PRESETS[name], flip=flip, caps=tuple(float(c) for c in caps), median_scaling=median_scaling)
+
+
+# The protocol each data spec kind is scored under by default (``kitti``: KITTI's Garg crop, 80 m).
+KIND_PROTOCOLS = {"nyu": "nyu", "kitti": "kitti", "synthetic": "synthetic"}
+
+
+def _model_protocol(model) -> tuple[str, str] | None:
+    """(protocol, reason) from a model's metadata: the data set an imported official model was trained on
+    (``provenance.dataset``), else the protocol a seldepth training run validated it with
+    (``provenance.config.protocol``); None when it records neither."""
+    provenance = (getattr(model, "metadata", None) or {}).get("provenance") or {}
+    dataset = provenance.get("dataset")
+    if dataset in KIND_PROTOCOLS:
+        return KIND_PROTOCOLS[dataset], f"the model was trained on {dataset} (its metadata's provenance.dataset)"
+    trained = (provenance.get("config") or {}).get("protocol") if isinstance(provenance.get("config"), dict) else None
+    if trained in PRESETS:
+        return trained, f"the model was validated under protocol {trained} in training (its metadata's provenance.config.protocol)"
+    return None
+
+
+def protocol_for_data(spec: str | ResolvedSpec, model=None) -> tuple[str, str]:
+    """The preset protocol that a data spec is scored under when none is given, and why.
+
+    ``nyu:`` -> ``nyu`` (Eigen crop, 10 m), ``kitti:`` -> ``kitti`` (Garg crop, 80 m), ``synthetic:`` ->
+    ``synthetic`` (no crop, 10 m). A ``folder:`` spec says nothing about the scene, so the model's metadata
+    decides: the data set of an imported official model (``provenance.dataset``), else the protocol of its
+    training run (``provenance.config.protocol``).
+
+    Args:
+        spec: a data spec string (``KIND:PATH[?options]``) or a :class:`~seldepth.data.spec.ResolvedSpec`.
+        model: the model to be scored (anything with a ``metadata`` dict), consulted for ``folder:`` specs.
+
+    Returns:
+        (protocol name in :data:`PRESETS`, a short reason to print), e.g.
+        ``("kitti", "data spec kind kitti: KITTI's Garg crop, 1e-3 < gt < 80 m")``.
+
+    Raises:
+        ValueError: a ``folder:`` spec with a model that records neither (asks for ``protocol``).
+    """
+    parsed = spec.parsed if isinstance(spec, ResolvedSpec) else parse_spec(spec)
+    text = spec.text if isinstance(spec, ResolvedSpec) else str(spec)
+    if parsed.kind in KIND_PROTOCOLS:
+        name = KIND_PROTOCOLS[parsed.kind]
+        p = PRESETS[name]
+        crop = f"{p.crop} crop" if p.crop else "no crop"
+        return name, f"data spec kind {parsed.kind}: {crop}, {p.min_depth:g} < gt < {p.max_depth:g} m"
+    from_model = _model_protocol(model) if model is not None else None
+    if from_model is not None:
+        return from_model[0], f"data spec kind {parsed.kind} names no protocol; {from_model[1]}"
+    raise ValueError(f"data spec {text} does not say which protocol applies"
+                     + ("" if model is None else " and the model's metadata records no data set")
+                     + "; give protocol: nyu, kitti, synthetic or none")

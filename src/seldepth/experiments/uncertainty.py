@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from seldepth.atomic import write_text_atomic
 from seldepth.data.collate import collate_samples
 from seldepth.data.subsets import reader_and_indices
+from seldepth.defaults import DEFAULT_MC_DROPOUT, DEFAULT_MC_PASSES
 from seldepth.inference import predict_depth
 
 METHODS = ("mc-dropout", "ensemble", "random")
@@ -46,11 +47,35 @@ def dropout_layers(model: torch.nn.Module) -> list[str]:
     return decoder or list(layers.values())[-3:]
 
 
+def _whole(value, name: str, what: str) -> int:
+    """``value`` as an int >= 1; ValueError naming ``name`` otherwise (bools and fractions refused)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value < 1:
+        raise ValueError(f"{name}: must be a whole number >= 1 ({what}), got {value!r}")
+    return int(value)
+
+
+def check_selection_args(passes=DEFAULT_MC_PASSES, p: float = DEFAULT_MC_DROPOUT, budget=None,
+                         batch_size=1) -> None:
+    """Check the arguments of an uncertainty selection before any model runs or data is read.
+
+    Raises:
+        ValueError: naming the argument: ``passes`` < 1, ``p`` outside [0, 1), ``budget`` < 1 (None: not
+            checked), ``batch_size`` < 1.
+    """
+    _whole(passes, "passes", "dropout passes per image")
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1:
+        raise ValueError(f"p: the dropout probability must be in [0, 1), got {p!r}")
+    if budget is not None:
+        _whole(budget, "budget", "images to choose")
+    _whole(batch_size, "batch_size", "images per forward pass")
+
+
 @contextlib.contextmanager
 def mc_dropout(model: torch.nn.Module, p: float, layers: list[str] | None = None):
-    """Within the block, the outputs of ``layers`` (module paths) go through channel dropout with probability ``p``."""
-    if not 0 < p < 1:
-        raise ValueError(f"dropout probability must be in (0, 1), got {p}")
+    """Within the block, the outputs of ``layers`` (module paths) go through channel dropout with probability ``p``
+    (0: none, every pass alike)."""
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1:
+        raise ValueError(f"p: the dropout probability must be in [0, 1), got {p!r}")
     modules = dict(model.named_modules())
     names = layers or dropout_layers(model)
     unknown = [n for n in names if n not in modules]
@@ -81,7 +106,8 @@ def relative_spread(predictions: torch.Tensor, valid: torch.Tensor | None = None
 
 
 @torch.no_grad()
-def uncertainty_scores(models: list[torch.nn.Module], pool: Dataset, method: str, passes: int = 8, p: float = 0.2,
+def uncertainty_scores(models: list[torch.nn.Module], pool: Dataset, method: str, passes: int = DEFAULT_MC_PASSES,
+                       p: float = DEFAULT_MC_DROPOUT,
                        seed: int = 0, batch_size: int = 8, progress: bool = True) -> torch.Tensor:
     """(N,) uncertainty of every pool image (higher: label it first).
 
@@ -89,12 +115,17 @@ def uncertainty_scores(models: list[torch.nn.Module], pool: Dataset, method: str
         models: one model (``mc-dropout``, ``random``) or several (``ensemble``), in eval mode.
         pool: the unlabelled images (samples' ``image``; depth is not read).
         method: one of :data:`METHODS`.
-        passes: dropout passes per image (``mc-dropout``).
-        p: dropout probability (``mc-dropout``).
+        passes: dropout passes per image (``mc-dropout``), at least 1.
+        p: dropout probability (``mc-dropout``), in [0, 1).
         seed: seeds the dropout masks and the ``random`` order.
+
+    Raises:
+        ValueError: naming the argument: an unknown ``method``, ``passes`` < 1, ``p`` outside [0, 1),
+            ``batch_size`` < 1, the wrong number of models.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    check_selection_args(passes, p, batch_size=batch_size)
     if method == "ensemble" and len(models) < 2:
         raise ValueError(f"ensemble needs at least 2 models, got {len(models)}")
     if method != "ensemble" and len(models) != 1:
@@ -125,8 +156,7 @@ def write_selection(scores: torch.Tensor, pool: Dataset, budget: int, out: str |
     Returns:
         The chosen indices, most uncertain first.
     """
-    if budget < 1:
-        raise ValueError(f"budget must be >= 1, got {budget}")
+    budget = _whole(budget, "budget", "images to choose")
     order = [int(i) for i in torch.argsort(scores, descending=True, stable=True) if int(i) not in exclude]
     if budget > len(order):
         raise ValueError(f"budget {budget} is more than the {len(order)} images left in the pool")

@@ -112,24 +112,101 @@ def read_official_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
-def import_meter(weights: str | os.PathLike, variant: str = "xxs", dataset: str = "nyu", out: str | os.PathLike | None = None):
+# NYU Depth v2 Kinect colour intrinsics at 640x480, as data/nyu_densedepth.py NYU_INTRINSICS (models may not
+# import data; a test checks that the two agree). Recorded in imported NYU model files for point clouds.
+NYU_CAMERA = {"fx": 518.8579, "fy": 519.4696, "cx": 325.5824, "cy": 253.7362, "height": 480, "width": 640}
+# 16-bit depth PNG scale (values per metre) of each data set's convention: NYU millimetres, KITTI x256.
+OFFICIAL_PNG_SCALE = {"nyu": 1000.0, "kitti": 256.0}
+OFFICIAL_INTRINSICS = {"nyu": NYU_CAMERA, "kitti": None}
+INTRINSICS_NOTE = {
+    "nyu": "NYU Depth v2 Kinect colour camera (fx, fy, cx, cy at 640x480), scaled to each image's size",
+    "kitti": "none recorded: KITTI's frames come from several calibrations (see each drive's calib_cam_to_cam.txt); "
+             "give the intrinsics of the camera for point clouds",
+}
+
+
+def dataset_from_name(path: str | os.PathLike) -> str | None:
+    """``nyu`` or ``kitti`` when the official file name says so (``build_model_best_nyu_xxs``), else None."""
+    found = {d for d in OFFICIAL_OUTPUT_SCALE if re.search(rf"(^|[^a-z]){d}([^a-z]|$)", Path(path).name.lower())}
+    return found.pop() if len(found) == 1 else None
+
+
+def _fits(variant: str, state: dict[str, torch.Tensor]) -> str | None:
+    """None when ``state`` (renamed keys) fits METER-``variant`` in names and shapes, else the mismatch message."""
+    with torch.device("meta"):
+        model = create_model(f"meter_{variant}")
+    own = model.state_dict()
+    state = {**{k: own[k] for k in own if k.endswith("num_batches_tracked")}, **state}
+    try:
+        load_state_dict_checked(model, state, f"meter_{variant}", check_only=True)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def infer_variant(state: dict[str, torch.Tensor]) -> str | None:
+    """The METER variant (``xxs``, ``xs``, ``s``) whose every tensor name and shape ``state`` (renamed keys) fits."""
+    fitting = [v for v in METER_VARIANTS if _fits(v, state) is None]
+    return fitting[0] if len(fitting) == 1 else None
+
+
+def import_meter(weights: str | os.PathLike, variant: str | None = None, dataset: str | None = None,
+                 out: str | os.PathLike | None = None):
     """Convert an official METER checkpoint into a seldepth METER model predicting metres.
+
+    The variant is read from the tensor shapes; the data set from the official file name
+    (``build_model_best_nyu_xxs``, ``build_model_best_kitti_xxs``). A ``variant`` or ``dataset`` given
+    that contradicts the file stops the import, saying what the file looks like.
+
+    The model file records, besides the preprocessing and the provenance: for NYU the Kinect camera
+    intrinsics (metadata ``intrinsics``, so point clouds need no camera arguments); for KITTI none
+    (``provenance.intrinsics`` null, with ``provenance.intrinsics_note``); and ``provenance.png_scale``,
+    the 16-bit depth PNG convention of the data set (NYU 1000 per metre, KITTI 256).
 
     Args:
         weights: path of the official state_dict (e.g. ``build_model_best_nyu_xxs``).
-        variant: ``xxs``, ``xs`` or ``s``.
-        dataset: ``nyu`` or ``kitti``: sets the input size and the output unit.
+        variant: ``xxs``, ``xs`` or ``s``; default: from the tensor shapes.
+        dataset: ``nyu`` or ``kitti`` (sets the input size, preprocessing and output unit); default: from
+            the file name, required when the name does not say.
         out: where to write the model file (safetensors); nothing is written when ``None``.
 
     Returns:
-        The model (eval mode) with ``preprocessing`` set.
+        The model (eval mode) with ``preprocessing`` and ``metadata`` set.
+
+    Raises:
+        ValueError: an unknown or contradicted ``variant`` / ``dataset``, ``dataset`` missing where the file
+            name does not say, or weights that fit no METER variant.
     """
-    if variant not in METER_VARIANTS:
+    if variant is not None and variant not in METER_VARIANTS:
         raise ValueError(f"unknown METER variant {variant!r}; choose from {', '.join(METER_VARIANTS)}")
-    if dataset not in OFFICIAL_OUTPUT_SCALE:
+    if dataset is not None and dataset not in OFFICIAL_OUTPUT_SCALE:
         raise ValueError(f"unknown dataset {dataset!r}; choose from {', '.join(OFFICIAL_OUTPUT_SCALE)}")
+    name = Path(weights).name
     state = {rename_official_key(k): v for k, v in read_official_state_dict(weights).items()}
     state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+
+    named = dataset_from_name(weights)
+    if dataset is None and named is None:
+        raise ValueError(f"{weights}: the file name does not say which data set the weights were trained on; "
+                         f"give dataset: {' or '.join(OFFICIAL_OUTPUT_SCALE)}")
+    if dataset is not None and named is not None and dataset != named:
+        raise ValueError(f"{weights}: the file name says these are the official {named.upper()} weights, but dataset "
+                         f"{dataset!r} was given; give dataset {named!r} (or leave it out), or rename the file if its "
+                         f"name is wrong")
+    dataset_from = "given" if dataset is not None else "file name"
+    dataset = dataset or named
+
+    detected = infer_variant(state)
+    if variant is not None and detected is not None and variant != detected:
+        raise ValueError(f"{weights}: these weights look like METER-{detected} (every tensor shape fits meter_{detected}), "
+                         f"not variant {variant!r}; give variant {detected!r} or leave it out. "
+                         + (_fits(variant, state) or ""))
+    if variant is None and detected is None:
+        raise ValueError(f"{weights}: the weights fit no METER variant ({', '.join(METER_VARIANTS)}); as METER-xxs: "
+                         + (_fits("xxs", state) or ""))
+    variant_from = "given" if variant is not None else "tensor shapes"
+    variant = variant or detected
+
     model = create_model(f"meter_{variant}")
     own = model.state_dict()
     state.update({k: own[k] for k in own if k.endswith("num_batches_tracked") and k not in state})
@@ -138,17 +215,25 @@ def import_meter(weights: str | os.PathLike, variant: str = "xxs", dataset: str 
     with torch.no_grad():
         model.decoder.output.weight.mul_(scale)
     model.preprocessing = OFFICIAL_PREPROCESSING[dataset]
+    intrinsics = OFFICIAL_INTRINSICS[dataset]
     provenance = {
-        "source": Path(weights).name,
+        "source": name,
         "sha256": sha256_of(weights),
         "origin": "official METER checkpoint (Papa et al., MIT licence)",
         "dataset": dataset,
+        "dataset_from": dataset_from,
         "variant": variant,
+        "variant_from": variant_from,
         "unit_conversion": f"official output ({OFFICIAL_UNIT[dataset]}) x {scale} -> metres, folded into decoder.output.weight",
+        "png_scale": OFFICIAL_PNG_SCALE[dataset],
+        "intrinsics": intrinsics,
+        "intrinsics_note": INTRINSICS_NOTE[dataset],
     }
     if dataset == "kitti":
         provenance["characterisation"] = KITTI_CHARACTERISATION
     model.metadata = {"architecture": model.name, "provenance": provenance, "output_unit": "m"}
+    if intrinsics is not None:
+        model.metadata["intrinsics"] = dict(intrinsics)
     if out is not None:
-        save_model_file(model, out, model.preprocessing, provenance)
+        save_model_file(model, out, model.preprocessing, provenance, intrinsics=intrinsics)
     return model.eval()

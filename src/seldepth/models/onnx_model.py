@@ -79,7 +79,7 @@ class OnnxDepthModel:
             raise ValueError(f"{self.path}: the ONNX metadata has no 'preprocessing' (keys: {', '.join(sorted(props)) or 'none'}); "
                              f"export the model with `seldepth export` so that its preprocessing is recorded")
         meta = dict(props)
-        for key in ("config", "preprocessing", "provenance"):
+        for key in ("config", "preprocessing", "provenance") + (("intrinsics",) if "intrinsics" in props else ()):
             try:
                 meta[key] = json.loads(props.get(key, "{}"))
             except json.JSONDecodeError:

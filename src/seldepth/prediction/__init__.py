@@ -13,7 +13,7 @@ from seldepth.prediction.inputs import (
     InputItem,
     expand_inputs,
 )
-from seldepth.prediction.outputs import depth_to_png16, parse_range, write_image_outputs
+from seldepth.prediction.outputs import DepthClippedWarning, depth_to_png16, parse_range, png_scale_of, write_image_outputs
 from seldepth.prediction.pointcloud import (
     Intrinsics,
     resolve_intrinsics,
@@ -24,7 +24,8 @@ from seldepth.prediction.runner import PredictionSummary, predict_paths
 from seldepth.prediction.video import video_codec
 
 __all__ = [
-    "IMAGE_SUFFIXES", "LIST_SUFFIXES", "VIDEO_SUFFIXES", "InputItem", "Intrinsics", "PredictionSummary",
-    "depth_to_png16", "expand_inputs", "parse_range", "predict_paths", "resolve_intrinsics", "unproject",
+    "DepthClippedWarning", "IMAGE_SUFFIXES", "LIST_SUFFIXES", "VIDEO_SUFFIXES", "InputItem", "Intrinsics",
+    "PredictionSummary", "depth_to_png16", "expand_inputs", "parse_range", "png_scale_of", "predict_paths",
+    "resolve_intrinsics", "unproject",
     "video_codec", "write_image_outputs", "write_ply",
 ]

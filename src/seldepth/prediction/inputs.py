@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from seldepth.data.files import read_text_file
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 LIST_SUFFIXES = (".txt", ".lst", ".list")
@@ -81,7 +83,7 @@ def expand_inputs(inputs: list[str | Path], exclude: str | Path | None = None) -
                 raw.append((p, rel.as_posix(), str(path)))
         elif path.suffix.lower() in LIST_SUFFIXES:
             listed = []
-            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            for number, line in enumerate(read_text_file(path).splitlines(), 1):  # UTF-8, a BOM dropped
                 line = line.strip()
                 if not line or line.startswith("#"):
                     continue

@@ -1,4 +1,9 @@
-"""Per-image outputs of ``seldepth predict``: depth as .npy (metres) and 16-bit PNG (mm), a colour map, a PLY.
+"""Per-image outputs of ``seldepth predict``: depth as .npy (metres) and 16-bit PNG, a colour map, a PLY.
+
+The 16-bit PNG holds ``round(metres * png_scale)``: millimetres (1000 per metre, NYU's convention) for
+indoor models, 256 per metre (KITTI's convention) for KITTI models; :func:`png_scale_of` reads a model
+file's ``provenance.png_scale``. Depth beyond the PNG's range (65535 / png_scale metres) is clipped
+with a :class:`DepthClippedWarning` naming the file and the number of pixels.
 
 Every file is written to a temporary name beside its target and renamed into place, so a run
 killed at any moment leaves whole files only.
@@ -8,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +23,29 @@ from seldepth.atomic import atomic_path
 from seldepth.colormap import colorize_depth
 from seldepth.prediction.pointcloud import write_depth_ply
 
-PNG_SCALE = 1000.0  # 16-bit PNG holds millimetres (NYU convention); 0 = invalid
+PNG_SCALE = 1000.0  # default 16-bit PNG scale: millimetres (NYU convention); 0 = invalid
+PNG_MAX = 65535
+
+
+class DepthClippedWarning(UserWarning):
+    """Depth beyond what a 16-bit PNG holds at its scale was clipped to 65535 (the .npy keeps it exact)."""
+
+
+def png_scale_of(model) -> float:
+    """Values per metre of the 16-bit depth PNGs for ``model`` (or its metadata dict).
+
+    The model file's ``provenance.png_scale`` (imported official models: NYU 1000, KITTI 256), else 256
+    for a model whose ``provenance.dataset`` is ``kitti``, else 1000 (millimetres).
+    """
+    meta = model if isinstance(model, dict) else (getattr(model, "metadata", None) or {})
+    provenance = meta.get("provenance") or {}
+    scale = provenance.get("png_scale")
+    if scale is not None:
+        scale = float(scale)
+        if not (math.isfinite(scale) and scale > 0):
+            raise ValueError(f"model metadata provenance.png_scale must be a positive number, got {provenance['png_scale']!r}")
+        return scale
+    return 256.0 if provenance.get("dataset") == "kitti" else PNG_SCALE
 
 
 def save_npy(path: str | os.PathLike, array: np.ndarray) -> Path:
@@ -36,12 +64,25 @@ def save_png(path: str | os.PathLike, image: Image.Image | np.ndarray) -> Path:
     return Path(path)
 
 
-def depth_to_png16(depth: np.ndarray) -> np.ndarray:
-    """(H, W) metres -> (H, W) uint16 millimetres: round(depth * 1000) clipped to 65535; 0 where not finite or <= 0."""
+def depth_to_png16(depth: np.ndarray, png_scale: float = PNG_SCALE, name: str | None = None) -> np.ndarray:
+    """(H, W) metres -> (H, W) uint16: round(depth * png_scale); 0 where not finite or <= 0.
+
+    Values above 65535 (depth beyond 65535 / png_scale metres: 65.535 m in millimetres) are clipped to
+    65535 with a :class:`DepthClippedWarning` giving their count and ``name`` (the file written).
+    """
+    png_scale = float(png_scale)
+    if not (math.isfinite(png_scale) and png_scale > 0):
+        raise ValueError(f"png_scale must be a positive number of PNG values per metre, got {png_scale!r}")
     d = np.asarray(depth, dtype=np.float64)
     valid = np.isfinite(d) & (d > 0)
-    mm = np.clip(np.rint(np.where(valid, d, 0.0) * PNG_SCALE), 0, 65535)
-    return mm.astype(np.uint16)
+    values = np.rint(np.where(valid, d, 0.0) * png_scale)
+    clipped = int(np.count_nonzero(values > PNG_MAX))
+    if clipped:
+        warnings.warn(f"{name or 'depth PNG'}: {clipped} of {d.size} pixels are deeper than {PNG_MAX / png_scale:g} m, "
+                      f"the most a 16-bit PNG holds at {png_scale:g} per metre, and were clipped to {PNG_MAX} "
+                      f"(the .npy keeps the exact depth; a smaller png_scale, e.g. 256 as KITTI, holds more)",
+                      DepthClippedWarning, stacklevel=2)
+    return np.clip(values, 0, PNG_MAX).astype(np.uint16)
 
 
 def parse_range(value) -> tuple[float, float] | None:
@@ -62,7 +103,8 @@ def parse_range(value) -> tuple[float, float] | None:
 
 
 def write_image_outputs(out_dir: str | os.PathLike, name: str, depth: np.ndarray, rgb: np.ndarray | None = None,
-                        depth_range: tuple[float, float] | None = None, intrinsics=None) -> list[Path]:
+                        depth_range: tuple[float, float] | None = None, intrinsics=None,
+                        png_scale: float = PNG_SCALE) -> list[Path]:
     """Write ``NAME_depth.npy``, ``NAME_depth.png``, ``NAME_color.png`` and, with ``intrinsics``, ``NAME.ply``.
 
     Args:
@@ -71,6 +113,9 @@ def write_image_outputs(out_dir: str | os.PathLike, name: str, depth: np.ndarray
         rgb: (H, W, 3) uint8 colours of the PLY points (needed with ``intrinsics``).
         depth_range: fixed colour range (min, max) in metres; default each image's 2nd-98th percentile.
         intrinsics: an :class:`~seldepth.prediction.pointcloud.Intrinsics`; ``None`` writes no PLY.
+        png_scale: values per metre in ``NAME_depth.png`` (1000: millimetres; 256: KITTI's convention;
+            a model's: :func:`png_scale_of`). Depth beyond 65535 / png_scale metres is clipped with a
+            :class:`DepthClippedWarning`.
 
     Returns:
         The paths written.
@@ -80,12 +125,15 @@ def write_image_outputs(out_dir: str | os.PathLike, name: str, depth: np.ndarray
         raise ValueError(f"expected a (H, W) depth map in metres, got shape {depth.shape}")
     base = Path(out_dir) / name
     vmin, vmax = depth_range if depth_range is not None else (None, None)
+    if intrinsics is not None and rgb is None:
+        raise ValueError("a PLY needs the image's colours (rgb)")
+    # every picture is made before the first file is written: an error leaves none of this image's files
+    png16 = depth_to_png16(depth, png_scale, str(base.with_name(base.name + "_depth.png")))
+    color = colorize_depth(depth, vmin, vmax)
     paths = [save_npy(base.with_name(base.name + "_depth.npy"), depth),
-             save_png(base.with_name(base.name + "_depth.png"), depth_to_png16(depth)),
-             save_png(base.with_name(base.name + "_color.png"), colorize_depth(depth, vmin, vmax))]
+             save_png(base.with_name(base.name + "_depth.png"), png16),
+             save_png(base.with_name(base.name + "_color.png"), color)]
     if intrinsics is not None:
-        if rgb is None:
-            raise ValueError("a PLY needs the image's colours (rgb)")
         paths.append(write_depth_ply(base.with_name(base.name + ".ply"), depth, rgb, intrinsics))
     return paths
 

@@ -13,10 +13,11 @@ from tqdm import tqdm
 
 from seldepth.data.errors import DatasetError
 from seldepth.data.images import read_rgb
+from seldepth.defaults import DEFAULT_BATCH_SIZE
 from seldepth.inference import predict_depth
 from seldepth.models.model_file import load_model
 from seldepth.prediction.inputs import InputItem, expand_inputs
-from seldepth.prediction.outputs import NpyStackWriter, parse_range, write_image_outputs
+from seldepth.prediction.outputs import NpyStackWriter, parse_range, png_scale_of, write_image_outputs
 from seldepth.prediction.pointcloud import (
     INTRINSICS_HELP,
     Intrinsics,
@@ -69,14 +70,14 @@ def _predict(model, images: torch.Tensor, flip: bool) -> np.ndarray:
     return depth[:, 0].float().cpu().numpy()
 
 
-def predict_paths(model, inputs, out_dir: str | os.PathLike, batch_size: int = 4,
+def predict_paths(model, inputs, out_dir: str | os.PathLike, batch_size: int = DEFAULT_BATCH_SIZE,
                   depth_range=None, ply: bool = False, intrinsics: Intrinsics | None = None, flip: bool = False,
-                  video_npy: bool = False, progress: bool = True) -> PredictionSummary:
+                  video_npy: bool = False, progress: bool = True, png_scale: float | None = None) -> PredictionSummary:
     """Predict depth for image files, folders, list files and videos; write the results under ``out_dir``.
 
     Per image NAME (the file stem; sub-folders of a folder input are kept): ``NAME_depth.npy``
-    (float32 metres at the image's resolution), ``NAME_depth.png`` (uint16 millimetres, 0 =
-    invalid), ``NAME_color.png`` (colour map), and with ``ply`` ``NAME.ply`` (binary PLY, XYZ + RGB,
+    (float32 metres at the image's resolution), ``NAME_depth.png`` (uint16 metres x ``png_scale``:
+    millimetres for indoor models, x256 for KITTI models; 0 = invalid), ``NAME_color.png`` (colour map), and with ``ply`` ``NAME.ply`` (binary PLY, XYZ + RGB,
     one point per valid pixel). Per video: ``NAME_depth.mp4`` (colour-mapped, same frames and rate,
     one fixed colour range) and with ``video_npy`` ``NAME_depth.npy`` (T, H, W).
 
@@ -95,6 +96,9 @@ def predict_paths(model, inputs, out_dir: str | os.PathLike, batch_size: int = 4
         flip: horizontal-flip test-time averaging.
         video_npy: also save each video's depth frames as one (T, H, W) float32 ``.npy``.
         progress: show a progress bar (stderr) and report skipped inputs as they happen.
+        png_scale: values per metre in the 16-bit PNGs; default the model's (:func:`png_scale_of`: 1000,
+            256 for KITTI models). Depth beyond 65535 / png_scale metres is clipped with a
+            :class:`~seldepth.prediction.outputs.DepthClippedWarning`.
 
     Returns:
         A :class:`PredictionSummary`.
@@ -111,6 +115,7 @@ def predict_paths(model, inputs, out_dir: str | os.PathLike, batch_size: int = 4
     items, notes = expand_inputs([inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs), exclude=out_dir)
     if isinstance(model, (str, os.PathLike)):
         model = load_model(model)
+    png_scale = png_scale_of(model) if png_scale is None else float(png_scale)
     if ply:
         intrinsics = intrinsics or intrinsics_from_metadata(getattr(model, "metadata", None))
         if intrinsics is None:
@@ -126,7 +131,8 @@ def predict_paths(model, inputs, out_dir: str | os.PathLike, batch_size: int = 4
     try:
         images = [it for it in items if it.kind == "image"]
         if images:
-            _predict_images(model, images, out_dir, batch_size, depth_range, intrinsics, flip, progress, summary)
+            _predict_images(model, images, out_dir, batch_size, depth_range, intrinsics, flip, progress, summary,
+                            png_scale)
         for item in (it for it in items if it.kind == "video"):
             _predict_video(model, item, out_dir, batch_size, depth_range, flip, video_npy, progress, summary)
     finally:
@@ -142,7 +148,7 @@ def _skip(summary: PredictionSummary, path, reason: str, progress: bool) -> None
 
 
 def _predict_images(model, items: list[InputItem], out_dir: Path, batch_size: int, depth_range, intrinsics,
-                    flip: bool, progress: bool, summary: PredictionSummary) -> None:
+                    flip: bool, progress: bool, summary: PredictionSummary, png_scale: float = 1000.0) -> None:
     buckets: dict[tuple[int, int], list[tuple[InputItem, torch.Tensor]]] = {}
     with tqdm(total=len(items), unit="img", desc="predict", disable=not progress, file=sys.stderr) as bar:
         def flush(size):
@@ -153,7 +159,7 @@ def _predict_images(model, items: list[InputItem], out_dir: Path, batch_size: in
             for (item, rgb), depth in zip(batch, depths):
                 summary.written += write_image_outputs(out_dir, item.name, depth,
                                                        _uint8_rgb(rgb) if intrinsics is not None else None,
-                                                       depth_range, intrinsics)
+                                                       depth_range, intrinsics, png_scale)
                 summary.images += 1
             bar.update(len(batch))
 

@@ -164,6 +164,12 @@ def attention_overlay(attention: torch.Tensor, image: torch.Tensor, cmap: str = 
     return Image.fromarray(np.round(255 * ((1 - alpha) * rgb + alpha * heat)).astype(np.uint8))
 
 
+def _aspect(image: torch.Tensor) -> float:
+    """Height / width of the panels, kept within [1/8, 8] (a 1-pixel-wide image must not make a figure miles high)."""
+    height, width = image.shape[-2:]
+    return min(max(height / max(width, 1), 1 / 8), 8.0)
+
+
 def save_attention(result: AttentionMaps, image: torch.Tensor, out_dir: str | os.PathLike, prefix: str = "attention",
                    cmap: str = "inferno", alpha: float = 0.5, columns: int = 6) -> list[Path]:
     """Write ``PREFIX_LAYER.png`` overlays, ``PREFIX_sheet.png`` (image and all layers) and ``PREFIX.npz`` (raw maps).
@@ -190,8 +196,8 @@ def save_attention(result: AttentionMaps, image: torch.Tensor, out_dir: str | os
     panels = [("image", image.permute(1, 2, 0).clamp(0, 1).cpu().numpy()), *overlays.items()]
     cols = min(columns, len(panels))
     rows = math.ceil(len(panels) / cols)
-    height, width = image.shape[-2:]
-    fig = Figure(figsize=(2.6 * cols, 2.6 * rows * height / width + 0.35 * rows))
+    aspect = _aspect(image)
+    fig = Figure(figsize=(2.6 * cols, 2.6 * rows * aspect + 0.35 * rows))
     for i, (title, picture) in enumerate(panels):
         ax = fig.add_subplot(rows, cols, i + 1)
         ax.imshow(picture)
@@ -218,8 +224,7 @@ def plot_attention_grid(image: torch.Tensor, rows: dict[str, AttentionMaps], pat
         path: PNG to write (atomically).
     """
     columns = 1 + max(len(r.maps) for r in rows.values())
-    height, width = image.shape[-2:]
-    fig = Figure(figsize=(2.3 * columns, (2.3 * height / width + 0.4) * len(rows)))
+    fig = Figure(figsize=(2.3 * columns, (2.3 * _aspect(image) + 0.4) * len(rows)))
     picture = image.permute(1, 2, 0).clamp(0, 1).cpu().numpy()
     for r, (title, result) in enumerate(rows.items()):
         panels = [(f"{title}: image", picture)]

@@ -36,6 +36,7 @@ import torch
 from tqdm.auto import tqdm
 
 from seldepth.atomic import write_text_atomic
+from seldepth.defaults import DEFAULT_REPORT_SAMPLES
 from seldepth.report.ablation_plots import plot_ablation
 from seldepth.report.run_plots import plot_mean_ds_comparison, plot_prediction_grid, plot_training_curves, run_colors
 from seldepth.report.selectivity_plots import plot_unit_responses
@@ -232,7 +233,8 @@ def sample_indices(length: int, samples: int) -> list[int]:
     return [] if n <= 0 else sorted({round(float(i)) for i in np.linspace(0, length - 1, n)})
 
 
-def predictions_section(runs: list[RunFolder], samples: int, figures: FigureFolder, progress: bool = True) -> str:
+def predictions_section(runs: list[RunFolder], samples: int, figures: FigureFolder, progress: bool = True,
+                        device="cpu") -> str:
     """The sample-prediction grid of ``samples`` images of the first run's test split."""
     if samples <= 0:
         return note("No sample predictions: samples = 0.")
@@ -249,7 +251,7 @@ def predictions_section(runs: list[RunFolder], samples: int, figures: FigureFold
                     disable=not progress):
         from seldepth.models.model_file import load_model
 
-        model = load_model(run.model_file).eval()
+        model = load_model(run.model_file, device=device).eval()
         predictions[run.name] = [predict_depth_map(model, s["image"], tuple(s["depth"].shape[-2:])) for s in items]
         del model
     if not predictions:
@@ -269,7 +271,7 @@ def predict_depth_map(model: torch.nn.Module, image: torch.Tensor, size: tuple[i
     return predict_depth(model, image[None], size=size)[0, 0].float().cpu().numpy()
 
 
-def attention_section(runs: list[RunFolder], figures: FigureFolder, max_layers: int = 6) -> str:
+def attention_section(runs: list[RunFolder], figures: FigureFolder, max_layers: int = 6, device="cpu") -> str:
     """Attention maps A(T) = sum |T| of each run's layers on the first test image (the attention visualisation of Jiao et al., ECCV 2018).
 
     The layers are :func:`response_layers` (regularised or most selective) when the runs have
@@ -290,7 +292,7 @@ def attention_section(runs: list[RunFolder], figures: FigureFolder, max_layers: 
         if run.model_file is None:
             notes.append(note(f"{run.name}: no model.safetensors, left out."))
             continue
-        model = load_model(run.model_file)
+        model = load_model(run.model_file, device=device)
         known = list(getattr(model, "selectivity_layers", {}) or {})
         layers = [layer for layer in wanted if layer in known] or known[:max_layers]
         if not layers:
@@ -421,7 +423,8 @@ def generation_info(runs: list[RunFolder]) -> str:
             f"(torch {esc(torch.__version__)}) from {len(runs)} run folder{'s' if len(runs) != 1 else ''}: {folders}.")
 
 
-def write_report(run_dirs: list, out: str | os.PathLike, samples: int = 4, progress: bool = True) -> Path:
+def write_report(run_dirs: list, out: str | os.PathLike, samples: int = DEFAULT_REPORT_SAMPLES, progress: bool = True,
+                 device="cpu") -> Path:
     """Write one self-contained HTML page comparing training run folders.
 
     Args:
@@ -429,6 +432,7 @@ def write_report(run_dirs: list, out: str | os.PathLike, samples: int = 4, progr
         out: the HTML file to write (atomically: a temporary file, then a rename).
         samples: test images of the first run's data in the prediction grid (0: none).
         progress: show a progress bar over the sections.
+        device: where the runs' models predict and show attention (``cpu``, ``cuda[:N]``, ``mps``, ``auto``).
 
     Returns:
         ``out`` as a Path.
@@ -448,10 +452,10 @@ def write_report(run_dirs: list, out: str | os.PathLike, samples: int = 4, progr
             ("predictions", "Sample predictions",
              ("Test images of the first run's data: RGB, ground truth, each run's prediction, then each run's "
               "absolute error; all depth panels share one colour range."),
-             lambda: predictions_section(runs, int(samples), figures, progress)),
+             lambda: predictions_section(runs, int(samples), figures, progress, device)),
             ("attention", "Attention maps",
              "A(T) = sum over channels of |T| for the layers shown below, per run, on one test image (Jiao et al., ECCV 2018).",
-             lambda: attention_section(runs, figures)),
+             lambda: attention_section(runs, figures, device=device)),
             ("mean-ds", "Mean depth selectivity per layer",
              "Mean DS of each layer's units in each run's dissection, runs side by side.",
              lambda: mean_ds_section(runs, figures)),

@@ -20,7 +20,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from seldepth.colormap import colorize_depth
+from seldepth.colormap import colorize_depth, depth_map_2d
 from seldepth.report.selectivity_plots import save_figure
 
 DEPTH_CMAP = "turbo"  # colorize_depth's default
@@ -165,10 +165,11 @@ def plot_prediction_grid(images: list[np.ndarray], depths: list[np.ndarray], val
         raise ValueError(f"plot_prediction_grid: expected the same number (> 0) of images, depths, valids and "
                          f"predictions per run, got {n}, {len(depths)}, {len(valids)}, "
                          f"{ {k: len(v) for k, v in predictions.items()} }")
-    depths = [np.squeeze(np.asarray(d, dtype=np.float64)) for d in depths]
-    valids = [np.squeeze(np.asarray(v, dtype=bool)) & np.isfinite(d) & (d > 0) for d, v in zip(depths, valids)]
+    # leading axes of size 1 only (np.squeeze would also flatten a 1-pixel-high or -wide map)
+    depths = [depth_map_2d(np.asarray(d, dtype=np.float64), "depths") for d in depths]
+    valids = [depth_map_2d(np.asarray(v, dtype=bool), "valids") & np.isfinite(d) & (d > 0) for d, v in zip(depths, valids)]
     vmin, vmax = depth_range or depth_limits(depths, valids)
-    errors = {name: [np.where(v, np.abs(np.squeeze(np.asarray(p, dtype=np.float64)) - d), np.nan)
+    errors = {name: [np.where(v, np.abs(depth_map_2d(np.asarray(p, dtype=np.float64), name) - d), np.nan)
                      for p, d, v in zip(preds, depths, valids)] for name, preds in predictions.items()}
     all_err = np.concatenate([e[np.isfinite(e)].ravel() for errs in errors.values() for e in errs] or [np.zeros(1)])
     emax = float(max(np.percentile(all_err, 98) if all_err.size else 1.0, 1e-3))
@@ -184,7 +185,7 @@ def plot_prediction_grid(images: list[np.ndarray], depths: list[np.ndarray], val
         row[1].imshow(colorize_depth(np.where(valids[i], depths[i], 0), vmin, vmax, cmap=DEPTH_CMAP))
         row[1].set_title("ground truth", fontsize=7)
         for j, (name, preds) in enumerate(predictions.items()):
-            pred = np.squeeze(np.asarray(preds[i], dtype=np.float64))
+            pred = depth_map_2d(np.asarray(preds[i], dtype=np.float64), name)
             err = errors[name][i]
             rmse = float(np.sqrt(np.nanmean(err ** 2))) if np.isfinite(err).any() else float("nan")
             row[2 + j].imshow(colorize_depth(pred, vmin, vmax, cmap=DEPTH_CMAP))

@@ -51,8 +51,9 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from seldepth.atomic import write_text_atomic
+from seldepth.defaults import DEFAULT_ABLATION_BATCH_SIZE, DEFAULT_ABLATION_SEEDS, DEFAULT_FRACTIONS
 from seldepth.data.collate import collate_samples
-from seldepth.data.skipping import sample_batches
+from seldepth.data.skipping import first_sample, sample_batches
 from seldepth.evaluation.metrics import DepthMetrics
 from seldepth.evaluation.protocol import Protocol, get_protocol
 from seldepth.inference import model_input, predict_depth
@@ -62,7 +63,6 @@ from seldepth.selectivity.dissect import check_depth_range, dissect, resolve_lay
 CURVES = ("top", "random", "bottom")
 MODES = ("zero", "mean")
 METRICS = ("rmse", "abs_rel", "delta1")
-DEFAULT_FRACTIONS = (0.0, 0.1, 0.25, 0.5, 0.75)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -221,6 +221,8 @@ def channel_means(model: nn.Module, dataset: Dataset, layer: str, batch_size: in
             _run_until(model, module, model_input(model, batch["image"]), lambda out: acc(module, (), out))
     finally:
         model.train(was_training)
+    if acc.count == 0 and len(dataset):
+        first_sample(dataset)  # DatasetError naming the data when no sample could be read
     return acc.means()
 
 
@@ -466,7 +468,7 @@ def format_table(result: dict | AblationResult) -> str:
 # The experiment
 # ---------------------------------------------------------------------------------------------
 
-def check_ablation_args(model: nn.Module, layer: str, fractions=DEFAULT_FRACTIONS, seeds: int = 3,
+def check_ablation_args(model: nn.Module, layer: str, fractions=DEFAULT_FRACTIONS, seeds: int = DEFAULT_ABLATION_SEEDS,
                         mode: str = "zero") -> tuple[str, list[float]]:
     """Check the arguments of :func:`ablate` (no data is read).
 
@@ -499,9 +501,9 @@ def _metrics(metric) -> dict[str, float]:
 
 
 @torch.no_grad()
-def ablate(model: nn.Module, dataset: Dataset, layer: str, fractions=DEFAULT_FRACTIONS, seeds: int = 3,
+def ablate(model: nn.Module, dataset: Dataset, layer: str, fractions=DEFAULT_FRACTIONS, seeds: int = DEFAULT_ABLATION_SEEDS,
            mode: str = "zero", bins: str | BinScheme = DEFAULT_BINS, depth_range: tuple[float, float] = DEFAULT_DEPTH_RANGE,
-           protocol="nyu", batch_size: int = 8, progress: bool = True,
+           protocol="nyu", batch_size: int = DEFAULT_ABLATION_BATCH_SIZE, progress: bool = True,
            selectivity: torch.Tensor | None = None) -> AblationResult:
     """Depth metrics against the fraction of a layer's most / least / randomly chosen selective units ablated.
 
@@ -553,7 +555,8 @@ def ablate(model: nn.Module, dataset: Dataset, layer: str, fractions=DEFAULT_FRA
     model.eval()
     try:
         widths = []
-        first = model_input(model, dataset[0]["image"][None])
+        # the first readable sample (DatasetError naming the data when none is: all skipped under on_error="skip")
+        first = model_input(model, first_sample(dataset)["image"][None])
         if not _run_until(model, module, first, lambda out: widths.append(out)):
             raise ValueError(f"layer: {layer!r} ({path}) did not run in the model's forward pass")
         out = widths[0]

@@ -27,10 +27,9 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
+from seldepth.defaults import DEFAULT_BINS, DEFAULT_DEPTH_RANGE, DEFAULT_NUM_BINS  # noqa: F401  (re-exported)
+
 KINDS = ("sid", "linear", "log", "quantile")
-DEFAULT_NUM_BINS = 64
-DEFAULT_BINS = f"sid:{DEFAULT_NUM_BINS}"  # the bin scheme of every dissection unless told otherwise
-DEFAULT_DEPTH_RANGE = (1e-3, 10.0)  # valid ground truth (min, max), metres, exclusive: the NYU range
 
 # Per data set defaults of each scheme's parameters.
 PRESETS: dict[str, dict[str, dict[str, float]]] = {

@@ -47,7 +47,8 @@ from tqdm.auto import tqdm
 
 from seldepth.atomic import atomic_path, write_text_atomic
 from seldepth.data.collate import collate_samples
-from seldepth.data.skipping import sample_batches
+from seldepth.data.skipping import first_sample, is_skipped, no_readable_sample, sample_batches
+from seldepth.defaults import DEFAULT_BATCH_SIZE, DEFAULT_NUM_WORKERS
 from seldepth.inference import model_preprocessing
 from seldepth.selectivity.bins import DEFAULT_BINS, DEFAULT_DEPTH_RANGE, BinScheme, EdgeRefinement, bin_centres, parse_bins
 from seldepth.selectivity.responses import (
@@ -540,8 +541,12 @@ def fit_bins(scheme: BinScheme, dataset: Dataset, depth_range: tuple[float, floa
     g = torch.Generator().manual_seed(seed)
     values = []
     lo, hi = depth_range
+    read = 0
     for i in range(len(dataset)):
         s = dataset[i]
+        if is_skipped(s):  # an unreadable sample under on_error="skip"
+            continue
+        read += 1
         d = s["depth"].flatten()
         ok = (d > lo) & (d < hi)
         if "valid" in s:
@@ -550,11 +555,14 @@ def fit_bins(scheme: BinScheme, dataset: Dataset, depth_range: tuple[float, floa
         if d.numel() > samples_per_image:
             d = d[torch.randperm(d.numel(), generator=g)[:samples_per_image]]
         values.append(d.double())
+    if len(dataset) and not read:
+        raise no_readable_sample(dataset)
     return scheme.fit(torch.cat(values) if values else torch.zeros(0, dtype=torch.float64))
 
 
 def dissect(model: nn.Module, dataset: Dataset, layers=None, bins: str | BinScheme = DEFAULT_BINS,
-            depth_range: tuple[float, float] = DEFAULT_DEPTH_RANGE, batch_size: int = 4, num_workers: int = 0,
+            depth_range: tuple[float, float] = DEFAULT_DEPTH_RANGE, batch_size: int = DEFAULT_BATCH_SIZE,
+            num_workers: int = DEFAULT_NUM_WORKERS,
             progress: bool = True, dtype: torch.dtype = torch.float64, shard: bool = True,
             preprocess=None) -> DissectionResult:
     """Depth selectivity of a model's units over a data set of sample dicts.
@@ -592,8 +600,8 @@ def dissect(model: nn.Module, dataset: Dataset, layers=None, bins: str | BinSche
     try:
         for batch in tqdm(sample_batches(loader), total=len(loader), desc="dissect", unit="batch", disable=not progress):
             dissector.update(preprocess(batch["image"]), batch["depth"], batch["valid"])
-        if dissector.num_images == 0 and len(dataset):
-            dissector.probe(preprocess(dataset[0]["image"][None]))
+        if dissector.num_images == 0 and len(dataset):  # no valid pixel, or no readable sample (DatasetError)
+            dissector.probe(preprocess(first_sample(dataset)["image"][None]))
     finally:
         model.train(was_training)
     return dissector.compute()

@@ -14,7 +14,7 @@ import yaml
 from jsonargparse import ActionConfigFile, ArgumentParser
 
 from seldepth.data.datamodule import DataConfig
-from seldepth.data.spec import resolve_spec
+from seldepth.data.spec import check_spec
 from seldepth.data.subsets import read_selection
 from seldepth.evaluation.protocol import PRESETS
 from seldepth.inference import semantic_classes
@@ -41,7 +41,8 @@ class TrainerConfig:
     Attributes:
         epochs: epochs to train.
         out_dir: run folder: checkpoints/, logs, config.yaml, model.safetensors.
-        accelerator, devices, num_nodes, strategy: Lightning's (``ddp`` for multi-process).
+        accelerator, devices, num_nodes, strategy, precision: Lightning's, passed to its Trainer as they are
+            (``accelerator: auto`` trains on a GPU when there is one, else on the CPU; ``ddp`` for multi-process).
         checkpoint_every_n_steps: save ``last.ckpt`` every N training steps instead of at each epoch end.
         seed: seeds torch, numpy, python and the loader workers.
         max_minutes: stop training after this many minutes of wall-clock time (at a step's end; the
@@ -52,7 +53,7 @@ class TrainerConfig:
 
     epochs: int = 60
     out_dir: str = "runs/meter_xxs"
-    accelerator: str = "cpu"
+    accelerator: str = "auto"
     devices: int = 1
     num_nodes: int = 1
     strategy: str = "auto"
@@ -181,7 +182,7 @@ def validate(cfg: TrainConfig, check_init: bool = True) -> None:
         raise ValueError(f"model: unknown model {cfg.model!r}; available: {', '.join(list_models())}")
     if cfg.protocol not in PRESETS:
         raise ValueError(f"protocol: unknown protocol {cfg.protocol!r}; available: {', '.join(PRESETS)}")
-    resolve_spec(cfg.data.path, key="data.path")
+    check_spec(cfg.data.path, key="data.path")  # kind, path, layout and the options' names and values: no data read
     if cfg.data.train_subset:
         read_selection(cfg.data.train_subset)  # exists and lists indices (their range is checked when the data is opened)
     try:

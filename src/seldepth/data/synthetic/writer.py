@@ -26,10 +26,12 @@ import re
 from pathlib import Path
 
 import numpy as np
+from filelock import FileLock
 from PIL import Image
 
 from seldepth.atomic import atomic_path
 from seldepth.data.synthetic.geometry import CLASSES
+from seldepth.defaults import DEFAULT_SCENES, DEFAULT_SIZE
 from seldepth.data.synthetic.render import (
     MAX_DEPTH,
     MIN_DEPTH,
@@ -42,20 +44,27 @@ FORMAT_VERSION = 1
 _SPLIT_STREAM = 0x5B1175  # extra seed words of the split permutation, apart from the scenes' (seed, s)
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """Parse a ``WxH`` size string (NYU's ``640x480`` convention) into ``(H, W)``.
+def parse_size(text: str, key: str = "size") -> tuple[int, int]:
+    """Parse an ``HxW`` size string (height x width, torch's order) into ``(H, W)``.
+
+    The one reader of sizes on the command line (``seldepth synth --size``, ``seldepth bench --size``).
+
+    Args:
+        text: ``"HxW"``, e.g. ``"192x256"`` (``X`` and spaces around the numbers are accepted).
+        key: the argument's name, for the error message.
+
+    Raises:
+        ValueError: naming ``key``, for anything but two positive integers.
 
     Example:
-        >>> parse_size("256x192")
+        >>> parse_size("192x256")
         (192, 256)
     """
     m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", str(text))
-    if not m:
-        raise ValueError(f"size must be 'WIDTHxHEIGHT' such as '256x192', got {text!r}")
-    w, h = int(m.group(1)), int(m.group(2))
-    if w < 1 or h < 1:
-        raise ValueError(f"size must be positive, got {text!r}")
-    return h, w
+    if not m or int(m.group(1)) < 1 or int(m.group(2)) < 1:
+        raise ValueError(f"{key} must be HxW (height x width) with two positive integers, e.g. "
+                         f"{DEFAULT_SIZE[0]}x{DEFAULT_SIZE[1]}; got {text!r}")
+    return int(m.group(1)), int(m.group(2))
 
 
 def _check_args(num, size, seed, sequence_length, splits, workers):
@@ -98,6 +107,24 @@ def split_of_scenes(num: int, seed: int, splits=(0.8, 0.1, 0.1)) -> list[str]:
     return out
 
 
+_LOCKS: dict[str, FileLock] = {}  # one lock object per lock file in this process (reentrant)
+
+
+def generation_lock(out_dir: str | os.PathLike) -> FileLock:
+    """The inter-process lock of generating into ``out_dir``: the file ``OUT_DIR.lock`` beside the folder.
+
+    Two processes that generate the same set (the cached default set, say) take turns: the second waits,
+    then finds the set complete. Reentrant within a process (:func:`generate` takes it too).
+    """
+    out = Path(out_dir).absolute()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    path = str(out.with_name(out.name + ".lock"))
+    lock = _LOCKS.get(path)
+    if lock is None:
+        lock = _LOCKS[path] = FileLock(path)
+    return lock
+
+
 def _replace_write(path: Path, write) -> None:
     """Write through ``write(tmp_path)`` to a unique temporary name, then move it into place."""
     with atomic_path(path) as tmp:
@@ -131,7 +158,7 @@ def _scene_job(args):
     return split, names
 
 
-def generate(out_dir: str | os.PathLike, num: int, size: tuple[int, int] | str = (192, 256), seed: int = 0,
+def generate(out_dir: str | os.PathLike, num: int = DEFAULT_SCENES, size: tuple[int, int] | str = DEFAULT_SIZE, seed: int = 0,
              sequence_length: int = 1, splits=(0.8, 0.1, 0.1), preview: bool = False, progress: bool = True,
              workers: int | None = 1) -> dict:
     """Render and write a synthetic indoor RGB-D data set in the NYU DenseDepth layout.
@@ -139,7 +166,7 @@ def generate(out_dir: str | os.PathLike, num: int, size: tuple[int, int] | str =
     Args:
         out_dir: folder to write into (created if missing).
         num: number of scenes; each gives ``sequence_length`` frames.
-        size: (H, W) of the images, or a ``"WxH"`` string such as ``"256x192"``.
+        size: (H, W) of the images, or an ``"HxW"`` string such as ``"192x256"`` (:func:`parse_size`).
         seed: data set seed; scene ``s`` is drawn from ``numpy.random.default_rng([seed, s])``.
         sequence_length: frames per scene T; T > 1 renders a smooth camera walk through the scene.
         splits: fractions of the scenes for train, val and test.
@@ -157,6 +184,12 @@ def generate(out_dir: str | os.PathLike, num: int, size: tuple[int, int] | str =
     """
     num, size, seed, length, fractions = _check_args(num, size, seed, sequence_length, splits, workers)
     out = Path(out_dir)
+    with generation_lock(out):  # another process generating into the same folder finishes first
+        return _generate(out, num, size, seed, length, fractions, preview, progress, workers)
+
+
+def _generate(out: Path, num: int, size: tuple[int, int], seed: int, length: int, fractions, preview: bool,
+              progress: bool, workers: int | None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     marker = out / "dataset.json"
     if marker.exists():
