@@ -1,11 +1,15 @@
-"""Defaults of the library that the command line shows in ``--help``: defined once, here.
+"""Defaults of the library that the command line shows in ``--help``, and its optional parts: defined once, here.
 
 The library's functions take these as their parameter defaults and re-export the public ones
 (``seldepth.selectivity.DEFAULT_BINS``, ...); the ``seldepth`` command imports them from this module.
-It imports nothing (no torch), so that ``seldepth --help`` and ``seldepth SUBCOMMAND --help`` start fast.
+It imports nothing (no torch), so that ``seldepth --help`` and ``seldepth SUBCOMMAND --help`` start fast; it also holds
+the one check of option values (:func:`check_number`) that the config dataclasses and library functions share.
 """
 
 from __future__ import annotations
+
+import importlib
+import importlib.util
 
 # Selectivity (seldepth.selectivity): bins, the valid ground truth, ablation.
 DEFAULT_NUM_BINS = 64
@@ -38,3 +42,90 @@ DEFAULT_WARMUP = 10  # untimed calls per backend first
 DEFAULT_CALIBRATION_IMAGES = 16  # images that calibrate INT8 quantisation
 DEFAULT_COMPILE_BUDGET_S = 180.0  # seconds torch.compile's first call may take
 
+
+
+# Optional parts (pip extras): module -> (extra, what needs it). ``make`` installs them all.
+EXTRAS = {
+    "onnx": ("onnx", "ONNX export, ONNX Runtime models and benchmarks"),
+    "onnxruntime": ("onnx", "ONNX Runtime models, INT8 quantisation and benchmarks"),
+    "onnxscript": ("onnx", "ONNX export"),
+    "av": ("video", "video input and output, and 16-bit colour PNGs"),
+    "scipy": ("mat", "MATLAB v5 .mat files (the official NYU splits.mat)"),
+    "tensorboard": ("tensorboard", "TensorBoard logs of training runs"),
+}
+
+
+class MissingExtraError(ImportError):
+    """An optional package that a feature needs is not installed; the message gives the pip line."""
+
+
+def require(module: str):
+    """Import ``module``, one of the optional packages of :data:`EXTRAS`.
+
+    Raises:
+        MissingExtraError: naming the package, what needs it and the pip line that installs it.
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        top = module.split(".")[0]
+        extra, what = EXTRAS.get(top, ("all", "this feature"))
+        raise MissingExtraError(f"{what} needs the optional package {top!r}, which is not installed: "
+                                f"pip install 'seldepth[{extra}]'") from None
+
+
+def has_extra(module: str) -> bool:
+    """Whether the optional package ``module`` can be imported (without importing it)."""
+    return importlib.util.find_spec(module.split(".")[0]) is not None
+
+
+# Checking option values: the one check of "a finite number (or an integer) in range" that every config dataclass
+# and library function uses, so that each error reads the same and names the key or argument.
+
+def _bounds_text(low, high, low_open: bool, high_open: bool) -> str:
+    def text(v) -> str:
+        return str(v) if isinstance(v, int) else f"{v:g}"
+
+    if low is not None and high is not None:
+        return f"in {'(' if low_open else '['}{text(low)}, {text(high)}{')' if high_open else ']'}"
+    if low is not None:
+        return f"{'>' if low_open else '>='} {text(low)}"
+    if high is not None:
+        return f"{'<' if high_open else '<='} {text(high)}"
+    return ""
+
+
+def check_number(key: str, value, low: float | None = None, high: float | None = None, *, low_open: bool = False,
+                 high_open: bool = False, integer: bool = False, optional: bool = False):
+    """``value`` when it is a finite number (with ``integer``: an integer) within the bounds; else a ValueError naming ``key``.
+
+    ``low`` and ``high`` are inclusive unless ``low_open`` / ``high_open``; ``optional`` lets None through (``null``).
+    NaN and infinities are never accepted, booleans are not numbers, and an integer option takes no fraction
+    (2.5 is refused, never truncated to 2).
+
+    Example:
+        >>> check_number("optim.lr", 1e-3, 0, low_open=True)
+        0.001
+        >>> check_number("optim.lr", float("inf"), 0, low_open=True)
+        Traceback (most recent call last):
+        ...
+        ValueError: optim.lr must be a finite number > 0, got inf
+    """
+    import math
+    import numbers
+
+    if value is None and optional:
+        return None
+    kind = numbers.Integral if integer else numbers.Real
+    ok = isinstance(value, kind) and not isinstance(value, bool)
+    if ok and not integer:
+        ok = math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if not ok:
+        bounds = _bounds_text(low, high, low_open, high_open)
+        what = ("an integer" if integer else "a finite number") + (f" {bounds}" if bounds else "")
+        raise ValueError(f"{key} must be {what}{' or null' if optional else ''}, got {value!r}")
+    return value

@@ -18,6 +18,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from seldepth.data.errors import DatasetError
+from seldepth.defaults import has_extra
 
 # The most pixels an image (or values a depth array) may declare before it is decoded: one 80-megapixel
 # image took 7.3 GB to read. Raised (or, with 0, lifted) by the environment variable or ``max_pixels=``.
@@ -117,7 +118,9 @@ def _png_bit_depth_and_colour(source: str | Path | bytes) -> tuple[int, int] | N
 
 def _decode_png48(source: str | Path | bytes) -> np.ndarray | None:
     """A 16-bit RGB(A) PNG as (H, W, 3) uint16 through FFmpeg (Pillow keeps 8 bits only); None if that fails."""
-    import av  # a dependency (videos); imported only for 16-bit colour PNGs
+    if not has_extra("av"):  # the video extra; without it, Pillow's 8 bits
+        return None
+    import av
 
     try:
         with av.open(io.BytesIO(source) if isinstance(source, bytes) else str(source), format="png_pipe") as container:

@@ -28,6 +28,7 @@ from seldepth.data.files import read_text_file
 from seldepth.data.nyu_densedepth import nyu_intrinsics
 from seldepth.data.sample import make_sample
 from seldepth.data.skipping import check_on_error, leave_out
+from seldepth.defaults import require
 
 SPLITS = ("train", "test", "all")
 SPLIT_KEYS = {"train": "trainNdxs", "test": "testNdxs"}
@@ -93,10 +94,10 @@ def _read_mat_vector(path: Path, key: str) -> np.ndarray:
             raise
         except _H5_ERRORS as exc:
             raise DatasetError(f"{path}: key {key!r} cannot be read ({exc})") from None
-    import scipy.io
+    scipy_io = require("scipy.io")  # an optional part: only MATLAB v5 files need it
 
     try:
-        mat = scipy.io.loadmat(path, variable_names=[key])
+        mat = scipy_io.loadmat(path, variable_names=[key])
     except (ValueError, OSError, TypeError, NotImplementedError, EOFError, IndexError) as exc:
         raise DatasetError(f"{path}: not a readable MATLAB file ({exc})") from None
     if key not in mat:

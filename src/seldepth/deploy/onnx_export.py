@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from seldepth.atomic import atomic_path
+from seldepth.defaults import require
 from seldepth.models.onnx_model import ONNX_FORMAT, ort_session
 from seldepth.models.preprocessing import Preprocessing
 
@@ -56,7 +57,7 @@ def check_export_args(fmt: str, int8: bool = False, calibration: str | None = No
 
 
 def save_onnx_atomic(proto, path: Path) -> None:
-    import onnx
+    onnx = require("onnx")
 
     with atomic_path(path) as tmp:
         onnx.save_model(proto, str(tmp))
@@ -106,7 +107,8 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, input_size: tup
     Raises:
         ExportError: the ONNX output differs from torch by more than 1e-4 m.
     """
-    import onnx
+    onnx = require("onnx")  # optional parts, imported when an export is made
+    require("onnxscript")
 
     path = Path(path)
     prep = _preprocessing_of(model)

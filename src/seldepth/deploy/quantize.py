@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from seldepth.defaults import DEFAULT_CALIBRATION_IMAGES
+from seldepth.defaults import DEFAULT_CALIBRATION_IMAGES, require
 from seldepth.deploy.onnx_export import ExportError, quiet_exporters, save_onnx_atomic
 from seldepth.models.base import pad_to_multiple
 from seldepth.models.onnx_model import ort_session, read_onnx_props
@@ -76,8 +76,15 @@ def quantize_int8(onnx_path: str | os.PathLike, out_path: str | os.PathLike, cal
         ``{"path", "num_images", "max_abs_diff_m", "mean_abs_diff_m", "settings"}``: the difference
         to the FP32 model on the calibration images.
     """
-    import onnx
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+    onnx = require("onnx")
+    require("onnxruntime")  # an optional part: a clear error with the pip line when it is missing
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     onnx_path, out_path = Path(onnx_path), Path(out_path)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from seldepth.defaults import require
 from seldepth.models.base import pad_to_multiple
 from seldepth.models.preprocessing import Preprocessing
 
@@ -18,7 +19,7 @@ ONNX_FORMAT = "seldepth-onnx-1"  # the metadata_props format of seldepth's ONNX 
 
 def ort_session(path: str | os.PathLike, threads: int | None = None, optimization: str = "all"):
     """An ONNX Runtime CPU session on ``path`` with ``threads`` intra-op threads (None: ORT's default)."""
-    import onnxruntime as ort
+    ort = require("onnxruntime")  # an optional part, imported when an ONNX file is run
 
     levels = {"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
               "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
@@ -35,7 +36,7 @@ def ort_session(path: str | os.PathLike, threads: int | None = None, optimizatio
 
 def read_onnx_props(path: str | os.PathLike) -> dict[str, str]:
     """The raw ``metadata_props`` of an ONNX file."""
-    import onnx
+    onnx = require("onnx")
 
     proto = onnx.load(str(path), load_external_data=False)
     return {p.key: p.value for p in proto.metadata_props}
@@ -82,16 +83,31 @@ class OnnxDepthModel:
         for key in ("config", "preprocessing", "provenance") + (("intrinsics",) if "intrinsics" in props else ()):
             try:
                 meta[key] = json.loads(props.get(key, "{}"))
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):
                 raise ValueError(f"{self.path}: ONNX metadata {key!r} is not valid JSON") from None
+            if not isinstance(meta[key], dict) and not (key == "intrinsics" and meta[key] is None):
+                raise ValueError(f"{self.path}: ONNX metadata {key!r} must be a JSON object, got "
+                                 f"{type(meta[key]).__name__} {meta[key]!r:.80}")
         if meta.get("output_unit", "m") != "m":
-            raise ValueError(f"{self.path}: output unit {meta['output_unit']!r}; seldepth models output metres ('m')")
+            raise ValueError(f"{self.path}: ONNX metadata 'output_unit' is {meta['output_unit']!r}; "
+                             f"seldepth models output metres ('m')")
         self.metadata = meta
-        self.preprocessing = Preprocessing.from_dict(meta["preprocessing"])
+        try:
+            self.preprocessing = Preprocessing.from_dict(meta["preprocessing"])
+        except ValueError as exc:
+            raise ValueError(f"{self.path}: ONNX metadata {exc}") from None
         self.name = meta.get("architecture") or self.path.stem
         self.threads = threads
-        self.size_multiple = int(meta.get("size_multiple", "1") or 1)
-        inp = self.session.get_inputs()[0]
+        multiple = str(meta.get("size_multiple", "1") or "1").strip()
+        if not multiple.isdigit() or not 1 <= int(multiple) <= 4096:
+            raise ValueError(f"{self.path}: ONNX metadata 'size_multiple' must be a whole number in 1..4096, "
+                             f"got {multiple!r:.80}")
+        self.size_multiple = int(multiple)
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1 or len(inputs[0].shape) != 4:
+            raise ValueError(f"{self.path}: expected a graph with one (B, 3, H, W) input, got "
+                             f"{[(i.name, i.shape) for i in inputs]}")
+        inp = inputs[0]
         self.input_name = inp.name
         self.input_shape = tuple(d if isinstance(d, int) else None for d in inp.shape)
 
@@ -113,8 +129,7 @@ class OnnxDepthModel:
 
     def num_parameters(self) -> int:
         """Number of weights stored in the graph's initialisers (INT8 weights count once)."""
-        import onnx
-
+        onnx = require("onnx")
         proto = onnx.load(str(self.path), load_external_data=False)
         return int(sum(math.prod(t.dims) for t in proto.graph.initializer if len(t.dims) > 1 or
                        (len(t.dims) == 1 and t.dims[0] > 1 and t.data_type in (1, 3, 6))))

@@ -13,11 +13,17 @@ from tqdm import tqdm
 
 from seldepth.data.errors import DatasetError
 from seldepth.data.images import read_rgb
-from seldepth.defaults import DEFAULT_BATCH_SIZE
-from seldepth.inference import predict_depth
+from seldepth.defaults import DEFAULT_BATCH_SIZE, require
+from seldepth.atomic import remove_stale_temporaries
+from seldepth.inference import check_some_finite, count_non_finite, predict_depth
 from seldepth.models.model_file import load_model
 from seldepth.prediction.inputs import InputItem, expand_inputs
-from seldepth.prediction.outputs import NpyStackWriter, parse_range, png_scale_of, write_image_outputs
+from seldepth.prediction.outputs import (
+    NpyStackWriter,
+    parse_range,
+    png_scale_of,
+    write_image_outputs,
+)
 from seldepth.prediction.pointcloud import (
     INTRINSICS_HELP,
     Intrinsics,
@@ -37,6 +43,9 @@ class PredictionSummary:
         skipped: (input path, reason) of each input that could not be read.
         notes: things the user should know (renamed outputs, padded videos, video colour ranges).
         images, videos, frames: how many images, videos and video frames were predicted.
+        non_finite: predicted depth values that were NaN or infinite (written as invalid: 0 in the PNG).
+        values: predicted depth values in all.
+        removed: temporary files of an earlier, killed run removed from the output folder.
     """
 
     written: list[Path] = field(default_factory=list)
@@ -45,12 +54,25 @@ class PredictionSummary:
     images: int = 0
     videos: int = 0
     frames: int = 0
+    non_finite: int = 0
+    values: int = 0
+    removed: list[Path] = field(default_factory=list)
+
+    def count(self, depths: np.ndarray) -> None:
+        """Add predicted depth maps to the counts of values and non-finite values."""
+        self.non_finite += count_non_finite(depths)
+        self.values += int(np.size(depths))
 
     def format(self, out_dir: str | os.PathLike | None = None, shown: int = 20) -> str:
         """A few lines for the terminal: counts, notes, and each skipped input with its reason."""
         lines = [f"predicted {self.images} images" + (f" and {self.videos} videos ({self.frames} frames)" if self.videos else "")
                  + f"; wrote {len(self.written)} files" + (f" in {out_dir}" if out_dir is not None else "")]
         lines += [f"note: {n}" for n in self.notes]
+        if self.non_finite:
+            lines.append(f"warning: {self.non_finite} of {self.values} predicted depth values are NaN or infinite "
+                         f"(written as invalid depth)")
+        if self.removed:
+            lines.append(f"removed {len(self.removed)} temporary files left by an interrupted run")
         if self.skipped:
             lines.append(f"skipped {len(self.skipped)} unreadable inputs:")
             lines += [f"  {path}: {reason}" for path, reason in self.skipped[:shown]]
@@ -125,6 +147,11 @@ def predict_paths(model, inputs, out_dir: str | os.PathLike, batch_size: int = D
 
     summary = PredictionSummary(notes=notes)
     out_dir.mkdir(parents=True, exist_ok=True)
+    # an earlier run killed mid-write (SIGKILL) left hidden temporaries: remove them; every output of every
+    # image is written again below, so its incomplete set of outputs is completed
+    folders = {out_dir, *((out_dir / it.name).parent for it in items)}
+    for folder in sorted(folders):
+        summary.removed += remove_stale_temporaries(folder, (".tmp", ".raw"))
     was_training = getattr(model, "training", False)
     if isinstance(model, torch.nn.Module):
         model.eval()
@@ -138,6 +165,8 @@ def predict_paths(model, inputs, out_dir: str | os.PathLike, batch_size: int = D
     finally:
         if isinstance(model, torch.nn.Module):
             model.train(was_training)
+    check_some_finite(model, summary.non_finite, summary.values, f"{summary.images} images and {summary.frames} "
+                      f"video frames (their outputs in {out_dir} hold no depth)")
     return summary
 
 
@@ -156,6 +185,7 @@ def _predict_images(model, items: list[InputItem], out_dir: Path, batch_size: in
             if not batch:
                 return
             depths = _predict(model, torch.stack([rgb for _, rgb in batch]), flip)
+            summary.count(depths)
             for (item, rgb), depth in zip(batch, depths):
                 summary.written += write_image_outputs(out_dir, item.name, depth,
                                                        _uint8_rgb(rgb) if intrinsics is not None else None,
@@ -192,8 +222,7 @@ def _video_range(depths: np.ndarray) -> tuple[float, float]:
 
 def _predict_video(model, item: InputItem, out_dir: Path, batch_size: int, depth_range, flip: bool,
                    video_npy: bool, progress: bool, summary: PredictionSummary) -> None:
-    import av
-
+    av = require("av")  # the video extra
     try:
         container, stream, rate, count = open_video(item.path)
     except ValueError as exc:
@@ -217,6 +246,7 @@ def _predict_video(model, item: InputItem, out_dir: Path, batch_size: int, depth
                 nonlocal writer, npy, depth_range
                 images = torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2).float().div_(255.0)
                 depths = _predict(model, images, flip)
+                summary.count(depths)
                 if writer is None:
                     height, width = depths.shape[-2:]
                     if depth_range is None:

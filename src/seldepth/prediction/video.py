@@ -6,17 +6,18 @@ import os
 from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 
 from seldepth.atomic import atomic_path
 from seldepth.colormap import colorize_depth
+from seldepth.defaults import require
 
 PREFERRED_CODECS = ("libx264", "mpeg4")
 
 
 def video_codec() -> str:
     """The first of libx264, mpeg4 that this PyAV (FFmpeg) build can encode."""
+    av = require("av")  # the video extra
     for name in PREFERRED_CODECS:
         if name in av.codec.codecs_available:
             try:
@@ -34,6 +35,7 @@ def open_video(path: str | os.PathLike):
     Raises:
         ValueError: not a readable video (names the file).
     """
+    av = require("av")  # the video extra
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, OSError) as exc:
@@ -69,6 +71,7 @@ class DepthVideoWriter:
 
     def __init__(self, path: str | os.PathLike, rate: Fraction, height: int, width: int,
                  depth_range: tuple[float, float], codec: str | None = None):
+        av = self._av = require("av")  # the video extra
         self.path = Path(path)
         self.height, self.width = height, width
         self.out_height, self.out_width = even_size(height, width)
@@ -102,7 +105,7 @@ class DepthVideoWriter:
             raise ValueError(f"expected a ({self.height}, {self.width}) depth frame, got {rgb.shape[:2]}")
         if self.padded:
             rgb = np.pad(rgb, ((0, self.out_height - self.height), (0, self.out_width - self.width), (0, 0)), mode="edge")
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        frame = self._av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
         frame.pts = self.frames
         frame.time_base = self.time_base
         for packet in self.stream.encode(frame):

@@ -22,6 +22,7 @@ from seldepth.data.datamodule import DepthDataModule, SequenceDataModule
 from seldepth.data.errors import DatasetError
 from seldepth.data.sequences import FrameSnippets
 from seldepth.data.spec import open_dataset, prepare
+from seldepth.defaults import has_extra
 from seldepth.evaluation.evaluate import evaluate
 from seldepth.evaluation.protocol import get_protocol
 from seldepth.models import create_model
@@ -29,8 +30,8 @@ from seldepth.models.model_file import load_model, save_model_file
 from seldepth.models.preprocessing import Preprocessing
 from seldepth.training.config import BEST_BY, TrainConfig, dump_config
 from seldepth.training.loggers import AtomicCheckpointIO, ResumableCSVLogger
-from seldepth.training.run_folder import RunFolder
 from seldepth.training.module import DepthTrainingModule
+from seldepth.training.run_folder import RunFolder, checkpoint_step
 from seldepth.training.selfsup import SelfSupervisedModule, evaluate_pose
 from seldepth.training.transfer import init_from_file, source_preprocessing
 
@@ -70,8 +71,9 @@ def build_trainer(cfg: TrainConfig, out: Path, extra_callbacks=(), resume_step: 
     last = ModelCheckpoint(dirpath=run.checkpoint_dir, filename=Path(RunFolder.LAST_CHECKPOINT).stem, monitor=None, save_top_k=1,
                            enable_version_counter=False, **every)
     callbacks = [best, last, LearningRateMonitor(logging_interval="epoch"), *extra_callbacks]
-    loggers = [ResumableCSVLogger(out, name="csv", version="", keep_step=resume_step),
-               TensorBoardLogger(out, name="tb", version="")]
+    loggers = [ResumableCSVLogger(out, name="csv", version="", keep_step=resume_step)]
+    if has_extra("tensorboard"):  # the tensorboard extra; without it the CSV log alone
+        loggers.append(TensorBoardLogger(out, name="tb", version=""))
     return L.Trainer(max_epochs=t.epochs, accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
                      strategy=t.strategy, precision=t.precision, callbacks=callbacks, logger=loggers,
                      log_every_n_steps=t.log_every_n_steps, enable_progress_bar=t.progress_bar,
@@ -115,7 +117,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
     datamodule = build_datamodule(cfg)
     module = build_module(cfg)
-    resume_step = int(torch.load(last, map_location="cpu", weights_only=True)["global_step"]) if resume and last.exists() else -1
+    resume_step = checkpoint_step(last) if resume and last.exists() else -1  # ValueError naming a bad last.ckpt
     if cfg.init_from and resume_step < 0:  # a resumed run takes every weight from its checkpoint
         taken = init_from_file(module.model, cfg.init_from, tuple(cfg.init_skip))
         print(f"init_from {cfg.init_from}: {len(taken)} tensors"
