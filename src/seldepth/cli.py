@@ -483,7 +483,9 @@ def cmd_demo(args: Namespace) -> None:
 
 
 def args_report(p: ArgumentParser) -> None:
-    p.add_argument("run_dirs", type=str, nargs="+", metavar="RUN_DIR", help="run folders written by seldepth train")
+    p.add_argument("run_dirs", type=str, nargs="+", metavar="RUN_DIR",
+                   help="run folders written by seldepth train, or experiment folders (seldepth experiment --out), "
+                        "each standing for its runs in the experiment's order; both can be mixed")
     p.add_argument("--out", type=str, default="report.html", help="output HTML file")
     p.add_argument("--samples", type=NonNegativeInt, default=DEFAULT_REPORT_SAMPLES,
                    help="test images in the prediction grid (0: none)")

@@ -134,8 +134,19 @@ def test_report_content(report, report_runs):
                  "Layers: enc_7 (regularised layers)", "2 images of nyu:", "indices 0, 2"):
         assert text in page, text
     assert "A(T) = sum over channels of |T|, min-max normalised per panel" in page
-    for anchor in ("metrics", "predictions", "attention", "mean-ds", "responses", "ablation", "training"):
+    for anchor in ("metrics", "settings", "predictions", "attention", "mean-ds", "responses", "ablation", "training"):
         assert f'<section id="{anchor}">' in page
+    # the settings that differ: the hand-made run's config has few keys, the trained run's all of them
+    settings = page.split('<table id="settings">')[1].split("</table>")[0]
+    keys = re.findall(r"<code>(.*?)</code>", settings.split("</thead>")[0])
+    assert {"data.input_size", "selectivity.layers", "selectivity.weight", "trainer.epochs"} <= set(keys)
+    assert not {"trainer.out_dir", "data.path", "protocol", "model", "selectivity.bins"} & set(keys)
+    assert "regularised layers<br><code>selectivity.layers</code>" in settings
+    assert "Not compared: trainer.out_dir (each run&#x27;s own folder)" in page
+    headers = re.findall(r"<th[^>]*>(.*?)</th>", page.split('<table id="metrics">')[1].split("</thead>")[0])
+    assert headers[6:] == ["test RMSE (m)", "test relative error (AbsRel)",
+                           "test share of pixels within 1.25&times; (&delta;1)", "validation RMSE (m)", "epochs",
+                           "training time", "mean depth selectivity (DS)"]
 
 
 def _chromium() -> str:
@@ -168,7 +179,7 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     check = re.search(r'data-check="([^"]*)"', dom.stdout)
     assert check, "the page did not finish loading: " + dom.stdout[:500]
     counts = dict(item.split("=") for item in check.group(1).split(";"))
-    assert counts == {"tables": "1", "rows": "2", "images": "6", "decoded": "6"}, counts
+    assert counts == {"tables": "2", "rows": "2", "images": "6", "decoded": "6"}, counts  # metrics, settings that differ
     for text in ("seldepth report: untrained vs sel_enc7", "Sample predictions", "Training curves", "sel_enc7"):
         assert text in dom.stdout, text
 
@@ -269,3 +280,67 @@ def test_attention_section_shows_the_regularised_layer_of_each_run(report_runs, 
     monkeypatch.setattr(attention, "plot_attention_grid", grid)
     html = report_html.attention_section(report_html.load_runs(report_runs), report_html.FigureFolder(tmp_path))
     assert captured == {"untrained": ["enc_7"], "sel_enc7": ["enc_7"]} and "<img " in html
+
+
+def _experiment(root: Path, report_runs, order: list[str] | None) -> Path:
+    """A fake experiment folder from the fixture's runs (their config.yaml and results.json): z_sel (the trained
+    run) and a_untrained, named so that their sorted order differs from ``order``; a failed run's folder
+    (requested.yaml only) beside them; experiment.json listing ``order`` (none if None), as gather() writes it."""
+    root.mkdir()
+    for name, source in (("z_sel", report_runs[1]), ("a_untrained", report_runs[0])):
+        (root / name).mkdir()
+        for file in ("config.yaml", "results.json"):
+            shutil.copy(source / file, root / name / file)
+    (root / "m_failed").mkdir()
+    (root / "m_failed" / "requested.yaml").write_text("model: meter_xxs\n")
+    (root / "summary.md").write_text("| run |\n")
+    if order is not None:
+        (root / "experiment.json").write_text(json.dumps({"runs": [{"run": n, "rmse": 1.0} for n in order],
+                                                          "baseline": order[0], "ablation": {}}))
+    return root
+
+
+def test_an_experiment_folder_expands_to_its_runs_in_the_experiments_order(report_runs, tmp_path):
+    exp = _experiment(tmp_path / "exp", report_runs, order=["z_sel", "a_untrained"])
+    assert report_html.check_run_dirs([exp]) == [exp / "z_sel", exp / "a_untrained"]  # experiment.json's order
+    assert report_html.check_run_dirs(str(exp)) == [exp / "z_sel", exp / "a_untrained"]
+    # mixed with run folders; a run met twice is kept the first time
+    assert report_html.check_run_dirs([report_runs[0], exp]) == [report_runs[0], exp / "z_sel", exp / "a_untrained"]
+    assert report_html.check_run_dirs([exp / "a_untrained", exp]) == [exp / "a_untrained", exp / "z_sel"]
+    # without experiment.json: its sub-folders that are run folders, by name (the failed run's is not one)
+    plain = _experiment(tmp_path / "plain", report_runs, order=None)
+    assert report_html.check_run_dirs([plain]) == [plain / "a_untrained", plain / "z_sel"]
+
+
+def test_cli_report_of_an_experiment_folder(report_runs, tmp_path, capsys):
+    exp = _experiment(tmp_path / "exp", report_runs, order=["z_sel", "a_untrained"])
+    out = tmp_path / "exp.html"
+    assert main(["report", str(exp), "--out", str(out), "--samples", "0"]) == 0
+    page = out.read_text(encoding="utf-8")
+    rows = re.findall(r"<tr>(.*?)</tr>", page.split('<table id="metrics">')[1].split("</table>")[0], re.DOTALL)
+    assert [re.search(r'<td class="text">(.*?)</td>', r).group(1) for r in rows[1:]] == ["z_sel", "a_untrained"]
+    settings = page.split('<table id="settings">')[1].split("</table>")[0]
+    assert [re.search(r'<td class="text">(.*?)</td>', r).group(1)
+            for r in re.findall(r"<tr>(.*?)</tr>", settings, re.DOTALL)[1:]] == ["z_sel", "a_untrained"]
+    assert f"<code>{exp.resolve()}</code>: its runs in the order of its experiment.json" in page
+    assert "seldepth report: z_sel vs a_untrained" in page
+
+
+def test_a_folder_that_is_neither_a_run_nor_an_experiment_folder_is_named(report_runs, tmp_path, capsys):
+    stray = tmp_path / "stray"
+    (stray / "sub").mkdir(parents=True)
+    (stray / "notes.txt").write_text("x")
+    with pytest.raises(ValueError, match=re.escape(str(stray)) + ".*neither a run folder.*nor an experiment folder"):
+        write_report([report_runs[0], stray], tmp_path / "r.html", progress=False)
+    assert main(["report", str(stray), "--out", str(tmp_path / "x.html")]) == 2
+    assert str(stray) in capsys.readouterr().err and not (tmp_path / "x.html").exists()
+    # experiment.json naming a run whose folder is gone; one listing no run
+    exp = _experiment(tmp_path / "exp", report_runs, order=["z_sel", "gone"])
+    with pytest.raises(ValueError, match=re.escape(str(exp / "gone")) + ".*does not exist"):
+        write_report([exp], tmp_path / "r.html", progress=False)
+    (exp / "experiment.json").write_text(json.dumps({"runs": []}))
+    with pytest.raises(ValueError, match=re.escape(str(exp)) + ".*lists no finished run"):
+        write_report([exp], tmp_path / "r.html", progress=False)
+    (exp / "experiment.json").write_text(json.dumps({"runs": [{"rmse": 1.0}]}))
+    with pytest.raises(ValueError, match=re.escape(str(exp / "experiment.json"))):
+        write_report([exp], tmp_path / "r.html", progress=False)

@@ -44,7 +44,8 @@ def plot_ablation(result: dict, path: str | os.PathLike) -> Path:
     ax.set_xlabel("fraction of units ablated")
     ax.set_ylabel(f"RMSE (m), protocol {result['protocol']}")
     model = Path(str(result.get("info", {}).get("model", "") or "model")).name
-    ax.set_title(f"{model}: ablation of {result['layer']} ({result['num_units']} units, mode {result['mode']})", fontsize=10)
+    mode = {"zero": "outputs set to zero", "mean": "outputs set to their mean"}.get(result["mode"], f"mode {result['mode']}")
+    ax.set_title(f"{model}: ablation of {result['layer']} ({result['num_units']} units, {mode})", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()

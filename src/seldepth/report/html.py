@@ -4,22 +4,36 @@ The page needs nothing but itself: images are inline base64 PNG data URIs, the C
 there is no script and no external resource. Sections:
 
 1. metrics: a table with one row per run (model, regularised layers, lambda, bins, test
-   RMSE / AbsRel / delta1, val RMSE, train time, overall mean DS of the dissection);
-2. sample predictions on the first run's test split: RGB, ground truth, each run's
+   RMSE / AbsRel / delta1, val RMSE, train time, overall mean DS of the dissection); the best
+   value of a metric column is marked only where it beats the second best by more than the
+   spread of the per-image metric (:func:`seldepth.report.comparison.clear_best`: one standard
+   error of the per-image differences where ``results.json`` holds per-image values, else a 1 %
+   margin, as results.json holds only means today); the table's note says which rule applied;
+2. settings that differ: one row per run, one column per config key (dotted path) whose value
+   is not the same in all runs (:func:`seldepth.report.comparison.differing_settings`; the
+   note names the keys left out: ``trainer.out_dir`` and paths inside each run's own folder);
+3. sample predictions on the first run's test split: RGB, ground truth, each run's
    prediction and |error|, one fixed depth colour range with a colour bar;
-3. per-layer mean DS of each run's dissection, grouped bars, regularised layers marked;
-4. unit response curves (R per bin against bin-centre depth) of the regularised layers
+4. attention maps A(T) of each run's regularised (else most selective) layers on a test image;
+5. per-layer mean DS of each run's dissection, grouped bars, regularised layers marked;
+6. unit response curves (R per bin against bin-centre depth) of the regularised layers
    (if no run regularises any, the two most selective layers of the first dissection);
-5. ablation curves of the runs that have them;
-6. training curves from ``csv/metrics.csv``, runs overlaid.
+7. ablation curves of the runs that have them;
+8. training curves from ``csv/metrics.csv``, runs overlaid.
 
 A section without data says so in one line. A run folder is what ``seldepth train`` writes
 (see :mod:`seldepth.training`); ``config.yaml`` and ``results.json`` are required,
 ``model.safetensors``, ``csv/metrics.csv``, ``dissect/selectivity.{json,npz}`` (written by
 ``seldepth dissect --out RUN/dissect``) and ``ablation/ablation.json`` are optional.
 
+An experiment folder (what ``seldepth experiment --out`` writes: one run folder per run) stands
+for its runs (:func:`expand_run_dirs`): those of its ``experiment.json``, in that file's order
+(the experiment file's), or without one, its sub-folders that are run folders, by name. Run and
+experiment folders can be mixed; a run named twice is shown once.
+
 Example:
     >>> write_report(["runs/baseline", "runs/sel_enc7"], "report.html", samples=4)
+    >>> write_report(["runs/selectivity_study"], "report.html")   # an experiment folder
 """
 
 from __future__ import annotations
@@ -38,9 +52,11 @@ from tqdm.auto import tqdm
 from seldepth.atomic import write_text_atomic
 from seldepth.defaults import DEFAULT_REPORT_SAMPLES
 from seldepth.report.ablation_plots import plot_ablation
+from seldepth.report.comparison import (ABSENT, ALWAYS_IGNORED, RELATIVE_MARGIN, clear_best, differing_settings,
+                                         setting_words)
 from seldepth.report.run_plots import plot_mean_ds_comparison, plot_prediction_grid, plot_training_curves, run_colors
 from seldepth.report.selectivity_plots import plot_unit_responses
-from seldepth.training.run_folder import RunFolder
+from seldepth.training.run_folder import REQUIRED_FILES, RunFolder, read_json
 
 MISSING = "&mdash;"
 
@@ -66,17 +82,78 @@ code { background: #f6f6f6; padding: 0 0.2em; }
 """
 
 
-def check_run_dirs(run_dirs: list) -> list[Path]:
-    """The run folders as paths, after checking that each exists and holds ``config.yaml`` and ``results.json``.
+EXPERIMENT_FILE = "experiment.json"  # written by seldepth experiment: {"runs": [{"run": name, ...}, ...], ...}
+
+
+def _is_run_folder(path: Path) -> bool:
+    return all((path / name).is_file() for name in REQUIRED_FILES)
+
+
+def experiment_runs(folder: str | os.PathLike) -> list[Path] | None:
+    """The run folders of an experiment folder in the experiment's order, or None if ``folder`` is not one.
+
+    With ``experiment.json``: the folders of its ``runs`` rows (``"run"``: the name), in its order
+    (the experiment file's; it lists the runs that finished). Without: the sub-folders holding
+    ``config.yaml`` and ``results.json``, sorted by name.
 
     Raises:
-        ValueError: for no folder, or naming the first folder that is missing or lacks a required file.
+        ValueError: naming ``experiment.json`` when it is unreadable or lists no run.
+    """
+    folder = Path(folder)
+    record = folder / EXPERIMENT_FILE
+    if record.is_file():
+        rows = read_json(record).get("runs")
+        if not isinstance(rows, list) or not all(isinstance(r, dict) and isinstance(r.get("run"), str) for r in rows):
+            raise ValueError(f"{record}: expected \"runs\": a list of rows each naming its \"run\"")
+        if not rows:
+            raise ValueError(f"experiment folder {folder}: {EXPERIMENT_FILE} lists no finished run")
+        return [folder / r["run"] for r in rows]
+    subs = sorted((p for p in folder.iterdir() if p.is_dir() and _is_run_folder(p)), key=lambda p: p.name)
+    return subs or None
+
+
+def expand_run_dirs(run_dirs: list) -> list[tuple[Path, Path | None]]:
+    """Run and experiment folders -> ``[(run folder, the experiment folder it came from or None)]``.
+
+    A folder holding ``config.yaml`` or ``results.json`` is a run folder; else a folder with
+    ``experiment.json`` or with sub-folders that are run folders is an experiment folder and stands
+    for its runs (:func:`experiment_runs`). A run folder met twice is kept the first time.
+
+    Raises:
+        ValueError: for no folder; naming a folder that does not exist or is neither a run nor an experiment folder.
     """
     if isinstance(run_dirs, (str, os.PathLike)):
         run_dirs = [run_dirs]
     paths = [Path(p) for p in run_dirs]
     if not paths:
         raise ValueError("run_dirs: expected at least one run folder")
+    out, seen = [], set()
+    for path in paths:
+        if not path.is_dir() or any((path / name).is_file() for name in REQUIRED_FILES):
+            runs = [(path, None)]  # a run folder (RunFolder.check names what is missing)
+        else:
+            found = experiment_runs(path)
+            if found is None:
+                raise ValueError(f"{path} is neither a run folder (no {' or '.join(REQUIRED_FILES)}) nor an experiment "
+                                 f"folder (no {EXPERIMENT_FILE}, no sub-folder with {' and '.join(REQUIRED_FILES)})")
+            runs = [(run, path) for run in found]
+        for run, source in runs:
+            key = run.resolve()
+            if key not in seen:
+                seen.add(key)
+                out.append((run, source))
+    return out
+
+
+def check_run_dirs(run_dirs: list) -> list[Path]:
+    """The run folders as paths (experiment folders expanded, :func:`expand_run_dirs`), after checking that
+    each exists and holds ``config.yaml`` and ``results.json``.
+
+    Raises:
+        ValueError: for no folder, or naming the first folder that is missing, lacks a required file,
+            or is neither a run folder nor an experiment folder.
+    """
+    paths = [run for run, _ in expand_run_dirs(run_dirs)]
     for path in paths:
         RunFolder(path).check()
     return paths
@@ -168,25 +245,58 @@ def _metric(run: RunFolder, split: str, key: str):
     return ((block or {}).get("metrics") or {}).get(key) if isinstance(block, dict) else None
 
 
-METRIC_COLUMNS = (  # (title, split, key, better: -1 lower, +1 higher)
-    ("test RMSE (m)", "test", "rmse", -1), ("test AbsRel", "test", "abs_rel", -1), ("test &delta;1", "test", "delta1", 1),
-    ("val RMSE (m)", "val", "rmse", -1))
+def _per_image(run: RunFolder, split: str, key: str):
+    """``results[split]["per_image"][key]`` (one value per test image), or None where results.json has none."""
+    block = run.results.get(split)
+    per_image = block.get("per_image") if isinstance(block, dict) else None
+    return per_image.get(key) if isinstance(per_image, dict) else None
+
+
+METRIC_COLUMNS = (  # (title in words, HTML; split, key, better: -1 lower, +1 higher)
+    ("test RMSE (m)", "test", "rmse", -1), ("test relative error (AbsRel)", "test", "abs_rel", -1),
+    ("test share of pixels within 1.25&times; (&delta;1)", "test", "delta1", 1),
+    ("validation RMSE (m)", "val", "rmse", -1))
+
+
+def best_rule_note(rules: set) -> str:
+    """The metrics table's sentence on what the bold values mean, for the rules :func:`clear_best` used."""
+    if not rules:
+        return "Bold: none (fewer than two runs with a value to compare)."
+    parts = []
+    if "per-image" in rules:
+        parts.append("more than one standard error of the per-image differences between the two (paired over "
+                     "the same test images; from the per-image values in results.json)")
+    if "margin" in rules:
+        parts.append(f"more than {RELATIVE_MARGIN:.0%} of the second best's value"
+                     + (" where results.json holds only means" if "per-image" in rules else
+                        " (results.json holds only the means of the per-image metrics, not their spread, so a "
+                        "gap smaller than that is not taken as a difference)"))
+    return ("Bold: the best run of a metric column, only where it beats the second best by "
+            + "; or by ".join(parts) + "; no bold in a column: no run is clearly best.")
 
 
 def metrics_table(runs: list[RunFolder]) -> str:
-    """The metrics table: one row per run (``<table id="metrics">``); the best value of a metric column is marked."""
-    best = {}
+    """The metrics table: one row per run (``<table id="metrics">``).
+
+    The best value of a metric column is marked (``td.best``) only where it beats the second best
+    by more than the spread (:func:`seldepth.report.comparison.clear_best`): one standard error of
+    the per-image differences where both runs' results.json hold ``per_image`` values, else more
+    than ``RELATIVE_MARGIN`` (1 %) of the second best's value. The note under the table says which.
+    """
+    best, rules = {}, set()
     for _, split, key, sign in METRIC_COLUMNS:
-        values = [_metric(r, split, key) for r in runs]
-        finite = [float(v) for v in values if v is not None and np.isfinite(float(v))]
-        if len(runs) > 1 and finite:
-            best[(split, key)] = (max if sign > 0 else min)(finite)
+        outcome = clear_best([_metric(r, split, key) for r in runs], sign > 0,
+                             [_per_image(r, split, key) for r in runs])
+        best[(split, key)] = outcome.index
+        if outcome.rule:
+            rules.add(outcome.rule)
     head = ("<tr><th class=\"text\">run</th><th class=\"text\">model</th><th class=\"text\">data (test split)</th>"
-            "<th class=\"text\">regularised layers</th><th>&lambda;</th><th class=\"text\">bins</th>"
+            "<th class=\"text\">regularised layers</th><th>selectivity weight &lambda;</th>"
+            "<th class=\"text\">depth bins</th>"
             + "".join(f"<th>{title}</th>" for title, *_ in METRIC_COLUMNS)
-            + "<th>epochs</th><th>train time</th><th>mean DS</th></tr>")
+            + "<th>epochs</th><th>training time</th><th>mean depth selectivity (DS)</th></tr>")
     rows = []
-    for run in runs:
+    for index, run in enumerate(runs):
         sel = run.config_section("selectivity")
         layers = run.regularised_layers
         cells = [f'<td class="text">{esc(run.name)}</td>', f'<td class="text">{esc(run.model_name)}</td>',
@@ -196,7 +306,7 @@ def metrics_table(runs: list[RunFolder]) -> str:
                  f'<td class="text">{esc(sel.get("bins", "?")) if layers else MISSING}</td>']
         for _, split, key, _ in METRIC_COLUMNS:
             v = _metric(run, split, key)
-            mark = ' class="best"' if v is not None and best.get((split, key)) == float(v) else ""
+            mark = ' class="best"' if best.get((split, key)) == index else ""
             cells.append(f"<td{mark}>{_fmt(v, 4)}</td>")
         dissection = run.dissection()
         cells += [f"<td>{esc(run.results['epochs']) if 'epochs' in run.results else MISSING}</td>",
@@ -204,10 +314,50 @@ def metrics_table(runs: list[RunFolder]) -> str:
                   f"<td>{_fmt((dissection or {}).get('mean_ds'))}</td>"]
         rows.append("<tr>" + "".join(cells) + "</tr>")
     protocols = sorted({str(((r.results.get("test") or {}).get("protocol") or {}).get("name", "?")) for r in runs})
-    caption = (f"Test metrics under protocol {', '.join(protocols)}; val RMSE of the selected (best) checkpoint; "
-               "mean DS: mean over the dissected layers (dissect/selectivity.json), a dash without a dissection; "
-               "bold: best of the runs.")
+    caption = (f"Test metrics under protocol {', '.join(protocols)}, each the mean over the test images of the "
+               "per-image value; validation RMSE of the selected (best) checkpoint; selectivity weight and depth "
+               "bins of the regulariser (a dash where no layer is regularised); mean depth selectivity: mean over "
+               "the dissected layers (dissect/selectivity.json), a dash without a dissection. "
+               + best_rule_note(rules))
     return (f'<div class="wide"><table id="metrics">\n<thead>{head}</thead>\n<tbody>\n' + "\n".join(rows)
+            + f"\n</tbody>\n</table></div>\n<p class=\"info\">{esc(caption)}</p>")
+
+
+def _setting_value(value) -> str:
+    """A config value in a table cell: lists comma-joined, ``none`` for null and empty, a dash where absent."""
+    if value is ABSENT:
+        return MISSING
+    if value is None or value == [] or value == {}:
+        return "none"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (list, tuple)):
+        return esc(", ".join(str(v) for v in value))
+    return esc(value)
+
+
+def settings_table(runs: list[RunFolder]) -> str:
+    """The settings that differ: one row per run, one column per config key (dotted path) whose value is not
+    the same in all runs (``<table id="settings">``; :func:`seldepth.report.comparison.differing_settings`)."""
+    if len(runs) < 2:
+        return note("One run: no settings to compare.")
+    diff = differing_settings([r.config for r in runs], [r.path for r in runs])
+    ignored = "; ".join(f"{key} ({why})" for key, why in diff.ignored.items() if key not in ALWAYS_IGNORED)
+    left_out = ("Not compared: trainer.out_dir (each run's own folder) and values that differ only by that folder "
+                "(a path inside it)" + (f"; left out here: {ignored}." if ignored else "."))
+    if not diff.keys:
+        return note(f"The runs' configs (config.yaml) are the same. {left_out}")
+    head = ('<tr><th class="text">run</th>'
+            + "".join(f'<th class="text">{esc(setting_words(k))}<br><code>{esc(k)}</code></th>' for k in diff.keys)
+            + "</tr>")
+    rows = []
+    for i, run in enumerate(runs):
+        cells = [f'<td class="text">{esc(run.name)}</td>']
+        cells += [f'<td class="text">{_setting_value(diff.values[k][i])}</td>' for k in diff.keys]
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    caption = ("Config keys (config.yaml; the dotted path under each column's name) whose value is not the same in "
+               f"all runs; a dash: the key is not in that run's config. {left_out}")
+    return (f'<div class="wide"><table id="settings">\n<thead>{head}</thead>\n<tbody>\n' + "\n".join(rows)
             + f"\n</tbody>\n</table></div>\n<p class=\"info\">{esc(caption)}</p>")
 
 
@@ -320,7 +470,7 @@ def mean_ds_section(runs: list[RunFolder], figures: FigureFolder) -> str:
     path = plot_mean_ds_comparison(mean_ds, figures.new("mean_ds"),
                                    regularised={r.name: r.regularised_layers for r in with_dissection},
                                    colors={r.name: colors[r.name] for r in with_dissection})
-    details = "; ".join(f"{r.name}: {r.dissection().get('num_images', '?')} images, overall mean DS "
+    details = "; ".join(f"{r.name}: {r.dissection().get('num_images', '?')} images, mean DS over all dissected layers "
                         f"{_fmt(r.dissection().get('mean_ds'))}" for r in with_dissection)
     return "\n".join([*notes, figure(path, f"Mean depth selectivity per layer. {details}.")])
 
@@ -365,8 +515,12 @@ def responses_section(runs: list[RunFolder], figures: FigureFolder, max_units: i
             mark = "regularised" if layer in run.regularised_layers else "not regularised"
             path = plot_unit_responses(sel, figures.new(f"responses_{run.name}_{layer}"), max_units=max_units)
             parts.append(figure(path, f"{run.name}, {layer} ({mark} in this run): response R against depth-bin centre "
-                                      f"for the {min(max_units, sel.num_units)} units of highest DS; red dot: preferred bin."))
+                                      f"for the {min(max_units, sel.num_units)} units of highest depth selectivity (DS); "
+                                      "red dot: preferred bin."))
     return "\n".join(parts)
+
+
+ABLATION_MODES = {"zero": "output set to zero", "mean": "output set to its mean"}
 
 
 def ablation_section(runs: list[RunFolder], figures: FigureFolder) -> str:
@@ -383,11 +537,13 @@ def ablation_section(runs: list[RunFolder], figures: FigureFolder) -> str:
             parts.append(note(f"{run.name}: ablation/ablation.json lacks what the plot needs ({exc!r})."))
             continue
         base = result.get("baseline") or {}
-        caption = (f"{run.name}: units of {result.get('layer', '?')} ablated ({result.get('mode', '?')}) in order of DS "
-                   f"(top, bottom) or at random; baseline RMSE {_fmt(base.get('rmse'), 4)} m")
+        mode = ABLATION_MODES.get(result.get("mode"), f"mode {result.get('mode', '?')}")
+        caption = (f"{run.name}: units of {result.get('layer', '?')} silenced ({mode}), most selective first, least "
+                   f"selective first, or at random; RMSE without ablation {_fmt(base.get('rmse'), 4)} m")
         gaps, fractions = result.get("top_minus_random_rmse") or [], result.get("fractions") or []
         if gaps and len(gaps) == len(fractions):
-            caption += f"; top minus random RMSE at fraction {fractions[-1]:g}: {_fmt(gaps[-1], 4)} m"
+            caption += (f"; RMSE with the most selective units silenced minus RMSE with random units silenced, at "
+                        f"{fractions[-1]:g} of the units: {_fmt(gaps[-1], 4)} m")
         caption += "."
         parts.append(figure(path, caption))
     return "\n".join(parts)
@@ -414,21 +570,34 @@ def render_page(title: str, info: str, sections: list[tuple[str, str, str, str]]
             f"<h1>{esc(title)}</h1>\n<p class=\"info\">{info}</p>\n<nav>{nav}</nav>\n{body}\n</body>\n</html>\n")
 
 
-def generation_info(runs: list[RunFolder]) -> str:
-    """HTML line: when and by what the page was generated, from which folders."""
+def generation_info(runs: list[RunFolder], experiments: list[Path] = ()) -> str:
+    """HTML line: when and by what the page was generated, from which folders (and experiment folders)."""
     from seldepth import __version__
 
     folders = ", ".join(f"<code>{esc(r.name)}</code> = <code>{esc(r.path.resolve())}</code>" for r in runs)
-    return (f"Generated {esc(time.strftime('%Y-%m-%d %H:%M:%S %Z'))} by seldepth {esc(__version__)} "
+    line = (f"Generated {esc(time.strftime('%Y-%m-%d %H:%M:%S %Z'))} by seldepth {esc(__version__)} "
             f"(torch {esc(torch.__version__)}) from {len(runs)} run folder{'s' if len(runs) != 1 else ''}: {folders}.")
+    if experiments:
+        line += (f" Experiment folder{'s' if len(experiments) != 1 else ''} "
+                 + ", ".join(f"<code>{esc(Path(e).resolve())}</code>" for e in experiments)
+                 + f": its runs in the order of its {EXPERIMENT_FILE} (without one: its run folders by name).")
+    return line
 
 
 def write_report(run_dirs: list, out: str | os.PathLike, samples: int = DEFAULT_REPORT_SAMPLES, progress: bool = True,
                  device="cpu") -> Path:
     """Write one self-contained HTML page comparing training run folders.
 
+    The metrics table marks the best value of a column only where it beats the second best by
+    more than one standard error of the per-image differences (results.json with per-image values,
+    ``results[split]["per_image"][metric]``), else by more than 1 % of the second best's value (as
+    ``seldepth train`` writes only the means); see :func:`seldepth.report.comparison.clear_best`.
+    The settings table lists the config keys whose value differs between the runs.
+
     Args:
-        run_dirs: run folders written by ``seldepth train`` (each with ``config.yaml`` and ``results.json``).
+        run_dirs: run folders written by ``seldepth train`` (each with ``config.yaml`` and ``results.json``),
+            or experiment folders (``seldepth experiment --out``), each standing for its runs in the
+            experiment's order (:func:`expand_run_dirs`); both can be mixed.
         out: the HTML file to write (atomically: a temporary file, then a rename).
         samples: test images of the first run's data in the prediction grid (0: none).
         progress: show a progress bar over the sections.
@@ -439,16 +608,22 @@ def write_report(run_dirs: list, out: str | os.PathLike, samples: int = DEFAULT_
 
     Raises:
         ValueError: before any work, for a run folder that is missing or lacks ``config.yaml`` or
-            ``results.json`` (naming the folder and the file), unreadable config/results, or ``samples < 0``.
+            ``results.json`` (naming the folder and the file), a folder that is neither a run nor an
+            experiment folder (naming it), unreadable config/results/experiment.json, or ``samples < 0``.
     """
     if int(samples) != samples or samples < 0:
         raise ValueError(f"samples: expected an integer >= 0, got {samples!r}")
-    runs = load_runs(run_dirs)
+    expanded = expand_run_dirs(run_dirs)
+    experiments = list(dict.fromkeys(source for _, source in expanded if source is not None))
+    runs = load_runs([run for run, _ in expanded])
     out = Path(out)
     with tempfile.TemporaryDirectory(prefix="seldepth-report-") as tmp:
         figures = FigureFolder(tmp)
         steps = [
             ("metrics", "Metrics", "One row per run.", lambda: metrics_table(runs)),
+            ("settings", "Settings that differ",
+             "One row per run, one column per configuration key whose value is not the same in all runs.",
+             lambda: settings_table(runs)),
             ("predictions", "Sample predictions",
              ("Test images of the first run's data: RGB, ground truth, each run's prediction, then each run's "
               "absolute error; all depth panels share one colour range."),
@@ -457,14 +632,14 @@ def write_report(run_dirs: list, out: str | os.PathLike, samples: int = DEFAULT_
              "A(T) = sum over channels of |T| for the layers shown below, per run, on one test image (Jiao et al., ECCV 2018).",
              lambda: attention_section(runs, figures, device=device)),
             ("mean-ds", "Mean depth selectivity per layer",
-             "Mean DS of each layer's units in each run's dissection, runs side by side.",
+             "Mean depth selectivity (DS) of each layer's units in each run's dissection, runs side by side.",
              lambda: mean_ds_section(runs, figures)),
             ("responses", "Unit response curves",
              ("Mean response R of single units per depth bin against the bin's centre depth; a selective unit "
               "peaks in one bin."),
              lambda: responses_section(runs, figures)),
             ("ablation", "Ablation",
-             "Metrics as more units are silenced, most selective first, least selective first, or at random.",
+             "RMSE as more units of a layer are silenced, most selective first, least selective first, or at random.",
              lambda: ablation_section(runs, figures)),
             ("training", "Training curves", "From each run's csv/metrics.csv.", lambda: training_section(runs, figures)),
         ]
@@ -476,4 +651,4 @@ def write_report(run_dirs: list, out: str | os.PathLike, samples: int = DEFAULT_
                 bar.update()
     names = [r.name for r in runs]
     title = "seldepth report: " + (" vs ".join(names) if len(names) <= 4 else f"{len(names)} runs")
-    return write_text_atomic(out, render_page(title, generation_info(runs), sections))
+    return write_text_atomic(out, render_page(title, generation_info(runs, experiments), sections))

@@ -81,12 +81,13 @@ def plot_training_curves(logs: dict[str, dict[str, np.ndarray]], path: str | os.
             ax_loss.plot(x, _smooth(y, max(1, len(y) // 25)), lw=1.4, color=colors[name], label=name)
             drawn = True
     if drawn:
-        ax_loss.set(xlabel="step", ylabel="train/loss", title="training loss (faint: per logged step; line: moving average)")
+        ax_loss.set(xlabel="training step", ylabel="training loss",
+                    title="training loss (faint: per logged step; line: moving average)")
         if all(np.nanmin(series(log, "train/loss")[1], initial=np.inf) > 0 for log in logs.values()):
             ax_loss.set_yscale("log")
         ax_loss.legend(fontsize=7)
     else:
-        _no_data(ax_loss, "no train/loss logged")
+        _no_data(ax_loss, "no training loss logged (train/loss)")
 
     drawn = False
     for name, log in logs.items():
@@ -98,11 +99,11 @@ def plot_training_curves(logs: dict[str, dict[str, np.ndarray]], path: str | os.
         ax_rmse.set(xlabel="epoch", ylabel="RMSE (m)", title="validation RMSE")
         ax_rmse.legend(fontsize=7)
     else:
-        _no_data(ax_rmse, "no val/rmse logged")
+        _no_data(ax_rmse, "no validation RMSE logged (val/rmse)")
 
     for ax, prefix, x_col, title, ylabel in (
-            (ax_ds, "val/ds/", "epoch", "validation mean DS per logged layer", "mean DS"),
-            (ax_assigned, "train/ds_assigned/", "step", "training DS towards the assigned bins", "DS (batch)")):
+            (ax_ds, "val/ds/", "epoch", "validation mean depth selectivity (DS) per logged layer", "mean DS"),
+            (ax_assigned, "train/ds_assigned/", "step", "training DS towards the assigned bins", "DS per batch")):
         layers = sorted({c[len(prefix):] for log in logs.values() for c in log if c.startswith(prefix)})
         drawn = False
         for name, log in logs.items():
@@ -116,10 +117,10 @@ def plot_training_curves(logs: dict[str, dict[str, np.ndarray]], path: str | os.
                             label=f"{name} {layer}")
                     drawn = True
         if drawn:
-            ax.set(xlabel=x_col, ylabel=ylabel, title=title)
+            ax.set(xlabel="training step" if x_col == "step" else x_col, ylabel=ylabel, title=title)
             ax.legend(fontsize=7)
         else:
-            _no_data(ax, f"no {prefix}* logged")
+            _no_data(ax, f"nothing logged ({prefix}*)")
     for ax in (ax_loss, ax_rmse, ax_ds, ax_assigned):
         ax.title.set_fontsize(9)
         ax.tick_params(labelsize=7)
