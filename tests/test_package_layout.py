@@ -69,10 +69,10 @@ def test_no_import_cycle_between_the_files_of_the_package():
     assert _cycles(graph, set(graph.modules)) == []
 
 
-def test_the_top_level_holds_at_most_seven_files():
-    # __init__, __main__, cli, inference, atomic, colormap, defaults (torch-free: the command line's help reads it)
+def test_the_top_level_holds_at_most_six_files():
+    # __init__, __main__, cli, inference, atomic, defaults (torch-free: the command line's help reads it)
     top = sorted(p.name for p in PACKAGE.glob("*.py"))
-    assert len(top) <= 7, top
+    assert len(top) <= 6, top
 
 
 @pytest.mark.skipif(shutil.which("lint-imports") is None and not (Path(sys.executable).parent / "lint-imports").exists(),

@@ -23,8 +23,8 @@ _LAZY = {
 
 
 def predict(model, image, **kwargs):
-    """Depth for one image (or a list: a list of results) at its own resolution; see :func:`seldepth.inference.predict`."""
-    from seldepth.inference import predict as _predict
+    """Depth for one image (or a list: a list of results) at its own resolution; see :func:`seldepth.prediction.pipeline.predict`."""
+    from seldepth.prediction.pipeline import predict as _predict
 
     return _predict(model, image, **kwargs)
 

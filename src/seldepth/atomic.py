@@ -64,6 +64,47 @@ def stale_temporaries(folder: str | os.PathLike) -> list[Path]:
     return sorted(folder.glob(f".*{TMP_SUFFIX}")) if folder.is_dir() else []
 
 
+def _writer_pid(path: Path) -> int | None:
+    """The process id in a temporary name (``.NAME.PID-TOKEN.tmp``, ``.NAME.PID.raw``), or None."""
+    parts = path.name.rsplit(".", 2)
+    if len(parts) < 3:
+        return None
+    digits = parts[1].split("-", 1)[0]
+    return int(digits) if digits.isdigit() else None
+
+
+def _is_running(pid: int | None) -> bool:
+    if pid is None or pid <= 0:
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):  # it exists (another user's process)
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, suffixes: tuple[str, ...] = (TMP_SUFFIX,)) -> list[Path]:
+    """Remove the hidden temporary files (``.NAME...SUFFIX``) that writers killed mid-write left in ``folder``
+    (not recursive); those of a writer process still running are kept. Returns the files removed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for suffix in suffixes:
+        for path in sorted(folder.glob(f".*{suffix}")):
+            if path.is_file() and not _is_running(_writer_pid(path)):
+                try:
+                    path.unlink()
+                except FileNotFoundError:  # another process removed it first
+                    continue
+                removed.append(path)
+    return removed
+
+
 def _json_safe(x):
     """``x`` with every float that is not finite (NaN, +-inf) replaced by None, through dicts, lists and tuples."""
     if isinstance(x, float):

@@ -7,6 +7,7 @@ Also where the device is chosen (:func:`resolve_device`, :func:`choose_device`; 
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,19 +15,53 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from seldepth.colormap import colorize_depth, grayscale_depth
 from seldepth.data.images import read_rgb, rgb_array
 from seldepth.models.base import has_output
 from seldepth.models.devices import DEVICE_CHOICES, choose_device, resolve_device
 from seldepth.models.preprocessing import Preprocessing
 
-__all__ = ["DEVICE_CHOICES", "as_rgb_tensor", "choose_device", "model_input", "model_preprocessing", "predict",
-           "predict_depth", "predict_semantics", "resolve_device", "semantic_classes"]
+__all__ = ["DEVICE_CHOICES", "NonFiniteDepthWarning", "as_rgb_tensor", "check_some_finite", "choose_device",
+           "count_non_finite", "model_input", "model_name", "model_preprocessing", "predict_depth",
+           "predict_semantics", "resolve_device", "semantic_classes"]
 
 # Float images may stray this far outside [0, 1] (one 8-bit step; clamped); beyond it they are refused.
 RANGE_TOLERANCE = 1.0 / 255.0
 IMAGE_HELP = ("expected an image path, a PIL image, an (H, W, 3) uint8 array (0..255), an (H, W, 3) float array or a "
               "(3, H, W) float tensor in [0, 1], or a (3, H, W) uint8 tensor")
+
+
+class NonFiniteDepthWarning(UserWarning):
+    """A model predicted NaN or infinite depth (NaN weights, an overflow in half precision, a broken export).
+
+    The message gives the model and the count; :func:`predict`, ``predict_paths`` and ``evaluate`` raise a
+    ValueError when every value they predicted is non-finite.
+    """
+
+
+def model_name(model) -> str:
+    """The model named for messages: its file (ONNX) or registry name, else its type."""
+    path = getattr(model, "path", None)
+    name = getattr(model, "name", None) or type(model).__name__
+    return f"{name} ({path})" if path is not None and str(path) != str(name) else str(name)
+
+
+def count_non_finite(depth: torch.Tensor | np.ndarray) -> int:
+    """The number of NaN or infinite values in ``depth``."""
+    if isinstance(depth, torch.Tensor):
+        return int((~torch.isfinite(depth)).sum()) if depth.is_floating_point() else 0
+    depth = np.asarray(depth)
+    return int(np.count_nonzero(~np.isfinite(depth))) if depth.dtype.kind == "f" else 0
+
+
+def check_some_finite(model, non_finite: int, total: int, what: str = "predictions") -> None:
+    """Raise when all ``total`` predicted values (``total`` > 0) were non-finite.
+
+    Raises:
+        ValueError: naming the model, with the count.
+    """
+    if total > 0 and non_finite >= total:
+        raise ValueError(f"model {model_name(model)}: all {total} values of its {what} are NaN or infinite; the "
+                         f"model is broken (NaN weights, an overflow, a bad export) and its output is not depth")
 
 
 def model_preprocessing(model: torch.nn.Module) -> Preprocessing:
@@ -68,6 +103,10 @@ def predict_depth(model: torch.nn.Module, images: torch.Tensor, flip: bool = Fal
     out_size = tuple(size) if size is not None else tuple(images.shape[-2:])
     if tuple(depth.shape[-2:]) != out_size:
         depth = F.interpolate(depth, size=out_size, mode="bilinear", align_corners=False)
+    bad = count_non_finite(depth)
+    if bad:
+        warnings.warn(f"model {model_name(model)} predicted {bad} non-finite (NaN or infinite) depth values of "
+                      f"{depth.numel()} in a batch of {len(depth)} images", NonFiniteDepthWarning, stacklevel=3)
     return depth
 
 
@@ -145,66 +184,3 @@ def as_rgb_tensor(image) -> torch.Tensor:
         raise ValueError(f"a (3, H, W) tensor of dtype {image.dtype} is not an image seldepth reads: "
                          f"convert it to uint8 (0..255) or to float in [0, 1]; " + IMAGE_HELP)
     raise TypeError(f"cannot read an image from {type(image).__name__}; " + IMAGE_HELP)
-
-
-def _result(depth: torch.Tensor, vmin: float | None, vmax: float | None) -> dict:
-    return {"predicted_depth": depth, "depth": grayscale_depth(depth, vmin, vmax),
-            "depth_color": colorize_depth(depth, vmin, vmax)}
-
-
-def predict(model: torch.nn.Module, image, flip: bool = False, vmin: float | None = None,
-            vmax: float | None = None, batch_size: int = 8) -> dict | list[dict]:
-    """Depth for one image, or for a list of images, each at its own resolution.
-
-    Args:
-        model: a depth model (e.g. from :func:`seldepth.load_model`).
-        image: one image: a path, a PIL image, an (H, W, 3) uint8 array, an (H, W, 3) float array or
-            (3, H, W) float tensor in [0, 1], a (3, H, W) uint8 tensor; or a list (or tuple) of them.
-            Anything else (a float image in 0..255, NaN, another shape, uint16 RGB) is a ValueError.
-        flip: horizontal-flip test-time averaging.
-        vmin, vmax: fixed range (metres) of the returned pictures (default: per image).
-        batch_size: images of equal size per forward pass, for a list.
-
-    Returns:
-        For one image ``{"predicted_depth": (H, W) float tensor in metres, "depth": grayscale PIL image
-        (mode ``L``, as HF's depth-estimation pipeline: min..max -> 0..255, far is bright),
-        "depth_color": colour-mapped PIL image (turbo: near blue, far red)}``; for a list, a list of them
-        in the same order.
-
-    Example:
-        >>> out = seldepth.predict(model, "room.png")
-        >>> out["predicted_depth"].shape, out["depth"].mode, out["depth_color"].size
-        >>> outs = seldepth.predict(model, ["a.png", "b.png"])
-    """
-    if isinstance(image, (list, tuple)):
-        if int(batch_size) < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        rgbs = []
-        for i, item in enumerate(image):
-            try:
-                rgbs.append(as_rgb_tensor(item))
-            except (ValueError, TypeError) as exc:
-                raise type(exc)(f"image {i} of the list: {exc}") from None
-        depths: list[torch.Tensor | None] = [None] * len(rgbs)
-        by_size: dict[tuple[int, int], list[int]] = {}
-        for i, rgb in enumerate(rgbs):
-            by_size.setdefault(tuple(rgb.shape[-2:]), []).append(i)
-        for indices in by_size.values():
-            for start in range(0, len(indices), int(batch_size)):
-                chunk = indices[start:start + int(batch_size)]
-                batch = _predict_batch(model, torch.stack([rgbs[i].to(rgbs[chunk[0]].device) for i in chunk]), flip)
-                for i, depth in zip(chunk, batch):
-                    depths[i] = depth
-        return [_result(d, vmin, vmax) for d in depths]
-    rgb = as_rgb_tensor(image)
-    return _result(_predict_batch(model, rgb[None], flip)[0], vmin, vmax)
-
-
-def _predict_batch(model: torch.nn.Module, images: torch.Tensor, flip: bool) -> torch.Tensor:
-    """(B, 3, H, W) in [0, 1] -> (B, H, W) metres on the CPU, in eval mode (the model's mode restored)."""
-    was_training = model.training
-    model.eval()
-    try:
-        return predict_depth(model, images, flip=flip)[:, 0].cpu()
-    finally:
-        model.train(was_training)

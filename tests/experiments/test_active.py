@@ -123,7 +123,7 @@ def test_active_rounds_table_by_hand_and_config_errors(tmp_path):
     for content, message in (({"methods": ["ensemble"]}, "methods must be mc-dropout and/or random"),
                              ({"budget": 0}, "budget must be a whole number >= 1"),
                              ({"select": {"passes": 2, "p": 0.1}}, "select takes passes and dropout, got p"),
-                             ({"base": {"optim": {"lr": -1}}}, "base: optim.lr must be > 0"),
+                             ({"base": {"optim": {"lr": -1}}}, "base: optim.lr must be a finite number > 0"),
                              ({"roundz": 2}, "unknown keys roundz")):
         path.write_text(yaml.safe_dump(content))
         with pytest.raises(ValueError, match=message):

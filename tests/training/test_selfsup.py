@@ -104,7 +104,7 @@ def test_true_motion_both_trains_the_depth_on_the_true_motion_only():
 def test_snippet_motion_corrects_the_pose_network_and_moves_only_the_batch_rows():
     from seldepth.losses.photometric import PhotometricLoss
 
-    with pytest.raises(ValueError, match="selfsup.snippet_motion_lr must be >= 0"):
+    with pytest.raises(ValueError, match="selfsup.snippet_motion_lr must be a finite number >= 0"):
         _module(snippet_motion_lr=-1)
     module = SelfSupervisedModule("meter_xxs", Preprocessing(input_size=(64, 64)).to_dict(), optim={"lr": 1e-3},
                                   model_options={"output": "softplus"}, selfsup={"snippet_motion_lr": 0.01}, num_snippets=5)

@@ -71,9 +71,10 @@ def check_array_size(shape: tuple[int, ...], dtype, name: str, max_elements: int
     if np.dtype(dtype).hasobject:
         raise DatasetError(f"{name}: an array of Python objects (dtype {dtype}); only numeric arrays are read")
     if limit > 0 and count > limit:
+        how = f"; raise it with the environment variable {MAX_PIXELS_ENV}=N (0: no limit)" if max_elements is None else ""
         raise DatasetError(f"{name}: the array declares shape {shape} ({count:,} values, "
                            f"{count * np.dtype(dtype).itemsize / 2**30:.2f} GiB), more than the limit of {limit:,} "
-                           f"values per map; raise it with the environment variable {MAX_PIXELS_ENV}=N")
+                           f"values{how}")
 
 
 def load_npy(source: str | os.PathLike | bytes, name: str | None = None, max_elements: int | None = None) -> np.ndarray:

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import Dataset
 
+from seldepth.defaults import check_number
+
 
 @dataclass(frozen=True)
 class SparseDepthConfig:
@@ -43,12 +45,10 @@ class SparseDepthConfig:
     def __post_init__(self):
         if self.lines < 1 or self.step < 1:
             raise ValueError(f"data.sparse.lines and data.sparse.step must be >= 1, got {self.lines}, {self.step}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"data.sparse.dropout must be in [0, 1), got {self.dropout}")
+        check_number("data.sparse.dropout", self.dropout, 0, 1, high_open=True)
         if len(self.rows) != 2 or not 0 <= self.rows[0] < self.rows[1] <= 1:
             raise ValueError(f"data.sparse.rows must be (top, bottom) with 0 <= top < bottom <= 1, got {list(self.rows)}")
-        if self.bend < 0:
-            raise ValueError(f"data.sparse.bend must be >= 0, got {self.bend}")
+        check_number("data.sparse.bend", self.bend, 0)
 
 
 def lidar_mask(height: int, width: int, config: SparseDepthConfig, index: int) -> torch.Tensor:

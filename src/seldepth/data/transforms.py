@@ -15,6 +15,8 @@ import kornia
 import torch
 import torch.nn.functional as F
 
+from seldepth.defaults import check_number
+
 
 @dataclass(frozen=True)
 class AugmentConfig:
@@ -23,7 +25,7 @@ class AugmentConfig:
     Attributes:
         p: probability of each augmentation.
         hflip: horizontal flip of image, depth, valid, semantics and K together.
-        color_jitter: strength of brightness, contrast and saturation jitter (0 = off).
+        color_jitter: strength of brightness, contrast and saturation jitter, in [0, 1] (0 = off).
         channel_permutation: a true permutation of the RGB channels (never a repeat).
         crop_scale: (min, max) side fraction of a random crop, resized back to the input size
             with K updated; (1, 1) = off.
@@ -36,12 +38,11 @@ class AugmentConfig:
     crop_scale: tuple[float, float] = (0.85, 1.0)
 
     def __post_init__(self):
-        if not 0 <= self.p <= 1:
-            raise ValueError(f"data.augment.p must be in [0, 1], got {self.p}")
-        if self.color_jitter < 0:
-            raise ValueError(f"data.augment.color_jitter must be >= 0, got {self.color_jitter}")
+        check_number("data.augment.p", self.p, 0, 1)
+        # contrast and saturation factors are 1 +- color_jitter: above 1 a factor can turn negative
+        check_number("data.augment.color_jitter", self.color_jitter, 0, 1)
         lo, hi = self.crop_scale
-        if not 0 < lo <= hi <= 1:
+        if not 0 < lo <= hi <= 1:  # also NaN
             raise ValueError(f"data.augment.crop_scale must satisfy 0 < min <= max <= 1, got {self.crop_scale}")
 
 

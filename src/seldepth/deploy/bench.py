@@ -33,9 +33,9 @@ from seldepth.atomic import write_json_atomic
 from seldepth.data.spec import cache_dir, open_dataset
 from seldepth.data.synthetic.writer import parse_size as _parse_size
 from seldepth.defaults import (DEFAULT_CALIBRATION_IMAGES, DEFAULT_COMPILE_BUDGET_S, DEFAULT_RUNS, DEFAULT_SIZE,
-                               DEFAULT_THREADS, DEFAULT_WARMUP)
+                               DEFAULT_THREADS, DEFAULT_WARMUP, check_number)
 from seldepth.deploy.onnx_export import export_onnx
-from seldepth.deploy.quantize import quantize_int8
+from seldepth.deploy.quantize import check_calibration_images, quantize_int8
 from seldepth.models import create_model
 from seldepth.models.base import with_head
 from seldepth.models.devices import resolve_device
@@ -100,14 +100,33 @@ def model_costs(name: str, size: tuple[int, int] = DEFAULT_SIZE, options: dict |
             "cached": cached}
 
 
-def check_benchmark_args(model_path, size, threads: int, runs: int, warmup: int) -> None:
-    """Fail before any work on arguments that cannot be benchmarked."""
+def check_benchmark_args(model_path, size, threads: int, runs: int, warmup: int,
+                         int8_images: int = DEFAULT_CALIBRATION_IMAGES,
+                         compile_budget_s: float | None = DEFAULT_COMPILE_BUDGET_S) -> None:
+    """Fail before any work on arguments that cannot be benchmarked; each error names the argument.
+
+    Nothing is clamped or replaced: ``size`` is two integers >= 1, ``threads`` and ``runs`` integers >= 1,
+    ``warmup`` an integer >= 0, ``int8_images`` an integer >= 1, ``compile_budget_s`` a finite number of
+    seconds > 0 or None (no budget).
+    """
     if Path(model_path).suffix == ".onnx":
         raise BenchmarkError(f"{model_path}: bench takes a torch model file (.safetensors or .ckpt) and exports ONNX itself")
-    if len(tuple(size)) != 2 or min(size) < 1:
-        raise BenchmarkError(f"size must be (height, width) with positive sides, got {size}")
-    if threads < 1 or runs < 1 or warmup < 0:
-        raise BenchmarkError(f"threads and runs must be >= 1 and warmup >= 0; got threads={threads}, runs={runs}, warmup={warmup}")
+    try:
+        sides = tuple(size)
+    except TypeError:
+        sides = ()
+    if len(sides) != 2:
+        raise BenchmarkError(f"size must be (height, width), two integers >= 1, got {size!r}")
+    try:
+        for i, side in enumerate(sides):
+            check_number(f"size[{i}]", side, 1, integer=True)
+        check_number("threads", threads, 1, integer=True)
+        check_number("runs", runs, 1, integer=True)
+        check_number("warmup", warmup, 0, integer=True)
+        check_number("int8_images", int8_images, 1, integer=True)
+        check_number("compile_budget_s", compile_budget_s, 0, low_open=True, optional=True)
+    except ValueError as exc:
+        raise BenchmarkError(str(exc)) from None
 
 
 class _Timeout(Exception):
@@ -115,8 +134,8 @@ class _Timeout(Exception):
 
 
 def _with_time_budget(fn, seconds: float):
-    """Run ``fn()``; raise :class:`_Timeout` after ``seconds`` (SIGALRM, main thread only; else no budget)."""
-    if seconds <= 0 or threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+    """Run ``fn()``; raise :class:`_Timeout` after ``seconds`` (SIGALRM, main thread only; None or elsewhere: no budget)."""
+    if seconds is None or threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
         return fn()
 
     def handler(signum, frame):
@@ -173,7 +192,8 @@ def benchmark(model_path: str | os.PathLike, size: tuple[int, int] = DEFAULT_SIZ
         warmup: untimed calls per backend first.
         int8_calibration: data spec of calibration images; None skips ORT INT8.
         int8_images: calibration images used.
-        compile: also time ``torch.compile`` (its first call must finish within ``compile_budget_s``).
+        compile: also time ``torch.compile`` (its first call must finish within ``compile_budget_s`` seconds,
+            > 0; None: no budget).
         work_dir: where the ONNX files go (default a temporary folder, removed afterwards).
         head: output head of a multi-head model (``realtime_depth``: L, M, S, XS); None: the model as saved.
         device: where the torch backends (eager, compile) run: ``cpu``, ``cuda[:N]``, ``mps`` or ``auto``
@@ -184,8 +204,12 @@ def benchmark(model_path: str | os.PathLike, size: tuple[int, int] = DEFAULT_SIZ
         "latency_ms": {backend: {"p50", "p90"} or {"error"}}, "ratios", "onnx": {...}}``; backends
         ``eager``, ``compile``, ``ort_fp32``, ``ort_int8`` (absent ones have an ``error`` or ``skipped``).
     """
+    check_benchmark_args(model_path, size, threads, runs, warmup, int8_images, compile_budget_s)
     size = tuple(int(v) for v in size)
-    check_benchmark_args(model_path, size, threads, runs, warmup)
+    calibration = None
+    if int8_calibration:  # its size checked before any timing
+        calibration = open_dataset(int8_calibration, split="test", key="--calibration")
+        check_calibration_images(int8_images, calibration)
     device = resolve_device(device)
     log = print if progress else (lambda *a, **k: None)
     before = torch.get_num_threads()
@@ -251,8 +275,8 @@ def benchmark(model_path: str | os.PathLike, size: tuple[int, int] = DEFAULT_SIZ
         if int8_calibration and fp32_path is not None:
             log("INT8 quantisation ...")
             try:
-                dataset = open_dataset(int8_calibration, split="test", key="--calibration")
-                q = quantize_int8(fp32_path, fp32_path.with_name(fp32_path.stem + "_int8.onnx"), dataset, num_images=int8_images)
+                q = quantize_int8(fp32_path, fp32_path.with_name(fp32_path.stem + "_int8.onnx"), calibration,
+                                  num_images=int8_images)
                 result["onnx"]["int8_max_abs_diff_m"] = q["max_abs_diff_m"]
                 result["onnx"]["int8_mean_abs_diff_m"] = q["mean_abs_diff_m"]
                 result["onnx"]["int8_settings"] = {k: v for k, v in q["settings"].items() if k != "nodes_excluded"}

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from seldepth.atomic import atomic_path
-from seldepth.defaults import require
+from seldepth.defaults import check_number, require
 from seldepth.models.onnx_model import ONNX_FORMAT, ort_session
 from seldepth.models.preprocessing import Preprocessing
 
@@ -48,12 +48,71 @@ class ExportError(ValueError):
     """A bad export request (format, options) or an export that failed its check."""
 
 
-def check_export_args(fmt: str, int8: bool = False, calibration: str | None = None) -> None:
-    """Fail before any work on an unknown format or ``int8`` without calibration data."""
+def check_export_args(fmt: str, int8: bool = False, calibration: str | None = None, opset: int | None = None,
+                      input_size: tuple[int, int] | None = None) -> None:
+    """Fail before any work on an unknown format, ``int8`` without calibration data, an ``opset`` the exporter
+    does not write (:func:`check_opset`) or an ``input_size`` that is not two integers >= 1."""
     if fmt not in EXPORT_FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; available: {', '.join(EXPORT_FORMATS)}")
     if int8 and not calibration:
         raise ExportError("--int8 needs --calibration DATA_SPEC (images to calibrate the activation ranges)")
+    check_opset(opset)
+    if input_size is not None:
+        check_input_size(input_size)
+
+
+def supported_opsets() -> tuple[int, int]:
+    """The lowest and highest ONNX opsets (of the default ``ai.onnx`` domain) the installed exporter writes.
+
+    torch's dynamo exporter builds every graph at the opset of its op library (torchlib: 18 in torch 2.5 to
+    2.13) and converts it to the requested one. Conversion up works; conversion down fails for our models
+    (torch says it "may not be successful") and then the file silently keeps opset 18, so 18 is the lowest.
+    The highest is the newest that both torch (``ONNX_MAX_OPSET``) and the installed onnx package know.
+    Neither bound is public API in torch: the fallbacks are torch 2.13's values.
+    """
+    import onnx
+
+    try:
+        from torch.onnx._internal.exporter._constants import TORCHLIB_OPSET as low
+    except ImportError:
+        low = 18
+    try:
+        from torch.onnx._constants import ONNX_MAX_OPSET as high
+    except ImportError:
+        high = 23
+    return int(low), int(min(high, onnx.defs.onnx_opset_version()))
+
+
+def check_opset(opset: int | None) -> int | None:
+    """``opset`` when the installed exporter writes it (:func:`supported_opsets`) or None (the exporter's default).
+
+    Raises:
+        ExportError: naming ``opset`` and the range.
+    """
+    if opset is None:
+        return None
+    low, high = supported_opsets()
+    try:
+        return check_number("opset", opset, low, high, integer=True)
+    except ValueError as exc:
+        raise ExportError(f"{exc} (torch {torch.__version__}'s ONNX exporter builds opset {low} graphs and converts "
+                          f"them up to {high}, not down; null: the exporter's default)") from None
+
+
+def check_input_size(input_size) -> tuple[int, int]:
+    """``(h, w)`` of two integers >= 1, or an :class:`ExportError` naming ``input_size``."""
+    try:
+        size = tuple(input_size)
+    except TypeError:
+        size = ()
+    if len(size) != 2:
+        raise ExportError(f"input_size must be (h, w), two integers >= 1, got {input_size!r}")
+    try:
+        for i, side in enumerate(size):
+            check_number(f"input_size[{i}]", side, 1, integer=True)
+    except ValueError as exc:
+        raise ExportError(str(exc)) from None
+    return size
 
 
 def save_onnx_atomic(proto, path: Path) -> None:
@@ -96,7 +155,7 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, input_size: tup
             of ``model.size_multiple`` (64 for METER: its internal padding to 64 does not
             export with symbolic sizes); :class:`~seldepth.models.onnx_model.OnnxDepthModel` pads
             other sizes itself, as METER's ``forward`` does. Otherwise all sizes are fixed (batch 1).
-        opset: ONNX opset (default the exporter's).
+        opset: ONNX opset, within :func:`supported_opsets` (default the exporter's); the file written has exactly it.
         check_images: optional (3, H, W) RGB images in [0, 1]; preprocessed and checked too.
         source: the model file the model came from (recorded in the provenance).
         progress: optional ``progress(message)`` called as each step starts (exporting, checking).
@@ -105,16 +164,16 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, input_size: tup
         ``{"path", "max_abs_diff_m", "checked_inputs", "input_size", "dynamic", "opset"}``.
 
     Raises:
-        ExportError: the ONNX output differs from torch by more than 1e-4 m.
+        ExportError: a bad ``opset`` or ``input_size`` (before any work), the exporter wrote another opset than
+            ``opset``, or the ONNX output differs from torch by more than 1e-4 m; nothing is written then.
     """
     onnx = require("onnx")  # optional parts, imported when an export is made
     require("onnxscript")
 
     path = Path(path)
     prep = _preprocessing_of(model)
-    size = tuple(input_size or prep.input_size or (192, 256))
-    if len(size) != 2 or min(size) < 1:
-        raise ExportError(f"input_size must be (h, w) with positive sides, got {size}")
+    check_opset(opset)
+    size = check_input_size(input_size if input_size is not None else (prep.input_size or (192, 256)))
     multiple = int(getattr(model, "size_multiple", 1) or 1)
     if dynamic and (size[0] % multiple or size[1] % multiple):
         raise ExportError(f"a dynamic export traces at sides that are multiples of {multiple}; got input size {size}")
@@ -154,6 +213,10 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, input_size: tup
             with (contextlib.nullcontext() if verbose else quiet_exporters()):
                 torch.onnx.export(model, (example,), str(candidate), **kwargs)
             proto = onnx.load(str(candidate))
+            written = _opset_of(proto)
+            if opset is not None and written != int(opset):
+                raise ExportError(f"opset: asked for opset {opset}, but torch {torch.__version__}'s exporter wrote opset "
+                                  f"{written} (it could not convert this model); not written to {path}")
             if progress:
                 progress(f"checking the ONNX graph against torch with ONNX Runtime on {len(inputs)} inputs ...")
             diff = max_abs_difference(model, candidate, inputs)
@@ -181,10 +244,15 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, input_size: tup
         "provenance": json.dumps(provenance),
         **({"intrinsics": json.dumps(meta["intrinsics"])} if meta.get("intrinsics") else {}),
     })
-    opset_used = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    opset_used = _opset_of(proto)
     save_onnx_atomic(proto, path)
     return {"path": str(path), "max_abs_diff_m": diff, "checked_inputs": len(inputs), "input_size": list(size),
             "dynamic": dynamic, "opset": opset_used}
+
+
+def _opset_of(proto) -> int | None:
+    """The version of the default (``ai.onnx``) opset an ONNX model imports."""
+    return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
 
 
 def _forward_arg_names(model) -> list[str]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from seldepth.defaults import DEFAULT_CALIBRATION_IMAGES, require
+from seldepth.defaults import DEFAULT_CALIBRATION_IMAGES, check_number, require
 from seldepth.deploy.onnx_export import ExportError, quiet_exporters, save_onnx_atomic
 from seldepth.models.base import pad_to_multiple
 from seldepth.models.onnx_model import ort_session, read_onnx_props
@@ -24,11 +24,30 @@ from seldepth.models.preprocessing import Preprocessing
 INT8_OP_TYPES = ("Conv", "Relu", "Add", "Concat", "Gemm", "MatMul")
 
 
+def check_calibration_images(num_images: int, dataset=None) -> int:
+    """``num_images`` when it is an integer >= 1 and ``dataset`` (if given) has that many images.
+
+    Raises:
+        ExportError: naming ``num_images``; never fewer images silently.
+    """
+    try:
+        check_number("num_images", num_images, 1, integer=True)
+    except ValueError as exc:
+        raise ExportError(f"{exc} (calibration images)") from None
+    if dataset is not None and num_images > len(dataset):
+        raise ExportError(f"num_images: asked for {num_images} calibration images, but the calibration data has "
+                          f"{len(dataset)}; ask for at most {len(dataset)}" if len(dataset) else
+                          "num_images: the calibration data set has no images")
+    return int(num_images)
+
+
 def calibration_inputs(dataset, preprocessing: Preprocessing, num_images: int, size_multiple: int = 1) -> list[np.ndarray]:
-    """The first ``num_images`` images of ``dataset``, preprocessed as the model records: (1, 3, h, w) float32 arrays."""
-    n = min(int(num_images), len(dataset))
-    if n < 1:
-        raise ExportError(f"calibration data set has no images (asked for {num_images})")
+    """The first ``num_images`` images of ``dataset``, preprocessed as the model records: (1, 3, h, w) float32 arrays.
+
+    Raises:
+        ExportError: naming ``num_images`` (:func:`check_calibration_images`).
+    """
+    n = check_calibration_images(num_images, dataset)
     out = []
     for i in range(n):
         image = dataset[i]["image"]

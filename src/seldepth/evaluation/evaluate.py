@@ -8,8 +8,8 @@ from tqdm.auto import tqdm
 
 from seldepth.data.collate import IGNORE_LABEL, collate_samples
 from seldepth.data.skipping import sample_batches
-from seldepth.defaults import DEFAULT_BATCH_SIZE, DEFAULT_NUM_WORKERS
-from seldepth.inference import predict_depth, predict_semantics, semantic_classes
+from seldepth.defaults import DEFAULT_BATCH_SIZE, DEFAULT_NUM_WORKERS, check_number
+from seldepth.inference import check_some_finite, count_non_finite, predict_depth, predict_semantics, semantic_classes
 from seldepth.evaluation.metrics import METRIC_NAMES, DepthMetrics, SemanticIoU
 from seldepth.evaluation.protocol import Protocol
 
@@ -24,24 +24,36 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, protocol: Protocol, batch
     pass for the logits, at the labels' resolution).
 
     Returns:
-        ``{"metrics": {...}, "protocol": {...}, "num_images": N}`` (and ``"semantics"``).
+        ``{"metrics": {...}, "protocol": {...}, "num_images": N, "non_finite": M}`` (and ``"semantics"``):
+        M predicted depth values were NaN or infinite (the metrics score them as the protocol's nearest
+        depth, after a :class:`~seldepth.inference.NonFiniteDepthWarning`).
+
+    Raises:
+        ValueError: naming the model, when every predicted value is NaN or infinite; naming ``batch_size`` or
+            ``num_workers`` when it is not an integer >= 1 (>= 0).
     """
+    check_number("batch_size", batch_size, 1, integer=True)
+    check_number("num_workers", num_workers, 0, integer=True)
     model.eval()
     metric = DepthMetrics(protocol)
     classes = semantic_classes(model)
     iou = SemanticIoU(classes, ignore_index=IGNORE_LABEL) if classes else None
     labelled = False
+    non_finite = total = 0
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_samples)
     for batch in tqdm(sample_batches(loader), total=len(loader), desc="eval", unit="batch", disable=not progress):
         depth = batch["depth"]
         pred = predict_depth(model, batch["image"], flip=protocol.flip, size=tuple(depth.shape[-2:]))
+        non_finite += count_non_finite(pred)
+        total += pred.numel()
         metric.update(pred.cpu(), depth, batch["valid"])
         if iou is not None and batch.get("semantics") is not None:
             labelled = True
             iou.update(predict_semantics(model, batch["image"], size=tuple(depth.shape[-2:])).cpu(), batch["semantics"])
+    check_some_finite(model, non_finite, total, f"depth predictions on {total} pixels")
     values = metric.compute()
     n = values.pop("num_images")
-    result = {"metrics": values, "protocol": protocol.to_dict(), "num_images": n}
+    result = {"metrics": values, "protocol": protocol.to_dict(), "num_images": n, "non_finite": non_finite}
     if labelled:
         result["semantics"] = iou.compute()
     return result
@@ -50,6 +62,9 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, protocol: Protocol, batch
 def format_table(result: dict, protocol: Protocol) -> str:
     """A plain-text table of a result of :func:`evaluate`, headed by its protocol."""
     lines = [protocol.describe(), f"images: {result['num_images']}"]
+    if result.get("non_finite"):
+        lines.append(f"warning: {result['non_finite']} predicted depth values were NaN or infinite "
+                     f"(scored as the nearest depth of the protocol's range)")
     labels = [""] + [f"@{c:g}m" for c in protocol.caps]
     header = f"{'range':>8} " + " ".join(f"{n:>9}" for n in METRIC_NAMES)
     lines.append(header)

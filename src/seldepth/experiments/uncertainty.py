@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import math
 import os
 from pathlib import Path
 
@@ -49,7 +50,8 @@ def dropout_layers(model: torch.nn.Module) -> list[str]:
 
 def _whole(value, name: str, what: str) -> int:
     """``value`` as an int >= 1; ValueError naming ``name`` otherwise (bools and fractions refused)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value < 1:
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+            or value != int(value) or value < 1):
         raise ValueError(f"{name}: must be a whole number >= 1 ({what}), got {value!r}")
     return int(value)
 

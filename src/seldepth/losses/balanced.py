@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seldepth.defaults import check_number
+
 UNITS = {"m": 1.0, "dm": 10.0, "cm": 100.0, "mm": 1000.0}
 
 
@@ -43,10 +45,8 @@ class BalancedLossConfig:
         if self.unit not in UNITS:
             raise ValueError(f"loss.unit must be one of {', '.join(UNITS)}, got {self.unit!r}")
         for name in ("w_depth", "w_grad", "w_normal", "w_ssim"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"loss.{name} must be >= 0, got {getattr(self, name)}")
-        if self.max_depth <= 0:
-            raise ValueError(f"loss.max_depth must be > 0, got {self.max_depth}")
+            check_number(f"loss.{name}", getattr(self, name), 0)
+        check_number("loss.max_depth", self.max_depth, 0, low_open=True)
 
 
 def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

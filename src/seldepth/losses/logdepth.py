@@ -29,6 +29,7 @@ from torch import nn
 
 from seldepth.data.collate import IGNORE_LABEL  # noqa: F401  (label of pixels without a semantic label)
 from seldepth.data.transforms import masked_downsample
+from seldepth.defaults import check_number
 
 
 def log_depth(depth: torch.Tensor, m: float, M: float) -> torch.Tensor:
@@ -78,12 +79,14 @@ class MultiScaleLossConfig:
     def __post_init__(self):
         if self.space not in ("log", "linear"):
             raise ValueError(f"multiscale.space must be 'log' or 'linear', got {self.space!r}")
-        if not 0 < self.min_depth < self.max_depth:
-            raise ValueError(f"multiscale: need 0 < min_depth < max_depth, got {self.min_depth}, {self.max_depth}")
+        check_number("multiscale.min_depth", self.min_depth, 0, low_open=True)
+        check_number("multiscale.max_depth", self.max_depth, self.min_depth, low_open=True)
         for key in ("alphas", "betas"):
             w = getattr(self, key)
-            if len(w) != 4 or min(w) < 0:
+            if len(w) != 4:
                 raise ValueError(f"multiscale.{key} must be 4 weights >= 0 (heads L, M, S, XS), got {list(w)}")
+            for i, weight in enumerate(w):
+                check_number(f"multiscale.{key}[{i}]", weight, 0)
 
     @property
     def uses_semantics(self) -> bool:

@@ -47,6 +47,8 @@ from kornia.losses import inverse_depth_smoothness_loss
 from kornia.metrics import ssim
 from torch import nn
 
+from seldepth.defaults import check_number
+
 MIN_Z = 1e-3  # points closer to (or behind) a camera than this do not project
 
 
@@ -199,11 +201,9 @@ class PhotometricLossConfig:
     def __post_init__(self):
         if self.reduce not in ("min", "mean"):
             raise ValueError(f"selfsup.loss.reduce must be 'min' or 'mean', got {self.reduce!r}")
-        if self.scales < 1:
-            raise ValueError(f"selfsup.loss.scales must be >= 1, got {self.scales}")
+        check_number("selfsup.loss.scales", self.scales, 1, integer=True)
         for name in ("w_reconstruction", "w_ssim", "w_smoothness", "w_alignment"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"selfsup.{name} must be >= 0, got {getattr(self, name)}")
+            check_number(f"selfsup.loss.{name}", getattr(self, name), 0)
 
 
 class PhotometricLoss(nn.Module):

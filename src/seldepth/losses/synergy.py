@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from seldepth.data.transforms import masked_downsample
+from seldepth.defaults import check_number
 from seldepth.losses.balanced import gradient_loss
 from seldepth.losses.logdepth import IGNORE_LABEL, downsample_labels
 
@@ -145,8 +146,7 @@ class SynergyLossConfig:
         if not self.tasks or any(t not in ("depth", "semantics") for t in self.tasks):
             raise ValueError(f"synergy.tasks must name 'depth' and/or 'semantics', got {list(self.tasks)}")
         for name in ("w_depth", "w_semantic", "w_gradient", "focal_alpha", "focal_gamma"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"synergy.{name} must be >= 0, got {getattr(self, name)}")
+            check_number(f"synergy.{name}", getattr(self, name), 0)
 
 
 class SynergyLoss(nn.Module):

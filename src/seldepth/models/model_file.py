@@ -40,7 +40,7 @@ from seldepth.atomic import atomic_path
 from seldepth.models.base import DepthModel
 from seldepth.models.devices import resolve_device
 from seldepth.models.preprocessing import Preprocessing
-from seldepth.models.registry import create_model, list_models
+from seldepth.models.registry import KINDS, create_model, list_models
 
 FORMAT = "seldepth-model-1"
 
@@ -111,9 +111,10 @@ def check_metadata(path: str | os.PathLike, raw: dict) -> dict:
         raise ValueError(f"{path}: not a seldepth model file (metadata 'format' is {raw.get('format')!r}, expected {FORMAT!r})")
     meta = dict(raw)
     arch = raw.get("architecture")
-    if arch not in list_models("depth"):
-        raise ValueError(f"{path}: metadata 'architecture' is {arch!r}, not a seldepth depth model "
-                         f"(available: {', '.join(list_models('depth'))})")
+    known = [name for kind in KINDS for name in list_models(kind)]  # depth models and pose networks
+    if arch not in known:
+        raise ValueError(f"{path}: metadata 'architecture' is {arch!r}, not a seldepth model "
+                         f"(available: {', '.join(known)})")
     meta["config"] = _json_key(path, raw, "config", required=False) or {}
     meta["preprocessing"] = _json_key(path, raw, "preprocessing", required=True)
     meta["provenance"] = _json_key(path, raw, "provenance", required=False) or {}
@@ -198,7 +199,8 @@ def check_config(architecture: str, config: dict, where: str) -> None:
         if key not in names:
             raise ValueError(f"{where}: {architecture} has no option {key!r} (it has {', '.join(names)})")
         if not _fits_type(value, hints.get(key)):
-            expected = str(hints.get(key)).replace("typing.", "")
+            hint = hints.get(key)
+            expected = hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
             raise ValueError(f"{where}: {key!r} must be {expected}, got {value!r:.80}")
 
 
@@ -241,6 +243,9 @@ def load_state_dict_checked(model: torch.nn.Module, state: dict[str, torch.Tenso
     ``check_only``: compare names and shapes, load nothing (``state`` may hold meta tensors).
     """
     own = model.state_dict()
+    not_tensors = sorted(str(k) for k, v in state.items() if not isinstance(v, torch.Tensor))
+    if not_tensors:
+        raise ValueError(f"{source}: entries that are not tensors: {', '.join(not_tensors[:20])}")
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     shapes = sorted(f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
@@ -298,10 +303,18 @@ def load_model(path: str | os.PathLike, weights: bool = True, device: str | torc
     if path.suffix == ".ckpt":
         model = _load_lightning_checkpoint(path, weights)
         return model.to(target) if target is not None else model
-    meta = read_metadata(path)
-    model = _create(meta["architecture"], meta["config"], weights)
-    state = load_file(str(path)) if weights else _header_state(path)
-    load_state_dict_checked(model, state, str(path), check_only=not weights)
+    meta = read_metadata(path)  # every key checked, the config's types included
+    # the config's structure on the meta device against the tensors' shapes from the header, before anything is
+    # allocated: a forged config (20,000 channels) is refused at the cost of reading a header
+    model = _create(meta["architecture"], meta["config"], False, path)
+    load_state_dict_checked(model, _header_state(path), f"{path}: metadata 'config' and tensors", check_only=True)
+    if weights:
+        model = _create(meta["architecture"], meta["config"], True, path)
+        try:
+            state = load_file(str(path))
+        except (SafetensorError, OSError) as exc:
+            raise ValueError(f"{path}: the tensors cannot be read ({exc})") from None
+        load_state_dict_checked(model, state, str(path))
     model.preprocessing = Preprocessing.from_dict(meta["preprocessing"])
     model.metadata = meta
     if target is not None:
@@ -309,11 +322,20 @@ def load_model(path: str | os.PathLike, weights: bool = True, device: str | torc
     return model.eval()
 
 
-def _create(architecture: str, config: dict, weights: bool) -> DepthModel:
-    if weights:
-        return create_model(architecture, **config)
-    with torch.device("meta"):  # the structure only: nothing allocated or initialised, no random number drawn
-        return create_model(architecture, **config)
+def _create(architecture: str, config: dict, weights: bool, source: Path | str = "model file") -> DepthModel:
+    """Build ``architecture`` with ``config`` (on the ``meta`` device unless ``weights``).
+
+    Raises:
+        ValueError: naming ``source`` and its config, for a config the model cannot be built from.
+    """
+    try:
+        if weights:
+            return create_model(architecture, **config)
+        with torch.device("meta"):  # the structure only: nothing allocated or initialised, no random number drawn
+            return create_model(architecture, **config)
+    except Exception as exc:  # a config of the right types that still does not build (a wrong length, a 0 width)
+        raise ValueError(f"{source}: metadata 'config' does not build {architecture}: "
+                         f"{type(exc).__name__}: {str(exc)[:300]}") from None
 
 
 def _header_state(path: Path) -> dict[str, torch.Tensor]:
@@ -327,16 +349,32 @@ def _header_state(path: Path) -> dict[str, torch.Tensor]:
 
 def _load_lightning_checkpoint(path: Path, weights: bool = True) -> DepthModel:
     try:
-        ckpt = torch.load(path, map_location="cpu" if weights else "meta", weights_only=True)
-    except Exception as exc:  # pickle errors carry many types
-        raise ValueError(f"{path}: not a plain-tensor checkpoint ({type(exc).__name__}: {exc})") from None
-    hparams = ckpt.get("hyper_parameters", {})
+        with warnings.catch_warnings():  # torch's notes on unusual pickle protocols: the error below says it all
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location="cpu" if weights else "meta", weights_only=True)
+    except Exception as exc:  # pickle errors carry many types; code in the pickle is never run (weights_only)
+        raise ValueError(f"{path}: not a plain-tensor checkpoint; refusing to unpickle code or a truncated file "
+                         f"({type(exc).__name__}: {str(exc)[:300]})") from None
+    hparams = ckpt.get("hyper_parameters", {}) if isinstance(ckpt, dict) else None
+    if not isinstance(hparams, dict) or not isinstance(ckpt.get("state_dict"), dict):
+        raise ValueError(f"{path}: not a Lightning checkpoint (a dict with 'state_dict' and 'hyper_parameters')")
     arch = hparams.get("model")
     if not arch:
         raise ValueError(f"{path}: checkpoint has no 'hyper_parameters.model' naming the architecture")
-    model = _create(arch, hparams.get("model_options") or {}, weights)
-    state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    if arch not in list_models("depth"):
+        raise ValueError(f"{path}: checkpoint 'hyper_parameters.model' is {arch!r}, not a seldepth depth model")
+    options = hparams.get("model_options") or {}
+    if not isinstance(options, dict):
+        raise ValueError(f"{path}: checkpoint 'hyper_parameters.model_options' must be a mapping, got {options!r:.80}")
+    check_config(arch, options, f"{path}: checkpoint 'hyper_parameters.model_options'")
+    state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if str(k).startswith("model.")}
+    if weights:  # the structure against the shapes first, before anything is allocated
+        load_state_dict_checked(_create(arch, options, False, path), state, str(path), check_only=True)
+    model = _create(arch, options, weights, path)
     load_state_dict_checked(model, state, str(path), check_only=not weights)
-    model.preprocessing = Preprocessing.from_dict(hparams.get("preprocessing") or Preprocessing().to_dict())
+    try:
+        model.preprocessing = Preprocessing.from_dict(hparams.get("preprocessing") or Preprocessing().to_dict())
+    except ValueError as exc:
+        raise ValueError(f"{path}: checkpoint hyper_parameters: {exc}") from None
     model.metadata = {"architecture": arch, "provenance": {"checkpoint": str(path)}}
     return model.eval()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -10,6 +11,7 @@ import torch.nn.functional as F
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 RESIZE_METHODS = ("bilinear-antialias", "bilinear")
+MAX_INPUT_SIDE = 16384  # the largest input side a model file may declare
 
 
 @dataclass(frozen=True)
@@ -55,5 +57,31 @@ class Preprocessing:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Preprocessing":
+        """The inverse of :meth:`to_dict`, every value checked.
+
+        Raises:
+            ValueError: naming the key (``preprocessing.mean``) and what was expected.
+        """
+        if not isinstance(d, dict):
+            raise ValueError(f"'preprocessing' must be a mapping, got {type(d).__name__} {d!r:.80}")
         size = d.get("input_size")
-        return cls(tuple(size) if size else None, tuple(d["mean"]), tuple(d["std"]), d.get("resize", "bilinear-antialias"))
+        if size is not None and size != []:
+            if (not isinstance(size, (list, tuple)) or len(size) != 2
+                    or not all(isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= MAX_INPUT_SIDE for n in size)):
+                raise ValueError(f"'preprocessing.input_size' must be [H, W] with two whole numbers in 1..{MAX_INPUT_SIDE} "
+                                 f"or null, got {size!r:.80}")
+        values = {}
+        for key in ("mean", "std"):
+            if key not in d:
+                raise ValueError(f"'preprocessing.{key}' is missing (three numbers, one per RGB channel)")
+            v = d[key]
+            if (not isinstance(v, (list, tuple)) or len(v) != 3
+                    or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)
+                    or (key == "std" and not all(x > 0 for x in v))):
+                need = "three positive numbers" if key == "std" else "three finite numbers"
+                raise ValueError(f"'preprocessing.{key}' must be {need} (one per RGB channel), got {v!r:.80}")
+            values[key] = tuple(float(x) for x in v)
+        resize = d.get("resize", "bilinear-antialias")
+        if resize not in RESIZE_METHODS:
+            raise ValueError(f"'preprocessing.resize' must be one of {', '.join(RESIZE_METHODS)}, got {resize!r:.80}")
+        return cls(tuple(size) if size else None, values["mean"], values["std"], resize)

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from seldepth.atomic import atomic_path
-from seldepth.colormap import colorize_depth
+from seldepth.prediction.colormap import colorize_depth
 from seldepth.prediction.pointcloud import write_depth_ply
 
 PNG_SCALE = 1000.0  # default 16-bit PNG scale: millimetres (NYU convention); 0 = invalid

@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from seldepth.data.errors import DatasetError
 from seldepth.data.images import read_rgb
-from seldepth.defaults import DEFAULT_BATCH_SIZE, require
+from seldepth.defaults import DEFAULT_BATCH_SIZE, check_number, require
 from seldepth.atomic import remove_stale_temporaries
 from seldepth.inference import check_some_finite, count_non_finite, predict_depth
 from seldepth.models.model_file import load_model
@@ -130,9 +130,7 @@ def predict_paths(model, inputs, out_dir: str | os.PathLike, batch_size: int = D
         ValueError: bad ``depth_range`` or ``batch_size``, ``ply`` without intrinsics, no images found.
     """
     depth_range = parse_range(depth_range)
-    if int(batch_size) < 1:
-        raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
-    batch_size = int(batch_size)
+    batch_size = check_number("batch_size", batch_size, 1, integer=True)  # 2.5 refused, never truncated
     out_dir = Path(out_dir)
     items, notes = expand_inputs([inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs), exclude=out_dir)
     if isinstance(model, (str, os.PathLike)):

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from seldepth.atomic import atomic_path
-from seldepth.colormap import colorize_depth
+from seldepth.prediction.colormap import colorize_depth
 from seldepth.defaults import require
 
 PREFERRED_CODECS = ("libx264", "mpeg4")

@@ -30,7 +30,7 @@ from torch import nn
 from seldepth.atomic import atomic_path
 from seldepth.inference import model_input
 from seldepth.models.base import pad_to_multiple
-from seldepth.colormap import colorize_depth
+from seldepth.prediction.colormap import colorize_depth
 from seldepth.selectivity.dissect import resolve_layers
 
 

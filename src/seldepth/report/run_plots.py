@@ -20,7 +20,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from seldepth.colormap import colorize_depth, depth_map_2d
+from seldepth.prediction.colormap import colorize_depth, depth_map_2d
 from seldepth.report.selectivity_plots import save_figure
 
 DEPTH_CMAP = "turbo"  # colorize_depth's default

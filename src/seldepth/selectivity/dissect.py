@@ -48,7 +48,7 @@ from tqdm.auto import tqdm
 from seldepth.atomic import atomic_path, write_text_atomic
 from seldepth.data.collate import collate_samples
 from seldepth.data.skipping import first_sample, is_skipped, no_readable_sample, sample_batches
-from seldepth.defaults import DEFAULT_BATCH_SIZE, DEFAULT_NUM_WORKERS
+from seldepth.defaults import DEFAULT_BATCH_SIZE, DEFAULT_NUM_WORKERS, check_number
 from seldepth.inference import model_preprocessing
 from seldepth.selectivity.bins import DEFAULT_BINS, DEFAULT_DEPTH_RANGE, BinScheme, EdgeRefinement, bin_centres, parse_bins
 from seldepth.selectivity.responses import (
@@ -513,8 +513,8 @@ def check_depth_range(depth_range) -> tuple[float, float]:
         lo, hi = (float(v) for v in depth_range)
     except (TypeError, ValueError):
         raise ValueError(f"depth_range: expected (min, max) in metres, got {depth_range!r}") from None
-    if not (0 <= lo < hi):
-        raise ValueError(f"depth_range: expected 0 <= min < max, got {depth_range!r}")
+    if not (0 <= lo < hi < float("inf")):  # also NaN
+        raise ValueError(f"depth_range: expected finite 0 <= min < max, got {depth_range!r}")
     return lo, hi
 
 
@@ -587,6 +587,8 @@ def dissect(model: nn.Module, dataset: Dataset, layers=None, bins: str | BinSche
         :class:`DissectionResult`.
     """
     depth_range = check_depth_range(depth_range)
+    check_number("batch_size", batch_size, 1, integer=True)
+    check_number("num_workers", num_workers, 0, integer=True)
     resolve_layers(model, layers)  # fail on unknown names before reading data
     scheme = fit_bins(parse_bins(bins), dataset, depth_range)
     dissector = Dissector(model, layers, scheme, depth_range, dtype)

@@ -31,6 +31,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from seldepth.defaults import check_number
 from seldepth.selectivity.bins import DEFAULT_DEPTH_RANGE, depth_to_bins, parse_bins
 from seldepth.selectivity.dissect import resolve_layers
 from seldepth.selectivity.responses import binned_responses, mean_responses, project_bins, selectivity_index
@@ -65,17 +66,14 @@ class SelectivityConfig:
     log_layers: tuple[str, ...] | None = None
 
     def __post_init__(self):
-        if self.weight < 0:
-            raise ValueError(f"selectivity.weight must be >= 0, got {self.weight}")
+        check_number("selectivity.weight", self.weight, 0)
         if self.statistics not in STATISTICS:
             raise ValueError(f"selectivity.statistics must be one of {', '.join(STATISTICS)}, got {self.statistics!r}")
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"selectivity.momentum must be in [0, 1), got {self.momentum}")
-        if self.warmup_epochs < 0:
-            raise ValueError(f"selectivity.warmup_epochs must be >= 0, got {self.warmup_epochs}")
+        check_number("selectivity.momentum", self.momentum, 0, 1, high_open=True)
+        check_number("selectivity.warmup_epochs", self.warmup_epochs, 0, integer=True)
         lo, hi = self.depth_range
-        if not 0 <= lo < hi:
-            raise ValueError(f"selectivity.depth_range must be 0 <= min < max, got {self.depth_range}")
+        check_number("selectivity.depth_range[0]", lo, 0)
+        check_number("selectivity.depth_range[1]", hi, lo, low_open=True)
         try:
             scheme = parse_bins(self.bins)
         except ValueError as exc:

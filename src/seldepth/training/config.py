@@ -7,6 +7,7 @@ reproduces the run. Every value is checked before any work starts; errors name t
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 
 import torch
@@ -16,6 +17,7 @@ from jsonargparse import ActionConfigFile, ArgumentParser
 from seldepth.data.datamodule import DataConfig
 from seldepth.data.spec import check_spec
 from seldepth.data.subsets import read_selection
+from seldepth.defaults import check_number
 from seldepth.evaluation.protocol import PRESETS
 from seldepth.inference import semantic_classes
 from seldepth.losses.balanced import BalancedLossConfig
@@ -67,16 +69,15 @@ class TrainerConfig:
     max_minutes: float | None = None
 
     def __post_init__(self):
-        if self.max_minutes is not None and not self.max_minutes > 0:
-            raise ValueError(f"trainer.max_minutes must be > 0 or null, got {self.max_minutes}")
+        check_number("trainer.max_minutes", self.max_minutes, 0, low_open=True, optional=True)
         if self.best_by not in BEST_BY:
             raise ValueError(f"trainer.best_by must be one of {', '.join(BEST_BY)}, got {self.best_by!r}")
-        if self.epochs < 1:
-            raise ValueError(f"trainer.epochs must be >= 1, got {self.epochs}")
-        if self.devices < 1 or self.num_nodes < 1:
-            raise ValueError(f"trainer.devices and trainer.num_nodes must be >= 1, got {self.devices}, {self.num_nodes}")
-        if self.checkpoint_every_n_steps is not None and self.checkpoint_every_n_steps < 1:
-            raise ValueError(f"trainer.checkpoint_every_n_steps must be >= 1 or null, got {self.checkpoint_every_n_steps}")
+        check_number("trainer.epochs", self.epochs, 1, integer=True)
+        check_number("trainer.devices", self.devices, 1, integer=True)
+        check_number("trainer.num_nodes", self.num_nodes, 1, integer=True)
+        check_number("trainer.seed", self.seed, 0, 2**32 - 1, integer=True)  # what numpy and Lightning accept
+        check_number("trainer.log_every_n_steps", self.log_every_n_steps, 1, integer=True)
+        check_number("trainer.checkpoint_every_n_steps", self.checkpoint_every_n_steps, 1, integer=True, optional=True)
 
 
 @dataclass(frozen=True)
@@ -136,10 +137,14 @@ def _instantiate(parser: ArgumentParser, parse) -> tuple[TrainConfig, bool]:
         ns = parse()
         instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes  # renamed in jsonargparse 4.49
         init = instantiate(ns)
-    except ValueError:
-        raise
     except Exception as exc:  # jsonargparse reports unknown keys and type errors as ArgumentError
-        raise ValueError(str(exc).strip()) from None
+        message = str(exc).strip()
+        # a config dataclass's own check inside an optional section (multiscale, selfsup, ...): that line alone,
+        # without jsonargparse's list of the union's alternatives
+        own = re.search(r"^[\s-]*([\w.\[\]]+ must be .*)$", message, re.MULTILINE)
+        if isinstance(exc, ValueError) and (own is None or own.group(1) == message):
+            raise
+        raise ValueError(own.group(1) if own else message) from None
     fields = {f.name: getattr(init, f.name) for f in dataclasses.fields(TrainConfig)}
     fields.update(model_options=dict(fields["model_options"] or {}), init_skip=list(fields["init_skip"] or []),
                   freeze=list(fields["freeze"] or []))

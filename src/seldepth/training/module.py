@@ -1,5 +1,5 @@
 """The LightningModules of supervised training: a shared base (the depth model by name, its preprocessing,
-frozen parts, AdamW with a step schedule) and :class:`DepthTrainingModule`.
+frozen parts, AdamW with a step schedule, the stop on a loss that is not finite) and :class:`DepthTrainingModule`.
 """
 
 
@@ -27,6 +27,26 @@ from seldepth.training.optim import OptimConfig, adamw_with_steps
 from seldepth.training.teachers import TeacherConfig, TrainingTargets
 from seldepth.training.transfer import freeze as freeze_parts
 from seldepth.training.transfer import parameter_groups
+
+
+class TrainingDiverged(RuntimeError):
+    """Training produced a loss (or weights) that is not finite (NaN or infinite).
+
+    Raised before the step's backward pass and optimiser update, and before any checkpoint is written from
+    weights that are not finite: ``last.ckpt`` and ``best.ckpt`` keep the last finite state, and no model file
+    or results are written. The ``seldepth`` command exits with status 1.
+    """
+
+
+def _not_finite(values: dict) -> dict[str, str]:
+    """The entries of ``{name: number or tensor}`` that hold a NaN or an infinity, as text (``nan``, ``inf``, ...)."""
+    out = {}
+    for name, value in values.items():
+        t = torch.as_tensor(value).detach().float()
+        if not bool(torch.isfinite(t).all()):
+            out[name] = (f"{t.item():g}" if t.numel() == 1
+                         else f"{int((~torch.isfinite(t)).sum())} of {t.numel()} values not finite")
+    return out
 
 
 def lists_to_tuples(d: dict) -> dict:
@@ -66,6 +86,46 @@ class DepthModelModule(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         for m in self.frozen:  # frozen parts keep their batch-norm statistics too
             m.eval()
+
+    def check_loss(self, loss: torch.Tensor, terms: dict, batch_idx: int) -> None:
+        """Stop training with :class:`TrainingDiverged` when ``loss`` is not finite, naming the step and the
+        ``terms`` that are not finite.
+
+        Called by ``training_step`` before it returns the loss: Lightning then runs neither the backward pass
+        nor the optimiser step, so the weights, and every checkpoint written from them, stay the last finite
+        ones. Under DDP every process stops when one does (none waits alone for the others' gradients).
+        """
+        finite = bool(torch.isfinite(loss.detach()).all())
+        trainer = self._trainer
+        if trainer is not None and trainer.world_size > 1:
+            finite = bool(trainer.strategy.reduce_boolean_decision(finite, all=True))
+        if finite:
+            return
+        own = _not_finite({"loss": loss})
+        bad = _not_finite(terms)
+        where = (f"the loss is {own['loss']}" if own else "the loss is not finite on another process")
+        if bad:
+            where += "; terms not finite: " + ", ".join(f"{k} = {v}" for k, v in bad.items())
+        elif own:
+            where += f" while its terms ({', '.join(terms) or 'none'}) are finite"
+        raise TrainingDiverged(
+            f"training diverged at step {self.global_step} (epoch {self.current_epoch}, batch {batch_idx}): {where}. "
+            f"Training stopped before this step's update: the checkpoints keep the last finite state and no model "
+            f"file or results were written. Lower optim.lr (now {self.optim_config.lr:g}) or the loss weights, "
+            f"or look for bad samples in the data")
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Refuse to write a checkpoint of weights that are not finite (a finite loss can still give infinite
+        gradients): the previous checkpoint file stays as it was."""
+        params = list(self.parameters())
+        if params and not bool(torch.stack([torch.isfinite(p.detach()).all() for p in params]).all()):
+            bad = [name for name, p in self.named_parameters() if not bool(torch.isfinite(p.detach()).all())]
+            more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+            raise TrainingDiverged(
+                f"training diverged: the weights are not finite after step {self.global_step - 1} (epoch "
+                f"{self.current_epoch}; {', '.join(bad[:3])}{more}); no checkpoint was written from them: the "
+                f"checkpoints keep the last finite state and no model file or results were written. Lower optim.lr "
+                f"(now {self.optim_config.lr:g}) or the loss weights")
 
     def parameter_groups(self) -> list[dict]:
         """The optimiser's parameter groups: the model's, with ``optim.part_lr``'s learning rates."""
@@ -137,12 +197,15 @@ class DepthTrainingModule(DepthModelModule):
                 pred = self.model(x)
                 loss, terms = self.loss_fn(pred, *masked_downsample(depth, valid, tuple(pred.shape[-2:])))
         n = len(depth)
+        checked = dict(terms)
         if self.selectivity_config.enabled:
             reg = self.regularizer(depth, valid,
                                    active=self.current_epoch >= self.selectivity_config.warmup_epochs)
             loss = loss + reg.loss
+            checked["l_assign"] = reg.loss
             self.log("train/l_assign", reg.loss, batch_size=n)
             self.log_dict({f"train/ds_assigned/{k}": v for k, v in reg.ds.items()}, batch_size=n)
+        self.check_loss(loss, checked, batch_idx)
         self.log("train/loss", loss, prog_bar=True, batch_size=n)
         self.log_dict({f"train/{k}": v for k, v in terms.items()}, batch_size=n)
         return loss
@@ -179,6 +242,7 @@ class DepthTrainingModule(DepthModelModule):
             self.log_dict({f"val/ds/{k}": layer.mean_ds for k, layer in result.layers.items()}, sync_dist=False)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
         if self.regularizer.ema:
             checkpoint["selectivity_ema"] = self.regularizer.ema_state()
 

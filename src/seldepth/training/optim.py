@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from seldepth.defaults import check_number
+
 
 @dataclass(frozen=True)
 class OptimConfig:
@@ -23,19 +25,16 @@ class OptimConfig:
     gamma: float = 0.1
 
     def __post_init__(self):
-        if not self.lr > 0:
-            raise ValueError(f"optim.lr must be > 0, got {self.lr}")
-        if self.weight_decay < 0:
-            raise ValueError(f"optim.weight_decay must be >= 0, got {self.weight_decay}")
-        if self.step_epochs < 1:
-            raise ValueError(f"optim.step_epochs must be >= 1, got {self.step_epochs}")
-        if not 0 < self.gamma <= 1:
-            raise ValueError(f"optim.gamma must be in (0, 1], got {self.gamma}")
-        bad = {k: v for k, v in self.part_lr.items() if not float(v) > 0}
-        if bad:
-            raise ValueError(f"optim.part_lr: learning rates must be > 0, got {bad}")
-        if not all(0 <= b < 1 for b in self.betas):
-            raise ValueError(f"optim.betas must be in [0, 1), got {self.betas}")
+        check_number("optim.lr", self.lr, 0, low_open=True)
+        check_number("optim.weight_decay", self.weight_decay, 0)
+        check_number("optim.step_epochs", self.step_epochs, 1, integer=True)
+        check_number("optim.gamma", self.gamma, 0, 1, low_open=True)
+        for name, lr in self.part_lr.items():
+            check_number(f"optim.part_lr.{name}", lr, 0, low_open=True)
+        if len(self.betas) != 2:
+            raise ValueError(f"optim.betas must be two numbers in [0, 1), got {list(self.betas)}")
+        for i, beta in enumerate(self.betas):
+            check_number(f"optim.betas[{i}]", beta, 0, 1, high_open=True)
 
 
 def adamw_with_steps(o: OptimConfig, groups: list[dict]) -> dict:

@@ -18,7 +18,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from seldepth.atomic import stale_temporaries, write_text_atomic
-from seldepth.data.datamodule import DepthDataModule, SequenceDataModule
+from seldepth.data.datamodule import DepthDataModule
 from seldepth.data.errors import DatasetError
 from seldepth.data.sequences import FrameSnippets
 from seldepth.data.spec import open_dataset, prepare
@@ -31,6 +31,7 @@ from seldepth.models.preprocessing import Preprocessing
 from seldepth.training.config import BEST_BY, TrainConfig, dump_config
 from seldepth.training.loggers import AtomicCheckpointIO, ResumableCSVLogger
 from seldepth.training.module import DepthTrainingModule
+from seldepth.training.resume import ResumableDepthData, ResumableSequenceData, ResumeState
 from seldepth.training.run_folder import RunFolder, checkpoint_step
 from seldepth.training.selfsup import SelfSupervisedModule, evaluate_pose
 from seldepth.training.transfer import init_from_file, source_preprocessing
@@ -53,10 +54,11 @@ def build_module(cfg: TrainConfig) -> L.LightningModule:
 
 
 def build_datamodule(cfg: TrainConfig) -> DepthDataModule:
-    """Samples for supervised training, or frame snippets for ``selfsup``."""
+    """Samples for supervised training, or frame snippets for ``selfsup``; the training order and augmentation
+    are drawn from ``trainer.seed`` and resumable mid-epoch (:mod:`seldepth.training.resume`)."""
     if cfg.selfsup is not None:
-            return SequenceDataModule(cfg.data, cfg.selfsup.stride)
-    return DepthDataModule(cfg.data)
+        return ResumableSequenceData(cfg.data, cfg.selfsup.stride, seed=cfg.trainer.seed)
+    return ResumableDepthData(cfg.data, seed=cfg.trainer.seed)
 
 
 def build_trainer(cfg: TrainConfig, out: Path, extra_callbacks=(), resume_step: int = -1) -> L.Trainer:
@@ -70,7 +72,7 @@ def build_trainer(cfg: TrainConfig, out: Path, extra_callbacks=(), resume_step: 
     every = {"every_n_train_steps": t.checkpoint_every_n_steps} if t.checkpoint_every_n_steps else {"every_n_epochs": 1}
     last = ModelCheckpoint(dirpath=run.checkpoint_dir, filename=Path(RunFolder.LAST_CHECKPOINT).stem, monitor=None, save_top_k=1,
                            enable_version_counter=False, **every)
-    callbacks = [best, last, LearningRateMonitor(logging_interval="epoch"), *extra_callbacks]
+    callbacks = [best, last, LearningRateMonitor(logging_interval="epoch"), ResumeState(), *extra_callbacks]
     loggers = [ResumableCSVLogger(out, name="csv", version="", keep_step=resume_step)]
     if has_extra("tensorboard"):  # the tensorboard extra; without it the CSV log alone
         loggers.append(TensorBoardLogger(out, name="tb", version=""))
@@ -130,7 +132,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     elapsed = time.time() - start
     if not trainer.is_global_zero:
         return {}
-    return finish_run(cfg, out, data_path, elapsed)
+    before = next(c.seconds_before for c in trainer.callbacks if isinstance(c, ResumeState))  # the earlier parts'
+    return finish_run(cfg, out, data_path, before + elapsed, elapsed_this_run=elapsed)
 
 
 def finish_pose(cfg: TrainConfig, out: Path, checkpoint: Path) -> dict:
@@ -148,13 +151,18 @@ def finish_pose(cfg: TrainConfig, out: Path, checkpoint: Path) -> dict:
     return evaluate_pose(pose_net, snippets, size)
 
 
-def finish_run(cfg: TrainConfig, out: Path, data_path: Path, elapsed: float) -> dict:
-    """Export the best checkpoint as a model file and score it on validation and test."""
+def finish_run(cfg: TrainConfig, out: Path, data_path: Path, elapsed: float, elapsed_this_run: float | None = None) -> dict:
+    """Export the best checkpoint as a model file and score it on validation and test.
+
+    ``elapsed``: the training seconds of the whole run (``train_seconds``: a resumed run's earlier parts up to
+    the checkpoint it resumed from, and its own); ``elapsed_this_run``: its last part's (``train_seconds_this_run``).
+    """
     run = RunFolder(out)
     checkpoint = run.final_checkpoint()
     model = load_model(checkpoint)
     protocol = get_protocol(cfg.protocol, median_scaling=cfg.selfsup is not None)
-    results = {"train_seconds": round(elapsed, 1), "epochs": cfg.trainer.epochs}
+    results = {"train_seconds": round(elapsed, 1), "train_seconds_this_run": round(
+        elapsed if elapsed_this_run is None else elapsed_this_run, 1), "epochs": cfg.trainer.epochs}
     results["val"] = evaluate(model, open_dataset(cfg.data.path, cfg.data.val_split), protocol, progress=False)
     if cfg.trainer.evaluate_test:
         results["test"] = evaluate(model, open_dataset(cfg.data.path, cfg.data.test_split), protocol, progress=False)

@@ -70,6 +70,34 @@ def read_yaml(path: str | os.PathLike) -> dict:
     return _read_mapping(path, yaml.safe_load, (yaml.YAMLError,), "YAML", "a mapping of config keys")
 
 
+def checkpoint_step(path: str | os.PathLike) -> int:
+    """The ``global_step`` of a Lightning checkpoint (``last.ckpt`` of a run being resumed).
+
+    Read with ``torch.load(weights_only=True)``: a pickle that would run code is refused, never executed.
+
+    Raises:
+        ValueError: naming the file, when it is truncated, not a checkpoint, holds code, or has no whole
+            ``global_step``.
+    """
+    import warnings
+
+    import torch
+
+    try:
+        with warnings.catch_warnings():  # torch's notes on unusual pickle protocols: the error below says it all
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location="meta", weights_only=True)
+    except Exception as exc:  # pickle errors carry many types; code in the pickle is never run (weights_only)
+        raise ValueError(f"{path}: cannot be resumed from: not a readable plain-tensor checkpoint (truncated, or "
+                         f"holding code, which is never unpickled) ({type(exc).__name__}: {str(exc)[:200]}); "
+                         f"remove it to restart the run, or resume from an intact copy") from None
+    step = ckpt.get("global_step") if isinstance(ckpt, dict) else None
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise ValueError(f"{path}: cannot be resumed from: no whole 'global_step' >= 0 in the checkpoint "
+                         f"(got {step!r:.40})")
+    return step
+
+
 def read_metrics_csv(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Columns of a Lightning CSVLogger ``metrics.csv`` as float arrays (NaN where a row leaves a cell empty).
 

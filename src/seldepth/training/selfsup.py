@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from seldepth.data.collate import collate_samples
+from seldepth.defaults import check_number
 from seldepth.evaluation.metrics import DepthMetrics
 from seldepth.evaluation.protocol import get_protocol
 from seldepth.inference import predict_depth
@@ -69,10 +70,8 @@ class SelfSupervisedConfig:
     snippet_motion_lr: float = 0.0
 
     def __post_init__(self):
-        if self.stride < 1:
-            raise ValueError(f"selfsup.stride must be >= 1, got {self.stride}")
-        if not self.snippet_motion_lr >= 0:
-            raise ValueError(f"selfsup.snippet_motion_lr must be >= 0 (0: no per-snippet corrections), got {self.snippet_motion_lr}")
+        check_number("selfsup.stride", self.stride, 1, integer=True)
+        check_number("selfsup.snippet_motion_lr", self.snippet_motion_lr, 0)  # 0: no per-snippet corrections
         if self.true_motion not in TRUE_MOTION:
             raise ValueError(f"selfsup.true_motion must be one of {', '.join(TRUE_MOTION)}, got {self.true_motion!r}")
 
@@ -184,6 +183,15 @@ class SelfSupervisedModule(DepthModelModule):
         if stage == "fit" and self.config.snippet_motion_lr > 0 and self.snippet_motion is None:
             self._make_snippet_motion(len(self.trainer.datamodule.train_set))
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
+        if self._snippet_optimizer is not None:  # its Adam moments, for --resume (Lightning saves only its own optimisers)
+            checkpoint["snippet_optimizer"] = self._snippet_optimizer.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if self._snippet_optimizer is not None and "snippet_optimizer" in checkpoint:
+            self._snippet_optimizer.load_state_dict(checkpoint["snippet_optimizer"])
+
     def on_after_backward(self) -> None:
         if self._snippet_optimizer is not None:  # the batch's corrections take their Adam step
             self._snippet_optimizer.step()
@@ -209,6 +217,7 @@ class SelfSupervisedModule(DepthModelModule):
             source_depths = self._depth(sources.flatten(0, 1)).view(b, s, 1, *image.shape[-2:])
         loss, terms = self.loss_fn(image, sources, depth, transforms, K, source_depths)
         n = len(image)
+        self.check_loss(loss, terms, batch_idx)
         self.log("train/loss", loss, prog_bar=True, batch_size=n)
         self.log_dict({f"train/{k}": v for k, v in terms.items()}, batch_size=n)
         return loss

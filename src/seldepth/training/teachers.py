@@ -30,7 +30,7 @@ import torch
 
 from seldepth.inference import predict_depth, predict_semantics, semantic_classes
 from seldepth.losses.logdepth import IGNORE_LABEL
-from seldepth.models.model_file import load_model
+from seldepth.models.model_file import OutputUnitError, load_model
 
 DEPTH_MODES = ("fill", "fill_aligned", "replace")
 
@@ -90,6 +90,9 @@ def _load(path, key: str, weights: bool = True):
     """A frozen model in eval mode; errors name the config key and the file."""
     try:
         model = load_model(path, weights=weights)
+    except OutputUnitError as exc:  # the model file refuses it; said in the student's terms
+        raise TeacherError(f"{key}: {path} predicts depth in {exc.unit!r} but the student predicts metres ('m'); "
+                           f"import or export the teacher in metres") from None
     except (ValueError, OSError) as exc:
         raise TeacherError(f"{key}: {path}: cannot be loaded as a seldepth model: {exc}") from None
     for p in model.parameters():

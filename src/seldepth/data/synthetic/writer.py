@@ -175,6 +175,9 @@ def generate(out_dir: str | os.PathLike, num: int = DEFAULT_SCENES, size: tuple[
         workers: processes that render in parallel (``None``: one per CPU, at most 8). The output
             is the same for any number of workers.
 
+    Processes generating into the same ``out_dir`` take turns through the lock file ``OUT_DIR.lock`` beside it
+    (:func:`generation_lock`).
+
     Returns:
         The contents of ``dataset.json``.
 
