@@ -233,6 +233,10 @@ def args_predict(p: ArgumentParser) -> None:
                    help="horizontal field of view in degrees instead of --fx/--fy (principal point at the centre)")
     p.add_argument("--video-npy", action="store_true", help="also save each video's depth frames as NAME_depth.npy (T, H, W)")
     p.add_argument("--flip", action="store_true", help="horizontal-flip test-time averaging")
+    p.add_argument("--png-scale", type=float | None, default=None,
+                   help="values per metre in the 16-bit depth PNGs (null: the model file's; 1000 for indoor models, "
+                        "256 for KITTI models, KITTI's own convention); depth beyond 65535 / scale m is clipped "
+                        "with a warning that counts the pixels")
 
 
 def cmd_predict(args: Namespace) -> None:
@@ -243,7 +247,8 @@ def cmd_predict(args: Namespace) -> None:
     model = _load_model(args.model, args.device, "predict")
     summary = predict_paths(model, args.inputs, args.out, batch_size=args.batch_size,
                             depth_range=None if args.range is None else tuple(args.range),
-                            ply=args.ply, intrinsics=intrinsics, flip=args.flip, video_npy=args.video_npy)
+                            ply=args.ply, intrinsics=intrinsics, flip=args.flip, video_npy=args.video_npy,
+                            png_scale=args.png_scale)
     print(summary.format(args.out))
     if summary.images == 0 and summary.videos == 0:
         raise NothingProduced("no image or video was predicted" + (" (every input was skipped)" if summary.skipped else ""))

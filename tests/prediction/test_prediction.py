@@ -280,3 +280,20 @@ def test_broken_video_is_skipped_and_errors_leave_no_partial_files(model_file, t
         writer.write(np.ones((64, 96), np.float32))
         raise RuntimeError("killed")
     assert list((tmp_path / "half").iterdir()) == []
+
+
+def test_png_scale_from_the_cli_writes_that_many_values_per_metre(model_file, tmp_path, one_thread):
+    from PIL import Image
+
+    _image(tmp_path / "room.png")
+    for scale in (1000, 256):
+        out = tmp_path / f"out{scale}"
+        assert main(["predict", str(tmp_path / "room.png"), "--model", str(model_file), "--out", str(out),
+                     "--png-scale", str(scale)]) == 0
+        depth = np.load(out / "room_depth.npy")
+        png = np.asarray(Image.open(out / "room_depth.png")).astype(np.float64)
+        expected = np.clip(np.where(depth > 0, np.round(depth * scale), 0), 0, 65535)  # 0: no depth
+        assert (depth > 0).any()
+        np.testing.assert_allclose(png, expected, atol=1)
+    assert main(["predict", str(tmp_path / "room.png"), "--model", str(model_file), "--out", str(tmp_path / "bad"),
+                 "--png-scale", "0"]) == 2

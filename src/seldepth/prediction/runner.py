@@ -135,7 +135,7 @@ def predict_paths(model, inputs, out_dir: str | os.PathLike, batch_size: int = D
     items, notes = expand_inputs([inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs), exclude=out_dir)
     if isinstance(model, (str, os.PathLike)):
         model = load_model(model)
-    png_scale = png_scale_of(model) if png_scale is None else float(png_scale)
+    png_scale = png_scale_of(model) if png_scale is None else float(check_number("png_scale", png_scale, 0, low_open=True))
     if ply:
         intrinsics = intrinsics or intrinsics_from_metadata(getattr(model, "metadata", None))
         if intrinsics is None:
