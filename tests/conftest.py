@@ -58,3 +58,16 @@ def tiny_splits(nyu_sample, tmp_path_factory) -> Path:
     (root / "test.csv").write_text(absolute[9] + "\n")
     return root
 
+
+
+@pytest.fixture
+def pair_folder(tmp_path):
+    """A folder with one image/depth pair: a black 6x8 RGB PNG and a 16-bit depth PNG of 2000 (2 m in millimetres)."""
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path / "pairs"
+    root.mkdir()
+    Image.fromarray(np.zeros((6, 8, 3), np.uint8)).save(root / "000_rgb.png")
+    Image.fromarray(np.full((6, 8), 2000, np.uint16)).save(root / "000_depth.png")
+    return root

@@ -15,16 +15,6 @@ from seldepth.data.subsets import read_selection
 from seldepth.prediction.inputs import expand_inputs
 
 
-@pytest.fixture
-def pairs(tmp_path):
-    """A folder with one image/depth pair (16-bit millimetres)."""
-    root = tmp_path / "pairs"
-    root.mkdir()
-    Image.fromarray(np.zeros((6, 8, 3), np.uint8)).save(root / "000_rgb.png")
-    Image.fromarray(np.full((6, 8), 2000, np.uint16)).save(root / "000_depth.png")
-    return root
-
-
 @pytest.mark.parametrize("query, message", [
     ("scale=abc", r"option 'scale' expects a finite number, got 'abc'"),
     ("scale=nan", r"option 'scale' expects a finite number, got 'nan'"),
@@ -33,8 +23,8 @@ def pairs(tmp_path):
     ("scale=1000&scale=256", r"option 'scale' is given twice \('1000' and '256'\)"),
     ("sacle=1000", r"option 'sacle' is not known to the folder of image/depth pairs matched by name reader"),
 ])
-def test_bad_options_are_caught_without_reading_data(pairs, query, message):
-    spec = f"folder:{pairs}?{query}"
+def test_bad_options_are_caught_without_reading_data(pair_folder, query, message):
+    spec = f"folder:{pair_folder}?{query}"
     with pytest.raises(DatasetError, match=rf"^data.path: data spec .*{message}"):
         check_spec(spec, key="data.path")
     if "twice" not in query:
@@ -42,10 +32,10 @@ def test_bad_options_are_caught_without_reading_data(pairs, query, message):
             open_dataset(spec)
 
 
-def test_good_options_are_converted_once(pairs):
-    resolved = check_spec(f"folder:{pairs}?scale=1000&fx=5&fy=5&cx=3&cy=2")
+def test_good_options_are_converted_once(pair_folder):
+    resolved = check_spec(f"folder:{pair_folder}?scale=1000&fx=5&fy=5&cx=3&cy=2")
     assert resolved.parsed.raw == {"scale": "1000", "fx": "5", "fy": "5", "cx": "3", "cy": "2"}
-    sample = open_dataset(f"folder:{pairs}?scale=1000")[0]
+    sample = open_dataset(f"folder:{pair_folder}?scale=1000")[0]
     assert float(sample["depth"].max()) == pytest.approx(2.0)
 
 
