@@ -129,3 +129,16 @@ def check_number(key: str, value, low: float | None = None, high: float | None =
         what = ("an integer" if integer else "a finite number") + (f" {bounds}" if bounds else "")
         raise ValueError(f"{key} must be {what}{' or null' if optional else ''}, got {value!r}")
     return value
+
+
+def check_size(key: str, value) -> tuple[int, int]:
+    """``value`` as ``(height, width)``, two integers >= 1; else a ValueError naming ``key``."""
+    try:
+        sides = tuple(value)
+    except TypeError:
+        sides = ()
+    if len(sides) != 2:
+        raise ValueError(f"{key} must be (height, width), two integers >= 1, got {value!r}")
+    for i, side in enumerate(sides):
+        check_number(f"{key}[{i}]", side, 1, integer=True)
+    return int(sides[0]), int(sides[1])

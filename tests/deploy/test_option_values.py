@@ -42,7 +42,7 @@ def test_export_writes_exactly_the_opset_asked_for_or_nothing(tmp_path, monkeypa
 
 @pytest.mark.parametrize("size, message", [((64, 96.5), r"input_size\[1\] must be an integer >= 1, got 96.5"),
                                            ((0, 96), r"input_size\[0\] must be an integer >= 1, got 0"),
-                                           ((64,), r"input_size must be \(h, w\)")])
+                                           ((64,), r"input_size must be \(height, width\)")])
 def test_export_refuses_a_bad_input_size(size, message, tmp_path):
     with pytest.raises(ExportError, match=message):
         export_onnx(_tiny(), tmp_path / "m.onnx", input_size=size)

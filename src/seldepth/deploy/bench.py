@@ -33,7 +33,7 @@ from seldepth.atomic import write_json_atomic
 from seldepth.data.spec import cache_dir, open_dataset
 from seldepth.data.synthetic.writer import parse_size as _parse_size
 from seldepth.defaults import (DEFAULT_CALIBRATION_IMAGES, DEFAULT_COMPILE_BUDGET_S, DEFAULT_RUNS, DEFAULT_SIZE,
-                               DEFAULT_THREADS, DEFAULT_WARMUP, check_number)
+                               DEFAULT_THREADS, DEFAULT_WARMUP, check_number, check_size)
 from seldepth.deploy.onnx_export import export_onnx
 from seldepth.deploy.quantize import check_calibration_images, quantize_int8
 from seldepth.models import create_model
@@ -112,14 +112,7 @@ def check_benchmark_args(model_path, size, threads: int, runs: int, warmup: int,
     if Path(model_path).suffix == ".onnx":
         raise BenchmarkError(f"{model_path}: bench takes a torch model file (.safetensors or .ckpt) and exports ONNX itself")
     try:
-        sides = tuple(size)
-    except TypeError:
-        sides = ()
-    if len(sides) != 2:
-        raise BenchmarkError(f"size must be (height, width), two integers >= 1, got {size!r}")
-    try:
-        for i, side in enumerate(sides):
-            check_number(f"size[{i}]", side, 1, integer=True)
+        check_size("size", size)
         check_number("threads", threads, 1, integer=True)
         check_number("runs", runs, 1, integer=True)
         check_number("warmup", warmup, 0, integer=True)

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from seldepth.atomic import atomic_path
-from seldepth.defaults import check_number, require
+from seldepth.defaults import check_number, check_size, require
 from seldepth.models.onnx_model import ONNX_FORMAT, ort_session
 from seldepth.models.preprocessing import Preprocessing
 
@@ -102,17 +102,9 @@ def check_opset(opset: int | None) -> int | None:
 def check_input_size(input_size) -> tuple[int, int]:
     """``(h, w)`` of two integers >= 1, or an :class:`ExportError` naming ``input_size``."""
     try:
-        size = tuple(input_size)
-    except TypeError:
-        size = ()
-    if len(size) != 2:
-        raise ExportError(f"input_size must be (h, w), two integers >= 1, got {input_size!r}")
-    try:
-        for i, side in enumerate(size):
-            check_number(f"input_size[{i}]", side, 1, integer=True)
+        return check_size("input_size", input_size)
     except ValueError as exc:
         raise ExportError(str(exc)) from None
-    return size
 
 
 def save_onnx_atomic(proto, path: Path) -> None:
