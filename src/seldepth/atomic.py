@@ -58,10 +58,10 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     return Path(path)
 
 
-def stale_temporaries(folder: str | os.PathLike) -> list[Path]:
-    """The temporary files that writers killed mid-write left in ``folder`` (not recursive)."""
+def stale_temporaries(folder: str | os.PathLike, suffix: str = TMP_SUFFIX) -> list[Path]:
+    """The hidden temporary files (``.NAME...SUFFIX``) that writers killed mid-write left in ``folder`` (not recursive)."""
     folder = Path(folder)
-    return sorted(folder.glob(f".*{TMP_SUFFIX}")) if folder.is_dir() else []
+    return sorted(folder.glob(f".*{suffix}")) if folder.is_dir() else []
 
 
 def _writer_pid(path: Path) -> int | None:
@@ -90,12 +90,9 @@ def _is_running(pid: int | None) -> bool:
 def remove_stale_temporaries(folder: str | os.PathLike, suffixes: tuple[str, ...] = (TMP_SUFFIX,)) -> list[Path]:
     """Remove the hidden temporary files (``.NAME...SUFFIX``) that writers killed mid-write left in ``folder``
     (not recursive); those of a writer process still running are kept. Returns the files removed."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
     removed = []
     for suffix in suffixes:
-        for path in sorted(folder.glob(f".*{suffix}")):
+        for path in stale_temporaries(folder, suffix):
             if path.is_file() and not _is_running(_writer_pid(path)):
                 try:
                     path.unlink()

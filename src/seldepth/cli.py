@@ -210,6 +210,15 @@ class NothingProduced(Exception):
     """The command ran but produced nothing (every input skipped, no image scored): exit status 1."""
 
 
+def _check_produced(args: Namespace, dataset, count: int, verb: str) -> None:
+    """Say which model ran on which data; with no image ``verb`` (scored, dissected), list the skipped samples and
+    stop with exit status 1 (:class:`NothingProduced`)."""
+    print(f"model {args.model} on {args.data} ({len(dataset)} images, split {args.split})")
+    if not count:
+        _report_skipped(dataset)
+        raise NothingProduced(f"no image of {args.data} (split {args.split}) was {verb}")
+
+
 # ---------------------------------------------------------------------------------------------
 # The commands: arguments, then what they run
 # ---------------------------------------------------------------------------------------------
@@ -278,18 +287,15 @@ def cmd_eval(args: Namespace) -> None:
     if args.json:
         _check_output(args.json, "file", key="--json")
     options = dict(flip=args.flip, caps=tuple(args.caps), median_scaling=args.median_scaling)
-    if args.protocol is not None:
-        _protocol(args.protocol, args.data, **options)  # an unknown name fails before the model is read
+    # a named protocol is built (an unknown name fails) before the model is read; else it comes from data and model
+    protocol = _protocol(args.protocol, args.data, **options) if args.protocol is not None else None
     model = with_head(_load_model(args.model, args.device, "eval"), args.head)
     dataset = _open_data(args)
-    protocol = _protocol(args.protocol, args.data, model, **options)
+    protocol = protocol or _protocol(None, args.data, model, **options)
     result = evaluate(model, dataset, protocol, batch_size=args.batch_size, num_workers=args.num_workers)
     result["model"] = str(args.model)
     result["data"] = args.data
-    print(f"model {args.model} on {args.data} ({len(dataset)} images, split {args.split})")
-    if not result["num_images"]:
-        _report_skipped(dataset)
-        raise NothingProduced(f"no image of {args.data} (split {args.split}) was scored")
+    _check_produced(args, dataset, result["num_images"], "scored")
     print(format_table(result, protocol))
     _report_skipped(dataset)
     if args.json:
@@ -531,10 +537,7 @@ def cmd_dissect(args: Namespace) -> None:
     result = dissect(model, dataset, layers=args.layers, bins=args.bins, depth_range=tuple(args.depth_range),
                      batch_size=args.batch_size, num_workers=args.num_workers)
     result.info.update(model=str(args.model), data=args.data, split=args.split)
-    print(f"model {args.model} on {args.data} ({len(dataset)} images, split {args.split})")
-    if not result.num_images:
-        _report_skipped(dataset)
-        raise NothingProduced(f"no image of {args.data} (split {args.split}) was dissected")
+    _check_produced(args, dataset, result.num_images, "dissected")
     print(format_table(result))
     _report_skipped(dataset)
     paths = result.save(args.out)
@@ -570,10 +573,7 @@ def cmd_ablate(args: Namespace) -> None:
     result = ablate(model, dataset, args.layer, fractions=tuple(args.fractions), seeds=args.seeds, mode=args.mode,
                     bins=args.bins, depth_range=tuple(args.depth_range), protocol=protocol, batch_size=args.batch_size)
     result.info.update(model=str(args.model), data=args.data, split=args.split)
-    print(f"model {args.model} on {args.data} ({len(dataset)} images, split {args.split})")
-    if not result.num_images:
-        _report_skipped(dataset)
-        raise NothingProduced(f"no image of {args.data} (split {args.split}) was scored")
+    _check_produced(args, dataset, result.num_images, "scored")
     print(result.format_table())
     print("\n".join(result.verdicts()))
     _report_skipped(dataset)
