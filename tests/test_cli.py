@@ -316,11 +316,17 @@ def test_exit_1_and_a_hint_for_an_unexpected_failure(monkeypatch, capsys):
     assert "Traceback" not in err
 
 
+def _sigint_as_in_a_terminal():
+    # A shell starts background jobs with SIGINT ignored, and Python then keeps ignoring it; the test
+    # suite may run as such a job, so the child gets the default disposition, as under a terminal.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_sigint_during_work_exits_130_without_a_traceback(tmp_path):
     out = tmp_path / "synth"
     proc = subprocess.Popen([*PYTHON, "-m", "seldepth", "synth", "--out", str(out), "--num", "100000", "--size", "24x32",
                              "--num-workers", "1"], cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=_sigint_as_in_a_terminal)
     deadline = time.time() + 120
     while not list(out.glob("train/*_colors.png")) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
