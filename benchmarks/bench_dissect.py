@@ -34,7 +34,7 @@ from torch.utils.data import ConcatDataset
 from seldepth.data.spec import open_dataset
 from seldepth.evaluation import evaluate
 from seldepth.inference import model_preprocessing
-from seldepth.models.model_file import load_model
+from seldepth.models.loading import load_model
 from seldepth.evaluation.protocol import get_protocol
 from seldepth.selectivity.bins import depth_to_bins, parse_bins
 from seldepth.selectivity.dissect import dissect, resolve_layers

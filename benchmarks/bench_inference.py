@@ -23,7 +23,7 @@ from seldepth.evaluation import evaluate
 from seldepth.deploy.bench import BLOCK, parse_size, time_calls
 from seldepth.deploy.onnx_export import export_onnx
 from seldepth.deploy.quantize import quantize_int8
-from seldepth.models.model_file import load_model
+from seldepth.models.loading import load_model
 from seldepth.models.onnx_model import OnnxDepthModel
 from seldepth.evaluation.protocol import get_protocol
 
@@ -45,8 +45,8 @@ def main() -> None:
         calibration = open_dataset(args.calibration, "test") if args.calibration else data
         info = export_onnx(model, tmp / "fp32.onnx", input_size=size, check_images=[data[0]["image"]], source=model_path)
         q = quantize_int8(tmp / "fp32.onnx", tmp / "int8.onnx", calibration, num_images=args.calibration_images)
-        fp32 = OnnxDepthModel(tmp / "fp32.onnx", threads=args.threads)
-        int8 = OnnxDepthModel(tmp / "int8.onnx", threads=args.threads)
+        fp32 = OnnxDepthModel(tmp / "fp32.onnx", threads=args.threads, spinning=True)
+        int8 = OnnxDepthModel(tmp / "int8.onnx", threads=args.threads, spinning=True)
 
         x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(0))
 

@@ -22,7 +22,7 @@ from seldepth.data.spec import open_dataset
 from seldepth.evaluation import evaluate
 from seldepth.deploy.onnx_export import export_onnx
 from seldepth.deploy.quantize import quantize_int8
-from seldepth.models.model_file import load_model
+from seldepth.models.loading import load_model
 from seldepth.models.onnx_model import OnnxDepthModel
 from seldepth.evaluation.protocol import get_protocol
 
@@ -54,11 +54,11 @@ def main() -> None:
         model_path = model_path_or_official(args.model, tmp)
         model = load_model(model_path)
         export_onnx(model, tmp / "fp32.onnx", input_size=size, check_images=[data[0]["image"]], source=model_path)
-        models = {"FP32": OnnxDepthModel(tmp / "fp32.onnx", threads=args.threads)}
+        models = {"FP32": OnnxDepthModel(tmp / "fp32.onnx", threads=args.threads, spinning=True)}
         for i, (name, options) in enumerate(VARIANTS.items()):
             path = tmp / f"int8_{i}.onnx"
             quantize_int8(tmp / "fp32.onnx", path, data, **options)
-            models[name] = OnnxDepthModel(path, threads=args.threads)
+            models[name] = OnnxDepthModel(path, threads=args.threads, spinning=True)
         x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(0))
         latency = time_calls({name: (lambda m=m: m(x)) for name, m in models.items()}, args.runs, args.warmup)
         rmse = {name: evaluate(m, data, protocol, progress=False)["metrics"]["rmse"] for name, m in models.items()}

@@ -22,7 +22,7 @@ from seldepth.data.spec import open_dataset
 from seldepth.evaluation import evaluate
 from seldepth.deploy.onnx_export import export_onnx
 from seldepth.models.base import with_head
-from seldepth.models.model_file import load_model
+from seldepth.models.loading import load_model
 from seldepth.models.realtime import HEAD_STRIDE, HEADS
 from seldepth.models.onnx_model import OnnxDepthModel
 from seldepth.evaluation.protocol import get_protocol
@@ -51,7 +51,7 @@ def main() -> None:
             rmse = evaluate(model, data, protocol, progress=False)["metrics"]["rmse"]
             onnx_path = Path(tmp) / f"{head}.onnx"
             info = export_onnx(model, onnx_path, input_size=size, source=args.model)
-            ort = OnnxDepthModel(onnx_path, threads=args.threads)
+            ort = OnnxDepthModel(onnx_path, threads=args.threads, spinning=True)
             rows[head] = {"params": model.num_parameters(), "gflops": model.flops(*size) / 1e9, "rmse": rmse,
                           "diff": info["max_abs_diff_m"]}
 

@@ -100,7 +100,7 @@ def test_the_public_api_is_imported_on_first_use():
                       "assert seldepth.create_model('meter_xxs').num_parameters() > 0\n"
                       "print(load_model.__module__)\n")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.strip() == "seldepth.models.model_file"
+    assert proc.stdout.strip() == "seldepth.models.loading"
 
 
 # --- typed arguments, defaults from the library, --config, --print_config -----------------------------------

@@ -5,7 +5,7 @@ Public API::
     import seldepth
     seldepth.list_models()                      # ['meter_s', 'meter_xs', 'meter_xxs', ...]
     model = seldepth.create_model("meter_xxs")  # fresh weights
-    model = seldepth.load_model("model.safetensors")
+    model = seldepth.load_model("model.safetensors")  # or a pretrained model by name: "meter_xxs_nyu"
     out = seldepth.predict(model, "room.png")   # {"predicted_depth": (H, W) metres, "depth": gray PIL, "depth_color"}
 
 Importing :mod:`seldepth` imports no torch: the functions above are imported on first use (PEP 562),
@@ -18,7 +18,7 @@ __version__ = "0.2.0"
 _LAZY = {
     "create_model": "seldepth.models",
     "list_models": "seldepth.models",
-    "load_model": "seldepth.models.model_file",
+    "load_model": "seldepth.models.loading",
 }
 
 

@@ -26,6 +26,7 @@ library it calls, so ``seldepth --help`` and ``seldepth SUBCOMMAND --help`` neve
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 import traceback
@@ -44,6 +45,7 @@ from seldepth.defaults import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_BINS,
     DEFAULT_CALIBRATION_IMAGES,
+    DEFAULT_CMAP,
     DEFAULT_COMPILE_BUDGET_S,
     DEFAULT_DEPTH_RANGE,
     DEFAULT_DEVICE,
@@ -51,6 +53,10 @@ from seldepth.defaults import (
     DEFAULT_MC_DROPOUT,
     DEFAULT_MC_PASSES,
     DEFAULT_NUM_WORKERS,
+    DEFAULT_OUTPUTS,
+    DEFAULT_PNG_COMPRESSION,
+    DEFAULT_PREDICT_MODEL,
+    DEFAULT_PREDICT_OUT,
     DEFAULT_RENDER_WORKERS,
     DEFAULT_REPORT_SAMPLES,
     DEFAULT_RUNS,
@@ -59,6 +65,7 @@ from seldepth.defaults import (
     DEFAULT_SPLIT,
     DEFAULT_THREADS,
     DEFAULT_WARMUP,
+    IMAGE_OUTPUTS,
 )
 
 DEFAULT_SIZE_TEXT = f"{DEFAULT_SIZE[0]}x{DEFAULT_SIZE[1]}"
@@ -113,6 +120,10 @@ DATA_HELP = ("data spec KIND:PATH[?key=value&...]: nyu:PATH (labeled .mat, Dense
              "list, .h5 files, annotation JSON, or a folder), kitti:PATH (raw drives via a file list or folder, "
              "annotation JSON), folder:PATH?scale=1000, synthetic:PATH or synthetic:default")
 MODEL_HELP = "model file: .safetensors, a training checkpoint (.ckpt) or an ONNX export (.onnx)"
+PRETRAINED_HELP = ("; or the name of a pretrained model (meter_xxs_nyu, ...: seldepth models --pretrained), downloaded "
+                   "and converted once, then read from the cache")
+ALLOW_UNVERIFIED_HELP = ("download a pretrained model whose sha256 is not known (the sha256 of the file downloaded is "
+                         "recorded in the model file and printed)")
 HEAD_HELP = "output head of a multi-head model (realtime_depth: L, M, S, XS); computes only up to it"
 PROTOCOL_HELP = ("nyu (1e-3..10 m, Eigen crop), kitti (1e-3..80 m, Garg crop), kitti_eigen (Eigen crop), synthetic "
                  "(no crop), none; null: from the data spec's kind (nyu:, kitti:, synthetic:), else from the model's "
@@ -120,7 +131,12 @@ PROTOCOL_HELP = ("nyu (1e-3..10 m, Eigen crop), kitti (1e-3..80 m, Garg crop), k
 
 
 def _add_model(p: ArgumentParser, help: str = MODEL_HELP) -> None:
-    p.add_argument("--model", type=str, required=True, help=help)
+    p.add_argument("--model", type=str, required=True, help=help + PRETRAINED_HELP)
+    _add_allow_unverified(p)
+
+
+def _add_allow_unverified(p: ArgumentParser) -> None:
+    p.add_argument("--allow-unverified", action="store_true", help=ALLOW_UNVERIFIED_HELP)
 
 
 def _add_device(p: ArgumentParser) -> None:
@@ -163,15 +179,27 @@ def _check_output(path, kind: str, key: str = "--out") -> None:
     check_output(path, kind, key=key)
 
 
-def _load_model(path: str, device: str, command: str):
-    """``load_model(path)`` on the device ``--device`` names; says which device and why."""
+def _load_model(path: str, device: str, command: str, allow_unverified: bool = False):
+    """``load_model(path)`` (a model file or a pretrained model's name) on the device ``--device`` names; says which
+    device and why."""
     from seldepth.inference import choose_device
-    from seldepth.models.model_file import load_model
+    from seldepth.models.loading import load_model
 
     chosen, reason = choose_device(device)
-    model = load_model(path, device=chosen)
+    model = load_model(path, device=chosen, allow_unverified=allow_unverified)
     _note(command, f"device {chosen} ({reason})")
     return model
+
+
+def _model_file(source: str, allow_unverified: bool = False, key: str = "--model") -> str:
+    """The model file ``source`` names (a pretrained model's name: its cached model file, downloaded if need be),
+    for the commands that take a path; a missing one is named with ``key``."""
+    from seldepth.models.loading import resolve_model_file
+
+    try:
+        return str(resolve_model_file(source, allow_unverified=allow_unverified))
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"{key}: {exc}") from None
 
 
 def _open_data(args: Namespace):
@@ -227,8 +255,23 @@ def args_predict(p: ArgumentParser) -> None:
     p.add_argument("inputs", type=str, nargs="+", metavar="INPUT",
                    help="image file, folder (searched recursively), text file listing image paths, or video "
                         "(.mp4/.avi/.mov/.mkv/.webm)")
-    _add_model(p)
-    p.add_argument("--out", type=str, required=True, help="output folder (sub-folders of a folder input are kept)")
+    p.add_argument("--model", type=str, default=DEFAULT_PREDICT_MODEL, help=MODEL_HELP + PRETRAINED_HELP)
+    _add_allow_unverified(p)
+    p.add_argument("--out", type=str, default=DEFAULT_PREDICT_OUT,
+                   help="output folder (sub-folders of a folder input are kept)")
+    p.add_argument("--outputs", type=str | None, default=None, metavar="NAMES",
+                   help=f"what to write per image, comma-separated, of {','.join(IMAGE_OUTPUTS)}: float32 metres (.npy), "
+                        "16-bit PNG, colour-mapped depth, image and colour-mapped depth side by side, point cloud; "
+                        "per video color (.mp4), side (.mp4) and npy (null: "
+                        f"{','.join(DEFAULT_OUTPUTS)} per image, color per video)")
+    p.add_argument("--cmap", type=str, default=DEFAULT_CMAP,
+                   help="matplotlib colour map of the pictures; near is its low end, far its high end (turbo: near "
+                        "blue, far red)")
+    p.add_argument("--grayscale", action="store_true", help="grayscale pictures: near black, far white")
+    p.add_argument("--png-compression", type=NonNegativeInt, default=DEFAULT_PNG_COMPRESSION,
+                   help="zlib level of the PNGs, 0..9 (higher: smaller and slower)")
+    p.add_argument("--sequential", action="store_true",
+                   help="read, predict and write one step after another on one thread instead of overlapping them")
     _add_loader(p, workers=False)
     _add_device(p)
     p.add_argument("--range", type=Numbers | None, default=None, metavar="MIN,MAX",
@@ -249,15 +292,17 @@ def args_predict(p: ArgumentParser) -> None:
 
 
 def cmd_predict(args: Namespace) -> None:
-    from seldepth.prediction import predict_paths, resolve_intrinsics
+    from seldepth.prediction import check_predict_args, predict_paths, resolve_intrinsics
 
     _check_output(args.out, "folder")
     intrinsics = resolve_intrinsics(args.fx, args.fy, args.cx, args.cy, args.fov)
-    model = _load_model(args.model, args.device, "predict")
+    check_predict_args(args.outputs, args.cmap, args.grayscale, args.png_compression)  # before the model is read
+    model = _load_model(args.model, args.device, "predict", args.allow_unverified)
     summary = predict_paths(model, args.inputs, args.out, batch_size=args.batch_size,
                             depth_range=None if args.range is None else tuple(args.range),
                             ply=args.ply, intrinsics=intrinsics, flip=args.flip, video_npy=args.video_npy,
-                            png_scale=args.png_scale)
+                            png_scale=args.png_scale, outputs=args.outputs, cmap=args.cmap, grayscale=args.grayscale,
+                            png_compression=args.png_compression, sequential=args.sequential)
     print(summary.format(args.out))
     if summary.images == 0 and summary.videos == 0:
         raise NothingProduced("no image or video was predicted" + (" (every input was skipped)" if summary.skipped else ""))
@@ -289,7 +334,7 @@ def cmd_eval(args: Namespace) -> None:
     options = dict(flip=args.flip, caps=tuple(args.caps), median_scaling=args.median_scaling)
     # a named protocol is built (an unknown name fails) before the model is read; else it comes from data and model
     protocol = _protocol(args.protocol, args.data, **options) if args.protocol is not None else None
-    model = with_head(_load_model(args.model, args.device, "eval"), args.head)
+    model = with_head(_load_model(args.model, args.device, "eval", args.allow_unverified), args.head)
     dataset = _open_data(args)
     protocol = protocol or _protocol(None, args.data, model, **options)
     result = evaluate(model, dataset, protocol, batch_size=args.batch_size, num_workers=args.num_workers)
@@ -342,11 +387,11 @@ def cmd_export(args: Namespace) -> None:
     from seldepth.deploy.onnx_export import check_export_args, export_onnx
     from seldepth.deploy.quantize import quantize_int8
     from seldepth.models.base import with_head
-    from seldepth.models.model_file import load_model
+    from seldepth.models.loading import load_model
 
     check_export_args(args.format, args.int8, args.calibration)
     _check_output(args.out, "file")
-    model = with_head(load_model(args.model), args.head)
+    model = with_head(load_model(args.model, allow_unverified=args.allow_unverified), args.head)
     dataset = None
     if args.int8:
         from seldepth.data.spec import describe_dataset, open_dataset
@@ -393,8 +438,7 @@ def cmd_bench(args: Namespace) -> None:
 
     size = parse_size(args.size, key="--size")
     check_benchmark_args(args.model, size, args.threads, args.runs, args.warmup)
-    if not Path(args.model).is_file():
-        raise FileNotFoundError(f"--model {args.model}: model file not found")
+    _model_file(args.model, args.allow_unverified)  # missing: fails before any work; a pretrained name: downloaded now
     if args.json:
         _check_output(args.json, "file", key="--json")
     device, reason = choose_device(args.device)
@@ -402,7 +446,7 @@ def cmd_bench(args: Namespace) -> None:
     result = benchmark(args.model, size=size, threads=args.threads, runs=args.runs, warmup=args.warmup,
                        int8_calibration=args.calibration, int8_images=args.calibration_images,
                        compile=not args.no_compile, compile_budget_s=args.compile_budget, progress=True, head=args.head,
-                       device=device)
+                       device=device, allow_unverified=args.allow_unverified)
     print(format_benchmark(result))
     if args.json:
         write_json_atomic(args.json, result)
@@ -411,9 +455,43 @@ def cmd_bench(args: Namespace) -> None:
 
 def args_models(p: ArgumentParser) -> None:
     p.add_argument("--size", type=str, default=DEFAULT_SIZE_TEXT, metavar="HxW", help="input of the FLOP count, HxW (height x width)")
+    p.add_argument("--pretrained", action="store_true",
+                   help="list the pretrained models instead (name, size, licence, checksum, cached or not)")
+    p.add_argument("--download", type=str | None, default=None, metavar="NAME",
+                   help="download and convert the pretrained model NAME into the cache (then list the pretrained models)")
+    _add_allow_unverified(p)
+
+
+def _print_pretrained() -> None:
+    """The table of ``seldepth models --pretrained``."""
+    from seldepth.defaults import CACHE_ENV, cache_dir
+    from seldepth.models.pretrained import MIRROR_ENV, pretrained_status
+
+    rows = pretrained_status()
+    print(f"{'name':16s} {'size':>9s}  {'licence':7s}  {'checksum':10s}  cached")
+    for r in rows:
+        size = f"{r['size'] / 1e6:.1f} MB" if r["size"] else "unknown"
+        cached = str(r["cached"]) if r["cached"] else "not cached"
+        if r["cached"] and not r["verified"]:
+            cached += f" (sha256 {r['sha256']}, recorded at download)"
+        print(f"{r['name']:16s} {size:>9s}  {r['licence']:7s}  {'verified' if r['verified'] else 'unverified':10s}  {cached}")
+    mirror = os.environ.get(MIRROR_ENV)
+    source = f"from the mirror {mirror} (${MIRROR_ENV})" if mirror else f"from upstream (${MIRROR_ENV} sets a mirror)"
+    print(f"cache: {cache_dir()} (${CACHE_ENV}); downloads {source}; an unverified model downloads only with "
+          f"--allow-unverified")
 
 
 def cmd_models(args: Namespace) -> None:
+    if args.download:
+        from seldepth.models.model_file import read_metadata
+        from seldepth.models.pretrained import pretrained_file
+
+        path = pretrained_file(args.download, allow_unverified=args.allow_unverified)
+        print(f"{args.download}: {path} (sha256 of the source file "
+              f"{read_metadata(path)['provenance'].get('sha256')})")
+    if args.pretrained or args.download:
+        _print_pretrained()
+        return
     from seldepth.data.synthetic import parse_size
     from seldepth.deploy.bench import model_costs
     from seldepth.models import list_models
@@ -530,7 +608,7 @@ def cmd_dissect(args: Namespace) -> None:
     from seldepth.report.selectivity_plots import save_selectivity_plots
     from seldepth.selectivity.dissect import dissect, format_table, resolve_layers
 
-    model = _load_model(args.model, args.device, "dissect")
+    model = _load_model(args.model, args.device, "dissect", args.allow_unverified)
     resolve_layers(model, args.layers)  # unknown names fail before any data is read
     _check_output(args.out, "folder")
     dataset = _open_data(args)
@@ -565,7 +643,7 @@ def cmd_ablate(args: Namespace) -> None:
     from seldepth.report.ablation_plots import plot_ablation
     from seldepth.selectivity.ablation import ablate, check_ablation_args
 
-    model = _load_model(args.model, args.device, "ablate")
+    model = _load_model(args.model, args.device, "ablate", args.allow_unverified)
     check_ablation_args(model, args.layer, tuple(args.fractions), args.seeds, args.mode)  # before any data is read
     _check_output(args.out, "folder")
     dataset = _open_data(args)
@@ -596,8 +674,9 @@ def cmd_attention(args: Namespace) -> None:
     from seldepth.report.attention import capture_attention, check_attention_args, save_attention
     from seldepth.selectivity.dissect import resolve_layers
 
-    check_attention_args(args.model, args.image)  # missing files and ONNX models fail before any work
-    model = _load_model(args.model, args.device, "attention")
+    # missing files and ONNX models fail before any work (a pretrained model is downloaded here if need be)
+    check_attention_args(args.model, args.image, args.allow_unverified)
+    model = _load_model(args.model, args.device, "attention", args.allow_unverified)
     resolve_layers(model, args.layers)  # unknown names fail before the image is read
     _check_output(args.out, "folder")
     image = read_rgb(args.image)
@@ -631,7 +710,8 @@ def cmd_experiment(args: Namespace) -> None:
 
 def args_select(p: ArgumentParser) -> None:
     p.add_argument("--model", type=str, nargs="+", required=True, metavar="MODEL",
-                   help="model file; several (--model a b c) for --method ensemble")
+                   help="model file; several (--model a b c) for --method ensemble" + PRETRAINED_HELP)
+    _add_allow_unverified(p)
     p.add_argument("--pool", type=str, required=True, help="the unlabelled images: " + DATA_HELP)
     p.add_argument("--split", type=str, default="train", help="split of the pool")
     p.add_argument("--budget", type=PositiveInt, required=True, help="number of images to choose")
@@ -653,7 +733,7 @@ def cmd_select(args: Namespace) -> None:
     from seldepth.experiments.uncertainty import uncertainty_scores, write_selection
 
     _check_output(args.out, "file")
-    models = [_load_model(m, args.device, "select") for m in args.model]
+    models = [_load_model(m, args.device, "select", args.allow_unverified) for m in args.model]
     pool = open_dataset(args.pool, args.split, key="--pool")
     exclude = set(read_selection(args.exclude, len(pool), key="--exclude")) if args.exclude else set()
     if args.budget > len(pool) - len(exclude):

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
+from pathlib import Path
 
 # Selectivity (seldepth.selectivity): bins, the valid ground truth, ablation.
 DEFAULT_NUM_BINS = 64
@@ -30,6 +32,14 @@ DEFAULT_RENDER_WORKERS = 2  # processes that render a synthetic data set (``seld
 # Running models.
 DEFAULT_DEVICE = "auto"  # CUDA, then Apple MPS, then the CPU
 
+# Predicting depth for files (seldepth.prediction).
+DEFAULT_PREDICT_MODEL = "meter_xxs_nyu"  # the pretrained model of ``seldepth predict`` without --model
+DEFAULT_PREDICT_OUT = "depth"  # the output folder of ``seldepth predict`` without --out
+IMAGE_OUTPUTS = ("npy", "png16", "color", "side", "ply")  # what can be written per image
+DEFAULT_OUTPUTS = ("npy", "png16", "color")  # what is written per image unless told otherwise
+DEFAULT_CMAP = "turbo"  # colour map of depth pictures: near is its low end (blue), far its high end (red)
+DEFAULT_PNG_COMPRESSION = 1  # zlib level of the PNGs written (0..9): 1 is the fastest that compresses
+
 # Active learning (seldepth.experiments.uncertainty) and reports (seldepth.report).
 DEFAULT_MC_PASSES = 8  # MC-dropout passes per image
 DEFAULT_MC_DROPOUT = 0.2  # channel dropout probability of MC dropout
@@ -42,6 +52,16 @@ DEFAULT_WARMUP = 10  # untimed calls per backend first
 DEFAULT_CALIBRATION_IMAGES = 16  # images that calibrate INT8 quantisation
 DEFAULT_COMPILE_BUDGET_S = 180.0  # seconds torch.compile's first call may take
 
+
+
+# The cache of generated data, FLOP counts and pretrained models.
+CACHE_ENV = "SELDEPTH_CACHE"  # the environment variable that moves the cache
+DEFAULT_CACHE = "~/.cache/seldepth"
+
+
+def cache_dir() -> Path:
+    """Where seldepth caches what it generates or downloads: ``$SELDEPTH_CACHE`` or ``~/.cache/seldepth`` (``~`` expanded)."""
+    return Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE).expanduser()
 
 
 # Optional parts (pip extras): module -> (extra, what needs it). ``make`` installs them all.

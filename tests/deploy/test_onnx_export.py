@@ -16,7 +16,7 @@ from seldepth.deploy.onnx_export import ExportError, export_onnx
 from seldepth.deploy.quantize import quantize_int8
 from seldepth.models.onnx_model import read_onnx_props
 from seldepth.inference import predict_depth
-from seldepth.models.model_file import load_model
+from seldepth.models.loading import load_model
 from seldepth.models.onnx_model import OnnxDepthModel
 from seldepth.evaluation.protocol import get_protocol
 

@@ -9,7 +9,7 @@ from seldepth.data.spec import open_dataset, resolve
 from seldepth.evaluation import evaluate
 from seldepth.evaluation.protocol import PRESETS, get_protocol, protocol_for_data
 from seldepth.models.import_meter import import_meter
-from seldepth.models.model_file import load_model
+from seldepth.models.loading import load_model
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 import seldepth.models.model_file as model_file
-from seldepth.models.model_file import load_model, read_metadata, save_model_file
+from seldepth.models.loading import load_model
+from seldepth.models.model_file import read_metadata, save_model_file
 from seldepth.models.preprocessing import Preprocessing
 from seldepth.models.registry import create_model
 from seldepth.training.teachers import TeacherConfig, TeacherError, TrainingTargets

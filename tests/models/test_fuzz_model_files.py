@@ -17,7 +17,7 @@ from onnx import TensorProto, helper
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from seldepth.models.model_file import load_model, save_model_file
+from seldepth.models.model_file import read_model_file, save_model_file
 from seldepth.models.onnx_model import OnnxDepthModel
 from seldepth.models.preprocessing import Preprocessing
 from seldepth.models.registry import create_model
@@ -87,7 +87,7 @@ def _only_allowed(call, path: Path):
 def test_random_safetensors_metadata(meta, weights):
     path = WORK / "meta.safetensors"
     save_file(GOOD_TENSORS, str(path), metadata=meta)
-    _only_allowed(lambda: load_model(path, weights=weights), path)
+    _only_allowed(lambda: read_model_file(path, weights=weights), path)
 
 
 @st.composite
@@ -114,7 +114,7 @@ def corrupted_header(draw):
 def test_corrupted_safetensors_header(data, weights):
     path = WORK / "header.safetensors"
     path.write_bytes(data)
-    _only_allowed(lambda: load_model(path, weights=weights), path)
+    _only_allowed(lambda: read_model_file(path, weights=weights), path)
 
 
 def _tiny_onnx(props: dict[str, str]) -> bytes:
@@ -154,7 +154,7 @@ def test_random_onnx_metadata_props(props):
 
 def test_fuzz_inputs_reach_the_error_paths_and_the_good_files_load():
     """Guard against fuzz tests that never reach an error, or whose base files do not load."""
-    assert load_model(GOOD).metadata["architecture"] == "realtime_depth"
+    assert read_model_file(GOOD).metadata["architecture"] == "realtime_depth"
     path = WORK / "guard.onnx"
     path.write_bytes(_tiny_onnx(ONNX_GOOD))
     model = OnnxDepthModel(path)

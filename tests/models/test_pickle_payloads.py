@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from seldepth.models.import_meter import import_meter, read_official_state_dict
-from seldepth.models.model_file import load_model
+from seldepth.models.loading import load_model
 from seldepth.models.onnx_model import OnnxDepthModel
 from seldepth.models.registry import create_model
 from seldepth.training.run_folder import checkpoint_step

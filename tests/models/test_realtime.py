@@ -5,7 +5,8 @@ import torch
 
 from seldepth.losses.logdepth import log_depth
 from seldepth.models import create_model
-from seldepth.models.model_file import load_model, save_model_file
+from seldepth.models.loading import load_model
+from seldepth.models.model_file import save_model_file
 from seldepth.models.preprocessing import Preprocessing
 from seldepth.models.realtime import HEADS
 

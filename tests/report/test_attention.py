@@ -10,7 +10,8 @@ from torch import nn
 
 from seldepth.cli import main
 from seldepth.models import create_model
-from seldepth.models.model_file import load_model, save_model_file
+from seldepth.models.loading import load_model
+from seldepth.models.model_file import save_model_file
 from seldepth.models.preprocessing import Preprocessing
 from seldepth.report.attention import attention_map, capture_attention
 

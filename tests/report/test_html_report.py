@@ -66,7 +66,7 @@ def report_runs(tiny_splits, tmp_path_factory) -> list[Path]:
     """[untrained (hand-made), sel_enc7 (a tiny real training with the selectivity regulariser on enc_7,
     dissected, with an ablation.json)]."""
     from seldepth.data.spec import open_dataset
-    from seldepth.models.model_file import load_model
+    from seldepth.models.loading import load_model
     from seldepth.selectivity.dissect import dissect
 
     before = torch.get_num_threads()

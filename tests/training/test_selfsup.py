@@ -134,7 +134,7 @@ def test_snippet_motion_corrects_the_pose_network_and_moves_only_the_batch_rows(
 
 def test_seldepth_train_selfsup_end_to_end(tmp_path, monkeypatch, capsys):
     from seldepth.cli import main
-    from seldepth.models.model_file import load_model
+    from seldepth.models.loading import load_model
 
     monkeypatch.setenv("SELDEPTH_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "run"

@@ -127,7 +127,7 @@ def test_training_realtime_depth_on_sparse_ground_truth_with_teachers(tmp_path, 
     import json
 
     from seldepth.cli import main
-    from seldepth.models.model_file import load_model
+    from seldepth.models.loading import load_model
 
     monkeypatch.setenv("SELDEPTH_CACHE", str(tmp_path / "cache"))
     teacher = constant_teacher(tmp_path / "teacher.safetensors", 3.0)

@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 
 from seldepth.data.errors import DatasetError
 from seldepth.data.skipping import SkipBadSamples, check_on_error
-from seldepth.defaults import DEFAULT_SIZE, DEFAULT_SPLIT
+from seldepth.defaults import DEFAULT_SIZE, DEFAULT_SPLIT, cache_dir
 
 KINDS = ("nyu", "kitti", "folder", "synthetic")
 
@@ -110,11 +110,6 @@ def parse_spec(spec: str, key: str = "data") -> DataSpec:
 
 # The embedded default data set: generated on first use, then cached.
 DEFAULT_SYNTHETIC = {"num": 2000, "size": DEFAULT_SIZE, "seed": 0}
-
-
-def cache_dir() -> Path:
-    """Where generated data is cached: ``$SELDEPTH_CACHE`` or ``~/.cache/seldepth``."""
-    return Path(os.environ.get("SELDEPTH_CACHE", Path.home() / ".cache" / "seldepth"))
 
 
 def default_synthetic_dir(num: int = DEFAULT_SYNTHETIC["num"], seed: int = DEFAULT_SYNTHETIC["seed"],

@@ -39,7 +39,7 @@ from seldepth.deploy.quantize import check_calibration_images, quantize_int8
 from seldepth.models import create_model
 from seldepth.models.base import with_head
 from seldepth.models.devices import resolve_device
-from seldepth.models.model_file import load_model
+from seldepth.models.loading import load_model, resolve_model_file
 from seldepth.models.onnx_model import OnnxDepthModel
 
 BACKENDS = ("eager", "compile", "ort_fp32", "ort_int8")
@@ -174,11 +174,13 @@ def benchmark(model_path: str | os.PathLike, size: tuple[int, int] = DEFAULT_SIZ
               runs: int = DEFAULT_RUNS, warmup: int = DEFAULT_WARMUP, int8_calibration: str | None = None,
               int8_images: int = DEFAULT_CALIBRATION_IMAGES, compile: bool = True,
               compile_budget_s: float = DEFAULT_COMPILE_BUDGET_S, work_dir: str | os.PathLike | None = None,
-              progress: bool = False, head: str | None = None, device: str | torch.device = "cpu") -> dict:
+              progress: bool = False, head: str | None = None, device: str | torch.device = "cpu",
+              allow_unverified: bool = False) -> dict:
     """Parameters, FLOPs and batch-1 latency (p50 / p90, ms) of a model under each backend.
 
     Args:
-        model_path: a torch model file (``.safetensors``) or training checkpoint (``.ckpt``).
+        model_path: a torch model file (``.safetensors``) or training checkpoint (``.ckpt``), or a pretrained
+            model's name (:func:`~seldepth.models.pretrained.list_pretrained`; downloaded on first use).
         size: (h, w) of the network input.
         threads: torch threads and ONNX Runtime intra-op threads.
         runs: timed calls per backend (in alternating blocks across backends).
@@ -191,6 +193,7 @@ def benchmark(model_path: str | os.PathLike, size: tuple[int, int] = DEFAULT_SIZ
         head: output head of a multi-head model (``realtime_depth``: L, M, S, XS); None: the model as saved.
         device: where the torch backends (eager, compile) run: ``cpu``, ``cuda[:N]``, ``mps`` or ``auto``
             (:func:`~seldepth.models.devices.resolve_device`); ONNX Runtime always runs on the CPU.
+        allow_unverified: download a pretrained model whose checksum is not known.
 
     Returns:
         ``{"model", "architecture", "device", "size", "threads", "runs", "warmup", "parameters", "flops", "flops_note",
@@ -198,6 +201,7 @@ def benchmark(model_path: str | os.PathLike, size: tuple[int, int] = DEFAULT_SIZ
         ``eager``, ``compile``, ``ort_fp32``, ``ort_int8`` (absent ones have an ``error`` or ``skipped``).
     """
     check_benchmark_args(model_path, size, threads, runs, warmup, int8_images, compile_budget_s)
+    model_file = resolve_model_file(model_path, allow_unverified=allow_unverified)  # a name: its cached model file
     size = tuple(int(v) for v in size)
     calibration = None
     if int8_calibration:  # its size checked before any timing
@@ -213,7 +217,7 @@ def benchmark(model_path: str | os.PathLike, size: tuple[int, int] = DEFAULT_SIZ
         work_dir = tmp.name
     work_dir = Path(work_dir)
     try:
-        model = with_head(load_model(model_path), head)
+        model = with_head(load_model(model_file), head)
         result = {"model": str(model_path), "architecture": getattr(model, "name", ""), "head": head,
                   "device": str(device), "size": list(size),
                   "threads": threads, "runs": runs, "warmup": warmup, "batch": 1,
@@ -260,7 +264,7 @@ def benchmark(model_path: str | os.PathLike, size: tuple[int, int] = DEFAULT_SIZ
         try:
             info = export_onnx(model, fp32_path, input_size=size, source=model_path)
             result["onnx"]["fp32_max_abs_diff_m"] = info["max_abs_diff_m"]
-            fp32 = OnnxDepthModel(fp32_path, threads=threads)
+            fp32 = OnnxDepthModel(fp32_path, threads=threads, spinning=True)
             calls["ort_fp32"] = lambda: fp32(x)
         except Exception as exc:
             result["latency_ms"]["ort_fp32"] = {"error": _short(exc)}
@@ -273,7 +277,7 @@ def benchmark(model_path: str | os.PathLike, size: tuple[int, int] = DEFAULT_SIZ
                 result["onnx"]["int8_max_abs_diff_m"] = q["max_abs_diff_m"]
                 result["onnx"]["int8_mean_abs_diff_m"] = q["mean_abs_diff_m"]
                 result["onnx"]["int8_settings"] = {k: v for k, v in q["settings"].items() if k != "nodes_excluded"}
-                int8 = OnnxDepthModel(q["path"], threads=threads)
+                int8 = OnnxDepthModel(q["path"], threads=threads, spinning=True)
                 calls["ort_int8"] = lambda: int8(x)
             except ValueError:
                 raise

@@ -45,7 +45,7 @@ from seldepth.data.spec import open_dataset, prepare
 from seldepth.experiments.executors import Executor, Outcome, Task, make_executor
 from seldepth.experiments.spec import ExecutorSpec, deep_merge, read_typed_file, read_yaml_file
 from seldepth.experiments.uncertainty import METHODS, uncertainty_scores, write_selection
-from seldepth.models.model_file import load_model
+from seldepth.models.model_file import read_model_file
 from seldepth.training import load_config, parse_train_config, train
 from seldepth.training.run_folder import RunFolder
 
@@ -173,7 +173,7 @@ def _chain(spec: ActiveSpec, out: str, seed: int, method: str | None) -> dict:
     for rnd in range(1, spec.file.rounds + 1):
         run_dir = seed_dir / method / f"round{rnd}"
         if not RunFolder(run_dir).results_path.exists():
-            model = load_model(RunFolder(previous).model_file_path)
+            model = read_model_file(RunFolder(previous).model_file_path)
             scores = uncertainty_scores([model], pool, method, passes=spec.file.select.passes,
                                         p=spec.file.select.dropout, seed=seed * 1000 + rnd, progress=False)
             chosen = write_selection(scores, pool, spec.file.budget, run_dir / "chosen.txt", exclude=set(labelled))

@@ -26,7 +26,7 @@ from seldepth.evaluation.protocol import get_protocol
 from seldepth.experiments.executors import Executor, Outcome, Task, make_executor
 from seldepth.experiments.spec import ExperimentSpec, RunTask, _fill_out, deep_merge, parse_typed, read_experiment
 from seldepth.experiments.summary import gather
-from seldepth.models.model_file import load_model
+from seldepth.models.model_file import read_model_file
 from seldepth.report.ablation_plots import plot_ablation
 from seldepth.selectivity.ablation import ablate
 from seldepth.selectivity.dissect import dissect
@@ -125,7 +125,7 @@ def run_one(run_dir: Path) -> None:
     if not run.results_path.exists():
         train(cfg, resume=run.last_checkpoint.exists())
     t1 = time.time()
-    model = load_model(run.model_file_path)
+    model = read_model_file(run.model_file_path)
     d = task.dissect
     split = d.split or cfg.data.test_split
     dataset = open_dataset(cfg.data.path, split)

@@ -1,6 +1,6 @@
 """Choosing the torch device a model runs on: ``auto`` (CUDA, then Apple MPS, then CPU) or a named one.
 
-Re-exported by :mod:`seldepth.inference`; here so that :func:`~seldepth.models.model_file.load_model`
+Re-exported by :mod:`seldepth.inference`; here so that :func:`~seldepth.models.model_file.read_model_file`
 (which may import nothing above ``models``) can take ``device=`` too.
 """
 

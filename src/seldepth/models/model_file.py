@@ -16,8 +16,9 @@ Metadata keys (all strings, JSON where structured):
                        "width"}`` in pixels at height x width (imported NYU models: the Kinect camera);
                        point clouds use it when no camera is given
 
-``load_model`` also reads Lightning training checkpoints (``.ckpt``). It never executes code:
-safetensors, or ``torch.load(weights_only=True)``.
+``read_model_file`` also reads Lightning training checkpoints (``.ckpt``). It never executes code:
+safetensors, or ``torch.load(weights_only=True)``. It takes paths only; :func:`seldepth.load_model`
+(:mod:`seldepth.models.loading`) also takes the name of a pretrained model.
 """
 
 from __future__ import annotations
@@ -263,7 +264,7 @@ def load_state_dict_checked(model: torch.nn.Module, state: dict[str, torch.Tenso
         model.load_state_dict(state, strict=True)
 
 
-def load_model(path: str | os.PathLike, weights: bool = True, device: str | torch.device | None = "cpu") -> DepthModel:
+def read_model_file(path: str | os.PathLike, weights: bool = True, device: str | torch.device | None = "cpu") -> DepthModel:
     """Load a model file (``.safetensors``), a Lightning checkpoint (``.ckpt``) or an ONNX export (``.onnx``), in eval mode.
 
     The returned model carries ``preprocessing`` (:class:`Preprocessing`) and ``metadata`` (dict).
@@ -284,7 +285,7 @@ def load_model(path: str | os.PathLike, weights: bool = True, device: str | torc
             ``device`` that is unknown or not available.
 
     Example:
-        >>> model = load_model("meter_xxs_nyu.safetensors")
+        >>> model = read_model_file("meter_xxs_nyu.safetensors")
         >>> depth = model(model.preprocessing(image))   # metres
     """
     path = Path(path)

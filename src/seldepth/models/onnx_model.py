@@ -17,8 +17,12 @@ from seldepth.models.preprocessing import Preprocessing
 ONNX_FORMAT = "seldepth-onnx-1"  # the metadata_props format of seldepth's ONNX exports
 
 
-def ort_session(path: str | os.PathLike, threads: int | None = None, optimization: str = "all"):
-    """An ONNX Runtime CPU session on ``path`` with ``threads`` intra-op threads (None: ORT's default)."""
+def ort_session(path: str | os.PathLike, threads: int | None = None, optimization: str = "all", spinning: bool = True):
+    """An ONNX Runtime CPU session on ``path`` with ``threads`` intra-op threads (None: ORT's default).
+
+    ``spinning`` (ORT's default) keeps the intra-op threads busy-waiting for work after each call: the lowest
+    latency for back-to-back calls, but a core taken from any other thread of the process in the meantime.
+    """
     ort = require("onnxruntime")  # an optional part, imported when an ONNX file is run
 
     levels = {"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -31,6 +35,8 @@ def ort_session(path: str | os.PathLike, threads: int | None = None, optimizatio
     if threads:
         so.intra_op_num_threads = int(threads)
         so.inter_op_num_threads = 1
+    if not spinning:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
@@ -59,6 +65,9 @@ class OnnxDepthModel:
         path: the ``.onnx`` file.
         threads: ONNX Runtime intra-op threads (None: ORT's default, all cores).
         optimization: ORT graph optimisation level: ``disable``, ``basic``, ``extended``, ``all``.
+        spinning: let ORT's threads busy-wait between calls (see :func:`ort_session`). Off by default: the
+            threads sleep, so that the reader and writer threads of ``seldepth predict`` and the data loading
+            of an evaluation get the cores; the latency benchmarks turn it on.
 
     Example:
         >>> model = OnnxDepthModel("meter_xxs_nyu.onnx", threads=2)
@@ -67,12 +76,13 @@ class OnnxDepthModel:
 
     training = False
 
-    def __init__(self, path: str | os.PathLike, threads: int | None = None, optimization: str = "all"):
+    def __init__(self, path: str | os.PathLike, threads: int | None = None, optimization: str = "all",
+                 spinning: bool = False):
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"ONNX model not found: {self.path}")
         try:
-            self.session = ort_session(self.path, threads=threads, optimization=optimization)
+            self.session = ort_session(self.path, threads=threads, optimization=optimization, spinning=spinning)
         except Exception as exc:  # ORT raises its own exception types for unreadable files
             raise ValueError(f"{self.path}: not a loadable ONNX model ({type(exc).__name__}: {exc})") from None
         props = dict(self.session.get_modelmeta().custom_metadata_map)

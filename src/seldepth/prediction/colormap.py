@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 from matplotlib import colormaps
@@ -37,10 +39,33 @@ def colorize_depth(depth: torch.Tensor | np.ndarray, vmin: float | None = None, 
         lo, hi = (np.percentile(d[valid], [2, 98]) if valid.any() else (0.0, 1.0))
         vmin = lo if vmin is None else vmin
         vmax = hi if vmax is None else vmax
-    scaled = np.clip((d - vmin) / max(vmax - vmin, 1e-12), 0, 1)
-    rgb = (colormaps[cmap](np.where(valid, scaled, 0))[..., :3] * 255).astype(np.uint8)
+    lut = colormap_lut(cmap)
+    index = np.clip((d - vmin) / max(vmax - vmin, 1e-12), 0, 1) * len(lut)
+    index[~valid] = 0
+    index[index == len(lut)] = len(lut) - 1  # 1.0 is the last colour, as matplotlib maps it
+    rgb = lut[index.astype(np.intp)]
     rgb[~valid] = invalid_color
     return Image.fromarray(rgb)
+
+
+@functools.lru_cache(maxsize=32)
+def colormap_lut(cmap: str) -> np.ndarray:
+    """The (N, 3) uint8 colours of the matplotlib colour map ``cmap`` (N = its number of colours, 256 for turbo).
+
+    Indexing it with ``int(x * N)`` (``x`` in [0, 1], 1 -> N - 1) gives what ``colormaps[cmap](x)[:3] * 255``
+    truncated to uint8 gives, without matplotlib's per-call work.
+
+    Raises:
+        ValueError: ``cmap`` is not a matplotlib colour map name (the error lists a few).
+    """
+    if cmap not in colormaps:
+        known = sorted(name for name in colormaps if not name.endswith("_r"))
+        raise ValueError(f"cmap {cmap!r} is not a matplotlib colour map; e.g. {', '.join(known[:12])}, ... "
+                         f"(any name of matplotlib.colormaps, '_r' reversed)")
+    table = colormaps[cmap]
+    lut = (table(np.arange(table.N))[:, :3] * 255).astype(np.uint8)
+    lut.setflags(write=False)
+    return lut
 
 
 def grayscale_depth(depth: torch.Tensor | np.ndarray, vmin: float | None = None, vmax: float | None = None) -> Image.Image:

@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from seldepth.atomic import atomic_path
+from seldepth.defaults import DEFAULT_CMAP, DEFAULT_OUTPUTS, DEFAULT_PNG_COMPRESSION, IMAGE_OUTPUTS
 from seldepth.prediction.colormap import colorize_depth
 from seldepth.prediction.pointcloud import write_depth_ply
 
@@ -55,12 +56,12 @@ def save_npy(path: str | os.PathLike, array: np.ndarray) -> Path:
     return Path(path)
 
 
-def save_png(path: str | os.PathLike, image: Image.Image | np.ndarray) -> Path:
-    """Save a PIL image or a uint8 / uint16 array as PNG, atomically."""
+def save_png(path: str | os.PathLike, image: Image.Image | np.ndarray, compression: int = DEFAULT_PNG_COMPRESSION) -> Path:
+    """Save a PIL image or a uint8 / uint16 array as PNG (zlib level ``compression``, 0..9), atomically."""
     if isinstance(image, np.ndarray):
         image = Image.fromarray(image)
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        image.save(f, format="PNG")
+        image.save(f, format="PNG", compress_level=compression)
     return Path(path)
 
 
@@ -102,39 +103,84 @@ def parse_range(value) -> tuple[float, float] | None:
     return parts[0], parts[1]
 
 
+def parse_outputs(value, key: str = "outputs") -> tuple[str, ...]:
+    """What to write per image, from ``"npy,png16,color"`` or a sequence of names (order kept, repeats dropped).
+
+    Names: ``npy`` (float32 metres), ``png16`` (16-bit PNG), ``color`` (colour-mapped depth), ``side`` (the RGB
+    image and the colour-mapped depth side by side), ``ply`` (point cloud). ``None``: :data:`DEFAULT_OUTPUTS`.
+
+    Raises:
+        ValueError: naming ``key``, for an unknown name or none at all.
+    """
+    if value is None:
+        return DEFAULT_OUTPUTS
+    names = [v.strip() for v in value.split(",")] if isinstance(value, str) else [str(v).strip() for v in value]
+    names = [n for n in names if n]
+    unknown = [n for n in names if n not in IMAGE_OUTPUTS]
+    if unknown or not names:
+        raise ValueError(f"{key}: {'unknown output ' + ', '.join(map(repr, unknown)) if unknown else 'no output named'}; "
+                         f"choose from {','.join(IMAGE_OUTPUTS)} (comma-separated), e.g. npy,png16,color")
+    return tuple(dict.fromkeys(names))
+
+
 def write_image_outputs(out_dir: str | os.PathLike, name: str, depth: np.ndarray, rgb: np.ndarray | None = None,
                         depth_range: tuple[float, float] | None = None, intrinsics=None,
-                        png_scale: float = PNG_SCALE) -> list[Path]:
-    """Write ``NAME_depth.npy``, ``NAME_depth.png``, ``NAME_color.png`` and, with ``intrinsics``, ``NAME.ply``.
+                        png_scale: float = PNG_SCALE, outputs=None, cmap: str = DEFAULT_CMAP,
+                        png_compression: int = DEFAULT_PNG_COMPRESSION) -> list[Path]:
+    """Write one image's outputs: ``NAME_depth.npy``, ``NAME_depth.png``, ``NAME_color.png``, ``NAME_side.png``,
+    ``NAME.ply``, as ``outputs`` says.
 
     Args:
         out_dir: output folder; ``name`` may contain sub-folders (``sub/img``).
         depth: (H, W) metres (non-finite or <= 0 = invalid).
-        rgb: (H, W, 3) uint8 colours of the PLY points (needed with ``intrinsics``).
+        rgb: (H, W, 3) uint8 image (needed for ``side`` and ``ply``: the picture and the points' colours).
         depth_range: fixed colour range (min, max) in metres; default each image's 2nd-98th percentile.
-        intrinsics: an :class:`~seldepth.prediction.pointcloud.Intrinsics`; ``None`` writes no PLY.
+        intrinsics: an :class:`~seldepth.prediction.pointcloud.Intrinsics` (needed for ``ply``). For backward
+            compatibility, with ``outputs`` None, giving ``intrinsics`` adds ``ply`` to the default outputs.
         png_scale: values per metre in ``NAME_depth.png`` (1000: millimetres; 256: KITTI's convention;
             a model's: :func:`png_scale_of`). Depth beyond 65535 / png_scale metres is clipped with a
             :class:`DepthClippedWarning`.
+        outputs: names of :func:`parse_outputs` (default ``npy``, ``png16``, ``color``).
+        cmap: matplotlib colour map of ``color`` and ``side``; near is its low end, far its high end.
+        png_compression: zlib level (0..9) of the PNGs.
 
     Returns:
-        The paths written.
+        The paths written, in the order of ``outputs``.
     """
     depth = np.asarray(depth, dtype=np.float32)
     if depth.ndim != 2:
         raise ValueError(f"expected a (H, W) depth map in metres, got shape {depth.shape}")
+    wanted = parse_outputs(outputs)
+    if outputs is None and intrinsics is not None:
+        wanted = (*wanted, "ply")
+    if "ply" in wanted and intrinsics is None:
+        raise ValueError("outputs: ply needs camera intrinsics")
+    if ("ply" in wanted or "side" in wanted) and rgb is None:
+        raise ValueError(f"outputs: {' and '.join(w for w in ('side', 'ply') if w in wanted)} need the image's colours (rgb)")
     base = Path(out_dir) / name
     vmin, vmax = depth_range if depth_range is not None else (None, None)
-    if intrinsics is not None and rgb is None:
-        raise ValueError("a PLY needs the image's colours (rgb)")
     # every picture is made before the first file is written: an error leaves none of this image's files
-    png16 = depth_to_png16(depth, png_scale, str(base.with_name(base.name + "_depth.png")))
-    color = colorize_depth(depth, vmin, vmax)
-    paths = [save_npy(base.with_name(base.name + "_depth.npy"), depth),
-             save_png(base.with_name(base.name + "_depth.png"), png16),
-             save_png(base.with_name(base.name + "_color.png"), color)]
-    if intrinsics is not None:
-        paths.append(write_depth_ply(base.with_name(base.name + ".ply"), depth, rgb, intrinsics))
+    pictures: dict[str, object] = {}
+    if "png16" in wanted:
+        pictures["png16"] = depth_to_png16(depth, png_scale, str(base.with_name(base.name + "_depth.png")))
+    if "color" in wanted or "side" in wanted:
+        color = np.asarray(colorize_depth(depth, vmin, vmax, cmap=cmap))
+        if "color" in wanted:
+            pictures["color"] = color
+        if "side" in wanted:
+            if rgb.shape[:2] != color.shape[:2]:
+                raise ValueError(f"rgb: expected a {color.shape[:2]} image beside the depth, got {rgb.shape[:2]}")
+            pictures["side"] = np.concatenate([np.asarray(rgb, dtype=np.uint8), color], axis=1)
+    paths = []
+    for what in wanted:
+        if what == "npy":
+            paths.append(save_npy(base.with_name(base.name + "_depth.npy"), depth))
+        elif what == "png16":
+            paths.append(save_png(base.with_name(base.name + "_depth.png"), pictures["png16"], png_compression))
+        elif what in ("color", "side"):
+            paths.append(save_png(base.with_name(f"{base.name}_{what}.png"), pictures[what], png_compression))
+        else:
+            paths.append(write_depth_ply(base.with_name(base.name + ".ply"), depth, rgb, intrinsics))
     return paths
 
 

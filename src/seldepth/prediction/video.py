@@ -10,7 +10,7 @@ import numpy as np
 
 from seldepth.atomic import atomic_path
 from seldepth.prediction.colormap import colorize_depth
-from seldepth.defaults import require
+from seldepth.defaults import DEFAULT_CMAP, require
 
 PREFERRED_CODECS = ("libx264", "mpeg4")
 
@@ -62,6 +62,7 @@ def even_size(height: int, width: int) -> tuple[int, int]:
 class DepthVideoWriter:
     """Colour-mapped depth frames into an .mp4 (yuv420p, one fixed colour range), written atomically.
 
+    With ``side`` each frame is the video's RGB frame and the colour-mapped depth side by side (twice as wide).
     Odd sides are padded by one pixel (a copy of the last row / column), as yuv420p needs even sizes.
 
     Example:
@@ -70,11 +71,13 @@ class DepthVideoWriter:
     """
 
     def __init__(self, path: str | os.PathLike, rate: Fraction, height: int, width: int,
-                 depth_range: tuple[float, float], codec: str | None = None):
+                 depth_range: tuple[float, float], codec: str | None = None, side: bool = False,
+                 cmap: str = DEFAULT_CMAP):
         av = self._av = require("av")  # the video extra
         self.path = Path(path)
         self.height, self.width = height, width
-        self.out_height, self.out_width = even_size(height, width)
+        self.side, self.cmap = side, cmap
+        self.out_height, self.out_width = even_size(height, 2 * width if side else width)
         self.vmin, self.vmax = depth_range
         self.codec = codec or video_codec()
         self._atomic = atomic_path(self.path)
@@ -96,13 +99,18 @@ class DepthVideoWriter:
 
     @property
     def padded(self) -> bool:
-        return (self.out_height, self.out_width) != (self.height, self.width)
+        return (self.out_height, self.out_width) != (self.height, 2 * self.width if self.side else self.width)
 
-    def write(self, depth: np.ndarray) -> None:
-        """Append one (H, W) depth frame in metres."""
-        rgb = np.asarray(colorize_depth(depth, self.vmin, self.vmax))
+    def write(self, depth: np.ndarray, image: np.ndarray | None = None) -> None:
+        """Append one (H, W) depth frame in metres (with ``side``, beside its (H, W, 3) uint8 RGB ``image``)."""
+        rgb = np.asarray(colorize_depth(depth, self.vmin, self.vmax, cmap=self.cmap))
         if rgb.shape[:2] != (self.height, self.width):
             raise ValueError(f"expected a ({self.height}, {self.width}) depth frame, got {rgb.shape[:2]}")
+        if self.side:
+            if image is None or np.shape(image) != (self.height, self.width, 3):
+                raise ValueError(f"a side-by-side video needs each frame's ({self.height}, {self.width}, 3) RGB image, "
+                                 f"got {None if image is None else np.shape(image)}")
+            rgb = np.concatenate([np.asarray(image, dtype=np.uint8), rgb], axis=1)
         if self.padded:
             rgb = np.pad(rgb, ((0, self.out_height - self.height), (0, self.out_width - self.width), (0, 0)), mode="edge")
         frame = self._av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")

@@ -29,6 +29,7 @@ from torch import nn
 
 from seldepth.atomic import atomic_path
 from seldepth.inference import model_input
+from seldepth.models.loading import resolve_model_file
 from seldepth.models.base import pad_to_multiple
 from seldepth.prediction.colormap import colorize_depth
 from seldepth.selectivity.dissect import resolve_layers
@@ -76,10 +77,13 @@ class AttentionMaps:
         return a[:rows, :cols]
 
 
-def check_attention_args(model: str | os.PathLike, image: str | os.PathLike) -> None:
-    """Fail before any work: the model file and the image exist and the model has hookable layers (not ONNX)."""
-    if not Path(model).is_file():
-        raise FileNotFoundError(f"--model: model file not found: {model}")
+def check_attention_args(model: str | os.PathLike, image: str | os.PathLike, allow_unverified: bool = False) -> None:
+    """Fail before any work: the model file (or pretrained model, downloaded if need be) and the image exist and the
+    model has hookable layers (not ONNX)."""
+    try:
+        resolve_model_file(model, allow_unverified=allow_unverified)
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"--model: {exc}") from None
     if Path(model).suffix == ".onnx":
         raise ValueError(f"--model {model}: an ONNX model has no layers to hook; use its .safetensors model file or .ckpt")
     if not Path(image).is_file():

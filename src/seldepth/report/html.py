@@ -399,9 +399,9 @@ def predictions_section(runs: list[RunFolder], samples: int, figures: FigureFold
     predictions = {}
     for run in tqdm([r for r in runs if r.model_file is not None], desc="predict", unit="run", leave=False,
                     disable=not progress):
-        from seldepth.models.model_file import load_model
+        from seldepth.models.model_file import read_model_file
 
-        model = load_model(run.model_file, device=device).eval()
+        model = read_model_file(run.model_file, device=device).eval()
         predictions[run.name] = [predict_depth_map(model, s["image"], tuple(s["depth"].shape[-2:])) for s in items]
         del model
     if not predictions:
@@ -427,7 +427,7 @@ def attention_section(runs: list[RunFolder], figures: FigureFolder, max_layers: 
     The layers are :func:`response_layers` (regularised or most selective) when the runs have
     dissections, else each model's first ``max_layers`` selectivity layers.
     """
-    from seldepth.models.model_file import load_model
+    from seldepth.models.model_file import read_model_file
     from seldepth.report.attention import capture_attention, plot_attention_grid
 
     dataset = _open_test_split(runs[0])
@@ -442,7 +442,7 @@ def attention_section(runs: list[RunFolder], figures: FigureFolder, max_layers: 
         if run.model_file is None:
             notes.append(note(f"{run.name}: no model.safetensors, left out."))
             continue
-        model = load_model(run.model_file, device=device)
+        model = read_model_file(run.model_file, device=device)
         known = list(getattr(model, "selectivity_layers", {}) or {})
         layers = [layer for layer in wanted if layer in known] or known[:max_layers]
         if not layers:

@@ -26,7 +26,7 @@ from seldepth.defaults import has_extra
 from seldepth.evaluation.evaluate import evaluate
 from seldepth.evaluation.protocol import get_protocol
 from seldepth.models import create_model
-from seldepth.models.model_file import load_model, save_model_file
+from seldepth.models.model_file import read_model_file, save_model_file
 from seldepth.models.preprocessing import Preprocessing
 from seldepth.training.config import BEST_BY, TrainConfig, dump_config
 from seldepth.training.loggers import AtomicCheckpointIO, ResumableCSVLogger
@@ -159,7 +159,7 @@ def finish_run(cfg: TrainConfig, out: Path, data_path: Path, elapsed: float, ela
     """
     run = RunFolder(out)
     checkpoint = run.final_checkpoint()
-    model = load_model(checkpoint)
+    model = read_model_file(checkpoint)
     protocol = get_protocol(cfg.protocol, median_scaling=cfg.selfsup is not None)
     results = {"train_seconds": round(elapsed, 1), "train_seconds_this_run": round(
         elapsed if elapsed_this_run is None else elapsed_this_run, 1), "epochs": cfg.trainer.epochs}

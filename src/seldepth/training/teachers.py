@@ -30,7 +30,8 @@ import torch
 
 from seldepth.inference import predict_depth, predict_semantics, semantic_classes
 from seldepth.losses.logdepth import IGNORE_LABEL
-from seldepth.models.model_file import OutputUnitError, load_model
+from seldepth.models.loading import load_model
+from seldepth.models.model_file import OutputUnitError
 
 DEPTH_MODES = ("fill", "fill_aligned", "replace")
 

@@ -1,7 +1,7 @@
 """Starting a training run from another model's weights (transfer learning, cf. Yosinski et al., NIPS 2014; the fine-tuned schedule of Jiao et al., ECCV 2018).
 
-``init_from`` names a model file (``.safetensors``, or a Lightning ``.ckpt``) whose tensors
-initialise the new run's model. Every tensor of the model must come from the file with the same
+``init_from`` names a model file (``.safetensors``, or a Lightning ``.ckpt``) or a pretrained model
+(``meter_xxs_nyu``, :mod:`seldepth.models.pretrained`) whose tensors initialise the new run's model. Every tensor of the model must come from the file with the same
 name and shape, except those under the name prefixes of ``init_skip`` (a new head, say), which
 keep their fresh initial values; a tensor that does not fit is an error naming it, never a
 silent partial start. The run keeps the file's normalisation (mean, std, resize method), with
@@ -15,7 +15,8 @@ from pathlib import Path
 
 import torch
 
-from seldepth.models.model_file import load_model, read_metadata
+from seldepth.models.loading import resolve_model_file
+from seldepth.models.model_file import read_metadata, read_model_file
 from seldepth.models.preprocessing import Preprocessing
 
 
@@ -23,14 +24,20 @@ def _matches(name: str, prefixes) -> bool:
     return any(name == p or name.startswith(p + ".") for p in prefixes)
 
 
+def _model_file(path: str | os.PathLike, key: str) -> Path:
+    """The model file ``path`` names (a pretrained model's name: its cached model file); errors name ``key``."""
+    try:
+        return resolve_model_file(path)
+    except (ValueError, OSError) as exc:  # not found; a pretrained model not verified, or whose download failed
+        raise type(exc)(f"{key}: {exc}") from None
+
+
 def source_preprocessing(path: str | os.PathLike, input_size: tuple[int, int], key: str = "init_from") -> Preprocessing:
-    """The normalisation recorded in the model file ``path``, at ``input_size``."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{key}: model file not found: {path}")
+    """The normalisation recorded in the model file (or pretrained model) ``path``, at ``input_size``."""
+    path = _model_file(path, key)
     try:
         recorded = (Preprocessing.from_dict(read_metadata(path)["preprocessing"]) if path.suffix == ".safetensors"
-                    else load_model(path, weights=False).preprocessing)
+                    else read_model_file(path, weights=False).preprocessing)
     except (ValueError, KeyError) as exc:
         raise ValueError(f"{key}: {exc}") from None
     return Preprocessing(tuple(input_size), recorded.mean, recorded.std, recorded.resize)
@@ -43,7 +50,8 @@ def init_from_file(model: torch.nn.Module, path: str | os.PathLike, skip: tuple[
     Args:
         model: the freshly built model (its architecture may differ from the file's in the
             ``skip`` parts only).
-        path: a seldepth model file or Lightning checkpoint.
+        path: a seldepth model file or Lightning checkpoint, or a pretrained model's name
+            (:func:`~seldepth.models.pretrained.list_pretrained`).
         skip: name prefixes (``semantic_head``, ``decoder.output``) whose tensors keep their
             initial values (the file need not have them, or may have another shape).
         key: the configuration key named in errors.
@@ -54,11 +62,9 @@ def init_from_file(model: torch.nn.Module, path: str | os.PathLike, skip: tuple[
         FileNotFoundError, ValueError: the file is missing or unreadable, or a tensor outside
             ``skip`` is missing from the file or has another shape (all of them are listed).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{key}: model file not found: {path}")
+    path = _model_file(path, key)
     try:
-        loaded = load_model(path, weights=weights)
+        loaded = read_model_file(path, weights=weights)
     except (ValueError, KeyError) as exc:
         raise ValueError(f"{key}: {exc}") from None
     if not isinstance(loaded, torch.nn.Module):
