@@ -274,3 +274,14 @@ def test_cli_models_pretrained_lists_the_names_and_what_is_cached(served, cache,
     assert after["meter_xxs_nyu"].endswith("not cached")
     assert main(["models", "--download", "meter_s_nyu"]) == 2  # unverified, without --allow-unverified
     assert "--allow-unverified" in capsys.readouterr().err
+
+
+def test_cli_predict_without_model_or_out_uses_meter_xxs_nyu_and_depth_folder(served, cache, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["predict", str(IMAGE)]) == 0
+    assert served.requests == [f"/{NYU}"]
+    stem = IMAGE.stem
+    assert sorted(p.name for p in (tmp_path / "depth").iterdir()) == sorted(
+        f"{stem}{suffix}" for suffix in ("_color.png", "_depth.npy", "_depth.png"))
+    expected = _depth(import_meter(WEIGHTS / NYU, "xxs", "nyu"))[0, 0].numpy()
+    assert np.allclose(np.load(tmp_path / "depth" / f"{stem}_depth.npy"), expected, atol=1e-5)

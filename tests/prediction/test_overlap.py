@@ -233,3 +233,20 @@ def test_a_side_by_side_video_keeps_frames_and_rate(model, tmp_path):
             assert Fraction(s.average_rate) == 12
         assert len(frames) == 7 and frames[0].shape == (48, 128, 3)
     assert np.array_equal(np.load(tmp_path / "seq" / "clip_depth.npy"), np.load(tmp_path / "pipe" / "clip_depth.npy"))
+
+
+def test_images_of_many_sizes_are_not_all_held_before_the_first_batch(model, tmp_path, monkeypatch):
+    from seldepth.prediction import runner
+
+    src = tmp_path / "in"
+    for i in range(10):
+        _image(src / f"img{i}.png", 30 + i, 40 + i, i)  # ten sizes: no bucket ever fills
+    log = []
+    real_read, real_predict = runner.read_rgb, runner._predict
+    monkeypatch.setattr(runner, "read_rgb", lambda path: log.append("read") or real_read(path))
+    monkeypatch.setattr(runner, "_predict", lambda m, images, flip: log.append(len(images)) or real_predict(m, images, flip))
+    summary = predict_paths(model, [src], tmp_path / "out", batch_size=2, sequential=True, progress=False)
+    assert summary.images == 10
+    first = next(i for i, x in enumerate(log) if x != "read")
+    assert log[:first] == ["read"] * 5  # at most 2 x batch_size images wait: the fifth makes the oldest go
+    assert sum(x for x in log if x != "read") == 10

@@ -4,7 +4,8 @@ Image decoding, PNG encoding (zlib), file writes and ONNX Runtime or torch all r
 thread, writer threads and the inference loop keep several cores busy. Every stage is bounded (at most
 ``depth`` jobs wait in it) and hands its results back in the order the jobs were submitted, so outputs
 come out in input order whatever thread finished first. With ``workers=0`` each job runs at once on the
-calling thread: the same code, one step after another (the sequential path, for comparison and debugging).
+calling thread and hands its result back at once: the same code, one step after another (the sequential
+path, for comparison and debugging).
 
 Example:
     >>> times = StageTimes()
@@ -91,7 +92,8 @@ class OrderedStage:
                 future.set_exception(exc)
             self._pending.append(future)
         done = []
-        while len(self._pending) > self.depth:
+        bound = self.depth if self._pool is not None else 0  # on the calling thread: each result at once
+        while len(self._pending) > bound:
             done.append(self._pending.popleft().result())
         return done
 

@@ -325,6 +325,8 @@ def _predict_images(model, items: list[InputItem], settings: _Settings, summary:
             buckets.setdefault(size, []).append((item, rgb))
             if len(buckets[size]) >= settings.batch_size:
                 flush(size)
+            elif sum(map(len, buckets.values())) > depth:  # many sizes: memory stays bounded, the oldest go first
+                flush(next(iter(buckets)))
         for size in list(buckets):
             flush(size)
         collect(writer.drain())
