@@ -30,13 +30,14 @@ from PIL import Image
 
 import seldepth
 from seldepth.defaults import DEFAULT_BATCH_SIZE
+from seldepth.deploy.cpu import describe_cpu
 from seldepth.deploy.onnx_export import export_onnx
 from seldepth.inference import model_input, predict_depth
 from seldepth.models.model_file import read_model_file
 from seldepth.models.onnx_model import OnnxDepthModel
 from seldepth.prediction import predict_paths
 
-from official_model import SHARED, cpu_description, model_path_or_official
+from official_model import SHARED, model_path_or_official
 
 STAGES = ("read", "infer", "write")
 
@@ -99,7 +100,7 @@ def main() -> None:
         graph_rate, predict_depth_rate = model_only(model, photos, DEFAULT_BATCH_SIZE)
 
         print(f"seldepth {seldepth.__version__}, torch {torch.__version__}, onnxruntime {onnxruntime.__version__}")
-        print(f"CPU: {cpu_description()}")
+        print(f"CPU: {describe_cpu()}")
         print(f"{model.name} ({model_path}) under ONNX Runtime, input {'x'.join(map(str, info['input_size']))}, "
               f"{args.threads} intra-op threads; {args.images} JPEG photos 640x480, batch {DEFAULT_BATCH_SIZE}")
         print(f"model only: {graph_rate:7.1f} images/s (ONNX graph on a preprocessed batch), "

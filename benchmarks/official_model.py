@@ -32,23 +32,3 @@ def latency_parser(doc: str, runs: int, data_help: str):
     parser.add_argument("--data", default=f"nyu:{SHARED / 'data' / 'nyu_test_sample'}", help=data_help)
     return parser
 
-
-CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
-
-
-def cpu_description() -> str:
-    """The CPU model, its core count and which of the vector / matrix flags that matter for inference it has."""
-    import platform
-
-    model, flags = platform.processor() or "unknown CPU", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and model in ("", "unknown CPU", platform.processor()):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
-    have = [f for f in CPU_FLAGS if f in flags]
-    return f"{model}, {os.cpu_count()} cores; flags {' '.join(have) or 'none of ' + ' '.join(CPU_FLAGS)}"

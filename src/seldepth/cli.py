@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Callable
 
 from jsonargparse import ActionConfigFile, ArgumentParser, DefaultHelpFormatter, Namespace
-from jsonargparse.typing import NonNegativeInt, PositiveFloat, PositiveInt, register_type
+from jsonargparse.typing import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, register_type
 
 from seldepth import __version__
 from seldepth.defaults import (
@@ -50,6 +50,7 @@ from seldepth.defaults import (
     DEFAULT_DEPTH_RANGE,
     DEFAULT_DEVICE,
     DEFAULT_FRACTIONS,
+    DEFAULT_MAX_RMSE_INCREASE,
     DEFAULT_MC_DROPOUT,
     DEFAULT_MC_PASSES,
     DEFAULT_NUM_WORKERS,
@@ -119,7 +120,7 @@ class _HelpFormatter(DefaultHelpFormatter):
 DATA_HELP = ("data spec KIND:PATH[?key=value&...]: nyu:PATH (labeled .mat, DenseDepth folder/zip/CSV, BTS sync "
              "list, .h5 files, annotation JSON, or a folder), kitti:PATH (raw drives via a file list or folder, "
              "annotation JSON), folder:PATH?scale=1000, synthetic:PATH or synthetic:default")
-MODEL_HELP = "model file: .safetensors, a training checkpoint (.ckpt) or an ONNX export (.onnx)"
+MODEL_HELP = "model file: .safetensors, a training checkpoint (.ckpt), an ONNX export (.onnx) or an OpenVINO IR (.xml)"
 PRETRAINED_HELP = ("; or the name of a pretrained model (meter_xxs_nyu, ...: seldepth models --pretrained), downloaded "
                    "and converted once, then read from the cache")
 ALLOW_UNVERIFIED_HELP = ("download a pretrained model whose sha256 is not known (the sha256 of the file downloaded is "
@@ -370,17 +371,33 @@ def cmd_import_meter(args: Namespace) -> None:
 
 def args_export(p: ArgumentParser) -> None:
     _add_model(p, "model file (.safetensors) or training checkpoint (.ckpt)")
-    p.add_argument("--format", type=str, default="onnx", help="export format (onnx is the only one)")
+    p.add_argument("--format", type=str, default="onnx",
+                   help="export format: onnx, openvino (an OpenVINO IR converted from the checked ONNX export), or best "
+                        "(every path benchmarked as seldepth bench --pick does; the fastest within --max-rmse-increase "
+                        "of ONNX Runtime FP32's RMSE on --data, never slower than it, written to --out with its suffix)")
     p.add_argument("--out", type=str, required=True,
-                   help="output .onnx file (with --int8 the FP32 file goes beside it as NAME_fp32.onnx)")
+                   help="output .onnx file (with --int8 the FP32 file goes beside it as NAME_fp32.onnx); with --format "
+                        "openvino an .xml file, its weights beside it as NAME.bin")
+    p.add_argument("--precision", type=str | None, default=None,
+                   help="OpenVINO IR precision, only with --format openvino: f32, bf16 (same weights, computed in BF16 "
+                        "where the CPU has it) or int8 (NNCF, needs --calibration; the output stage stays FP32); "
+                        "null: f32")
     p.add_argument("--dynamic", action="store_true", help="dynamic batch, height and width (multiples of the model's size multiple)")
     p.add_argument("--opset", type=PositiveInt | None, default=None, help="ONNX opset (null: the exporter's)")
-    p.add_argument("--int8", action="store_true", help="static INT8 quantisation with ONNX Runtime (needs --calibration)")
+    p.add_argument("--int8", action="store_true",
+                   help="static INT8 quantisation with ONNX Runtime (needs --calibration; --format onnx)")
     p.add_argument("--calibration", type=str | None, default=None,
                    help="data spec of calibration images, e.g. nyu:PATH (see seldepth eval --help)")
     p.add_argument("--calibration-images", type=PositiveInt, default=DEFAULT_CALIBRATION_IMAGES, help="calibration images")
     p.add_argument("--split", type=str, default=DEFAULT_SPLIT, help="split of the calibration data")
     p.add_argument("--head", type=str | None, default=None, help=HEAD_HELP)
+    p.add_argument("--data", type=str | None, default=None,
+                   help="with --format best: data spec on which each path's RMSE is measured (and, without "
+                        "--calibration, calibrated)")
+    p.add_argument("--max-rmse-increase", type=NonNegativeFloat, default=DEFAULT_MAX_RMSE_INCREASE,
+                   help="with --format best: the RMSE a path may add, relative to ONNX Runtime FP32's (0.01: 1%%)")
+    p.add_argument("--threads", type=PositiveInt, default=DEFAULT_THREADS,
+                   help="with --format best: the threads every path is timed with (those it will run with)")
 
 
 def cmd_export(args: Namespace) -> None:
@@ -389,16 +406,30 @@ def cmd_export(args: Namespace) -> None:
     from seldepth.models.base import with_head
     from seldepth.models.loading import load_model
 
-    check_export_args(args.format, args.int8, args.calibration)
+    check_export_args(args.format, args.int8, args.calibration, precision=args.precision, out=args.out, data=args.data)
     _check_output(args.out, "file")
+    if args.format == "best":
+        from seldepth.deploy.bench import benchmark_and_pick, format_benchmark, format_pick
+
+        _note("export", "benchmarking every path to pick the fastest within the budget ...")
+        result = benchmark_and_pick(args.model, args.out, args.data, args.max_rmse_increase,
+                                    int8_calibration=args.calibration, int8_images=args.calibration_images,
+                                    threads=args.threads, compile=False, head=args.head, progress=True,
+                                    allow_unverified=args.allow_unverified)
+        print(format_benchmark(result))
+        print(format_pick(result))
+        return
     model = with_head(load_model(args.model, allow_unverified=args.allow_unverified), args.head)
     dataset = None
-    if args.int8:
+    if args.int8 or (args.format == "openvino" and args.calibration):
         from seldepth.data.spec import describe_dataset, open_dataset
 
         dataset = open_dataset(args.calibration, split=args.split, key="--calibration")
         print(f"calibration {args.calibration}: {describe_dataset(dataset)}")
     out = Path(args.out)
+    if args.format == "openvino":
+        _export_openvino(args, model, dataset)
+        return
     fp32_out = out.with_name(out.stem + "_fp32.onnx") if args.int8 else out
     check = [dataset[i]["image"] for i in range(min(2, len(dataset)))] if dataset is not None else None
     info = export_onnx(model, fp32_out, dynamic=args.dynamic, opset=args.opset, check_images=check, source=args.model,
@@ -415,39 +446,97 @@ def cmd_export(args: Namespace) -> None:
               f"mean {q['mean_abs_diff_m']:.4f} m")
 
 
+def _export_openvino(args: Namespace, model, dataset) -> None:
+    """``seldepth export --format openvino``: the checked ONNX export to a temporary file, then the IR from it."""
+    import tempfile
+
+    from seldepth.deploy.onnx_export import export_onnx
+    from seldepth.deploy.openvino_export import export_openvino
+
+    out, precision = Path(args.out), args.precision or "f32"
+    check = [dataset[i]["image"] for i in range(min(2, len(dataset)))] if dataset is not None else None
+    with tempfile.TemporaryDirectory() as tmpdir:
+        onnx_path = Path(tmpdir) / f"{out.stem}.onnx"
+        info = export_onnx(model, onnx_path, dynamic=args.dynamic, opset=args.opset, check_images=check,
+                           source=args.model, progress=lambda message: _note("export", message))
+        print(f"checked the ONNX export of {model.name}: opset {info['opset']}, input "
+              f"{'dynamic' if args.dynamic else 'x'.join(map(str, info['input_size']))}; "
+              f"max abs diff vs torch {info['max_abs_diff_m']:.2e} m over {info['checked_inputs']} inputs")
+        what = (f"quantising to INT8 with NNCF on {args.calibration_images} calibration images" if precision == "int8"
+                else f"converting to OpenVINO ({precision})")
+        _note("export", f"{what} ...")
+        ov_info = export_openvino(onnx_path, out, precision=precision, calibration=dataset,
+                                  num_images=args.calibration_images)
+    kept = f"; kept in FP32: {', '.join(ov_info['ignored'])}" if ov_info["ignored"] else ""
+    print(f"wrote {out} and {ov_info['weights']}: OpenVINO IR, precision {precision}{kept}; "
+          f"vs ONNX Runtime FP32 max abs diff {ov_info['max_abs_diff_m']:.2e} m, mean {ov_info['mean_abs_diff_m']:.2e} m "
+          f"over {ov_info['checked_inputs']} inputs")
+
+
 def args_bench(p: ArgumentParser) -> None:
     _add_model(p, "model file (.safetensors) or training checkpoint (.ckpt)")
     p.add_argument("--size", type=str, default=DEFAULT_SIZE_TEXT, metavar="HxW", help="network input, HxW (height x width)")
-    p.add_argument("--threads", type=PositiveInt, default=DEFAULT_THREADS, help="torch and ONNX Runtime intra-op threads")
+    p.add_argument("--threads", type=PositiveInt, default=DEFAULT_THREADS,
+                   help="torch threads, ONNX Runtime intra-op threads and OpenVINO inference threads")
     p.add_argument("--runs", type=PositiveInt, default=DEFAULT_RUNS, help="timed calls per backend")
     p.add_argument("--warmup", type=NonNegativeInt, default=DEFAULT_WARMUP, help="untimed calls per backend first")
     _add_device(p)
-    p.add_argument("--calibration", type=str | None, default=None, help="data spec of INT8 calibration images (null: no INT8)")
+    p.add_argument("--data", type=str | None, default=None,
+                   help="data spec on which the RMSE of each path is measured, e.g. nyu:PATH (null: no RMSE)")
+    p.add_argument("--calibration", type=str | None, default=None,
+                   help="data spec of INT8 calibration images (null: --data; without either, no INT8 paths)")
     p.add_argument("--calibration-images", type=PositiveInt, default=DEFAULT_CALIBRATION_IMAGES, help="calibration images")
+    p.add_argument("--no-openvino", action="store_true", help="skip the OpenVINO paths (FP32, BF16, INT8)")
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     p.add_argument("--compile-budget", type=PositiveFloat, default=DEFAULT_COMPILE_BUDGET_S,
                    help="seconds torch.compile's first call may take")
     p.add_argument("--head", type=str | None, default=None, help=HEAD_HELP)
+    p.add_argument("--pick", action="store_true",
+                   help="choose the fastest path within --max-rmse-increase of ORT FP32's RMSE on --data, never slower "
+                        "than ORT FP32, and write its file to --out")
+    p.add_argument("--max-rmse-increase", type=NonNegativeFloat, default=DEFAULT_MAX_RMSE_INCREASE,
+                   help="the RMSE a picked path may add, relative to ORT FP32's (0.01: 1%%)")
+    p.add_argument("--out", type=str | None, default=None,
+                   help="with --pick: the file written; its suffix becomes the path's (.onnx, or .xml + .bin)")
     p.add_argument("--json", type=str | None, default=None, help="also write the results to this JSON file (NaN as null)")
 
 
 def cmd_bench(args: Namespace) -> None:
     from seldepth.atomic import write_json_atomic
-    from seldepth.deploy.bench import benchmark, check_benchmark_args, format_benchmark, parse_size
+    from seldepth.deploy.bench import (
+        benchmark,
+        benchmark_and_pick,
+        check_benchmark_args,
+        format_benchmark,
+        format_pick,
+        parse_size,
+    )
     from seldepth.inference import choose_device
 
     size = parse_size(args.size, key="--size")
     check_benchmark_args(args.model, size, args.threads, args.runs, args.warmup)
+    if args.pick and not (args.data and args.out):
+        raise ValueError("--pick needs --data (the RMSE of each path) and --out (the file of the path picked)")
+    if args.out and not args.pick:
+        raise ValueError("--out is the file of --pick; give --pick too")
     _model_file(args.model, args.allow_unverified)  # missing: fails before any work; a pretrained name: downloaded now
     if args.json:
         _check_output(args.json, "file", key="--json")
+    if args.out:
+        _check_output(args.out, "file")
     device, reason = choose_device(args.device)
-    _note("bench", f"torch backends on {device} ({reason}); ONNX Runtime on the CPU")
-    result = benchmark(args.model, size=size, threads=args.threads, runs=args.runs, warmup=args.warmup,
-                       int8_calibration=args.calibration, int8_images=args.calibration_images,
-                       compile=not args.no_compile, compile_budget_s=args.compile_budget, progress=True, head=args.head,
-                       device=device, allow_unverified=args.allow_unverified)
+    _note("bench", f"torch backends on {device} ({reason}); ONNX Runtime and OpenVINO on the CPU")
+    options = dict(size=size, threads=args.threads, runs=args.runs, warmup=args.warmup,
+                   int8_calibration=args.calibration, int8_images=args.calibration_images,
+                   compile=not args.no_compile, compile_budget_s=args.compile_budget, progress=True, head=args.head,
+                   device=device, allow_unverified=args.allow_unverified, openvino=not args.no_openvino)
+    if args.pick:
+        result = benchmark_and_pick(args.model, args.out, args.data, args.max_rmse_increase, **options)
+    else:
+        result = benchmark(args.model, data=args.data, **options)
     print(format_benchmark(result))
+    if args.pick:
+        print(format_pick(result))
     if args.json:
         write_json_atomic(args.json, result)
         print(f"wrote {args.json}")
@@ -776,7 +865,8 @@ COMMANDS = [
             args_predict, cmd_predict),
     Command("eval", "evaluate a model on a data set under a protocol", args_eval, cmd_eval),
     Command("import-meter", "convert official METER weights into a seldepth model file", args_import_meter, cmd_import_meter),
-    Command("export", "export a model to ONNX (checked against torch), optionally INT8-quantised", args_export, cmd_export),
+    Command("export", "export a model to ONNX (checked against torch), optionally INT8-quantised, or to OpenVINO",
+            args_export, cmd_export),
     Command("bench", "parameters, FLOPs and latency: eager, torch.compile, ORT FP32 and INT8 side by side",
             args_bench, cmd_bench),
     Command("models", "list registered models with their size and cost", args_models, cmd_models),

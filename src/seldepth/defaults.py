@@ -51,6 +51,7 @@ DEFAULT_RUNS = 50  # timed calls per backend
 DEFAULT_WARMUP = 10  # untimed calls per backend first
 DEFAULT_CALIBRATION_IMAGES = 16  # images that calibrate INT8 quantisation
 DEFAULT_COMPILE_BUDGET_S = 180.0  # seconds torch.compile's first call may take
+DEFAULT_MAX_RMSE_INCREASE = 0.01  # the RMSE a faster path may add to ORT FP32's when the bench picks one (1%)
 
 
 
@@ -69,6 +70,8 @@ EXTRAS = {
     "onnx": ("onnx", "ONNX export, ONNX Runtime models and benchmarks"),
     "onnxruntime": ("onnx", "ONNX Runtime models, INT8 quantisation and benchmarks"),
     "onnxscript": ("onnx", "ONNX export"),
+    "openvino": ("openvino", "OpenVINO models and export"),
+    "nncf": ("openvino", "OpenVINO INT8 quantisation"),
     "av": ("video", "video input and output, and 16-bit colour PNGs"),
     "scipy": ("mat", "MATLAB v5 .mat files (the official NYU splits.mat)"),
     "tensorboard": ("tensorboard", "TensorBoard logs of training runs"),

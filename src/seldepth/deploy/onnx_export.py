@@ -40,7 +40,7 @@ from seldepth.defaults import check_number, check_size, require
 from seldepth.models.onnx_model import ONNX_FORMAT, ort_session
 from seldepth.models.preprocessing import Preprocessing
 
-EXPORT_FORMATS = ("onnx",)
+EXPORT_FORMATS = ("onnx", "openvino", "best")  # what ``seldepth export --format`` writes
 FP32_TOLERANCE_M = 1e-4
 
 
@@ -49,13 +49,48 @@ class ExportError(ValueError):
 
 
 def check_export_args(fmt: str, int8: bool = False, calibration: str | None = None, opset: int | None = None,
-                      input_size: tuple[int, int] | None = None) -> None:
-    """Fail before any work on an unknown format, ``int8`` without calibration data, an ``opset`` the exporter
-    does not write (:func:`check_opset`) or an ``input_size`` that is not two integers >= 1."""
+                      input_size: tuple[int, int] | None = None, precision: str | None = None,
+                      out: str | os.PathLike | None = None, data: str | None = None) -> None:
+    """Fail before any work on a bad export request: the one check of ``seldepth export``'s arguments.
+
+    ``best`` (the fastest path within an RMSE budget, :func:`seldepth.deploy.bench.benchmark_and_pick`) needs
+    ``data`` (the RMSE of each path) and takes neither ``precision`` nor ``int8``: it chooses them.
+
+    Refused: a format not in :data:`EXPORT_FORMATS`; for ``onnx``, a ``precision`` (OpenVINO's) and ``int8``
+    (ONNX Runtime's INT8) without calibration data; for ``openvino``, ``int8`` (use ``precision="int8"``), a
+    ``precision`` not in ``f32``, ``bf16``, ``int8``, precision ``int8`` without calibration data, or an ``out``
+    that does not end in ``.xml``; an ``opset`` the exporter does not write (:func:`check_opset`); an
+    ``input_size`` that is not two integers >= 1.
+
+    Raises:
+        ExportError: naming the argument (as the command line spells it).
+    """
+    from seldepth.models.openvino_model import OPENVINO_PRECISIONS  # a constant: openvino itself is not imported
+
     if fmt not in EXPORT_FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; available: {', '.join(EXPORT_FORMATS)}")
-    if int8 and not calibration:
-        raise ExportError("--int8 needs --calibration DATA_SPEC (images to calibrate the activation ranges)")
+    if fmt == "best":
+        if not data:
+            raise ExportError("--format best needs --data DATA_SPEC (the RMSE of each path is measured on it)")
+        if precision is not None or int8:
+            raise ExportError("--format best chooses the precision itself; leave out --precision and --int8")
+    elif fmt == "onnx":
+        if precision is not None:
+            raise ExportError(f"--precision {precision} is for --format openvino (f32, bf16, int8); an ONNX export is "
+                              f"FP32, or INT8 with --int8")
+        if int8 and not calibration:
+            raise ExportError("--int8 needs --calibration DATA_SPEC (images to calibrate the activation ranges)")
+    else:
+        if int8:
+            raise ExportError("--int8 is ONNX Runtime's INT8 (--format onnx); with --format openvino use --precision int8")
+        if precision is not None and precision not in OPENVINO_PRECISIONS:
+            raise ExportError(f"--precision must be one of {', '.join(OPENVINO_PRECISIONS)} with --format openvino, "
+                              f"got {precision!r}")
+        if precision == "int8" and not calibration:
+            raise ExportError("--precision int8 needs --calibration DATA_SPEC (images to calibrate the activation ranges)")
+        if out is not None and Path(out).suffix != ".xml":
+            raise ExportError(f"--out {out}: an OpenVINO IR is an .xml file (its weights go beside it as .bin); "
+                              f"name it NAME.xml")
     check_opset(opset)
     if input_size is not None:
         check_input_size(input_size)

@@ -1,7 +1,7 @@
 """Loading a model from a file or by a pretrained model's name: :func:`load_model` (``seldepth.load_model``).
 
-A source is a path (a model file ``.safetensors``, a Lightning checkpoint ``.ckpt`` or an ONNX export ``.onnx``,
-read by :func:`~seldepth.models.model_file.read_model_file`) or the name of a pretrained model
+A source is a path (a model file ``.safetensors``, a Lightning checkpoint ``.ckpt``, an ONNX export ``.onnx`` or an
+OpenVINO IR ``.xml``, read by :func:`~seldepth.models.model_file.read_model_file`) or the name of a pretrained model
 (:mod:`seldepth.models.pretrained`: downloaded, checked and converted on first use, then read from the cache).
 An existing path wins over a name. This module sits above both (``model_file`` knows no names; ``pretrained``
 converts with the importer, which writes model files).
@@ -57,8 +57,9 @@ def load_model(source: str | os.PathLike, weights: bool = True, device: str | to
     :func:`~seldepth.models.model_file.read_model_file`, which reads the file).
 
     Args:
-        source: a model file (``.safetensors``), a Lightning checkpoint (``.ckpt``), an ONNX export (``.onnx``), or
-            the name of a pretrained model (``meter_xxs_nyu``; :func:`~seldepth.models.pretrained.list_pretrained`),
+        source: a model file (``.safetensors``), a Lightning checkpoint (``.ckpt``), an ONNX export (``.onnx``), an
+            OpenVINO IR (``.xml``), or the name of a pretrained model (``meter_xxs_nyu``;
+            :func:`~seldepth.models.pretrained.list_pretrained`),
             downloaded, checked and converted on first use, then read from the cache. An existing path wins.
         weights: False builds the model on the ``meta`` device and checks the file's tensor names and shapes
             without reading their values.

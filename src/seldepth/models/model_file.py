@@ -233,7 +233,7 @@ def _not_a_model_file(path: Path, exc: Exception) -> ValueError:
                           f"(in Python: seldepth.models.import_meter.import_meter(path, out=...)) and load that")
     if isinstance(state, dict):
         return ValueError(f"{path}: a PyTorch checkpoint, not a seldepth model file (.safetensors with metadata, "
-                          f"Lightning .ckpt or .onnx); official METER weights are converted with `seldepth import-meter`")
+                          f"Lightning .ckpt, .onnx or OpenVINO .xml); official METER weights are converted with `seldepth import-meter`")
     return ValueError(f"{path}: not a readable safetensors model file ({exc})")
 
 
@@ -265,7 +265,8 @@ def load_state_dict_checked(model: torch.nn.Module, state: dict[str, torch.Tenso
 
 
 def read_model_file(path: str | os.PathLike, weights: bool = True, device: str | torch.device | None = "cpu") -> DepthModel:
-    """Load a model file (``.safetensors``), a Lightning checkpoint (``.ckpt``) or an ONNX export (``.onnx``), in eval mode.
+    """Load a model file (``.safetensors``), a Lightning checkpoint (``.ckpt``), an ONNX export (``.onnx``) or an
+    OpenVINO IR (``.xml``, its ``.bin`` beside it), in eval mode.
 
     The returned model carries ``preprocessing`` (:class:`Preprocessing`) and ``metadata`` (dict).
 
@@ -275,8 +276,8 @@ def read_model_file(path: str | os.PathLike, weights: bool = True, device: str |
             shapes against it without reading their values: every check of a load, at the cost of
             reading a header (what a config is validated with before any work).
         device: where the model runs: ``cpu`` (default), ``auto`` (CUDA, then MPS, then CPU), ``cuda``,
-            ``cuda:N`` or ``mps`` (see :func:`~seldepth.models.devices.choose_device`). An ONNX model runs on
-            the CPU only (``auto`` gives it the CPU). Ignored with ``weights=False``.
+            ``cuda:N`` or ``mps`` (see :func:`~seldepth.models.devices.choose_device`). An ONNX or OpenVINO model
+            runs on the CPU only (``auto`` gives it the CPU). Ignored with ``weights=False``.
 
     Raises:
         FileNotFoundError: no such file.
@@ -300,6 +301,15 @@ def read_model_file(path: str | os.PathLike, weights: bool = True, device: str |
         from seldepth.models.onnx_model import OnnxDepthModel  # onnxruntime is imported only when an ONNX file is read
 
         return OnnxDepthModel(path)
+    if path.suffix == ".xml":
+        if device is not None and not (isinstance(device, str) and device.strip().lower() == "auto"):
+            if resolve_device(device).type != "cpu":
+                raise ValueError(f"device {str(device)!r}: {path} is an OpenVINO model, which seldepth runs on the CPU "
+                                 f"only (OpenVINO's CPU plugin); use device 'cpu' or 'auto', or the .safetensors model "
+                                 f"file on the GPU")
+        from seldepth.models.openvino_model import OpenVinoDepthModel  # openvino is imported only when an IR is read
+
+        return OpenVinoDepthModel(path)
     target = resolve_device(device) if weights else None  # checked before the file is read
     if path.suffix == ".ckpt":
         model = _load_lightning_checkpoint(path, weights)

@@ -48,6 +48,40 @@ def read_onnx_props(path: str | os.PathLike) -> dict[str, str]:
     return {p.key: p.value for p in proto.metadata_props}
 
 
+def decode_export_metadata(path: Path, props: dict[str, str], kind: str = "ONNX") -> tuple[dict, Preprocessing, int]:
+    """The checked metadata of a seldepth export, its preprocessing and its size multiple.
+
+    ``props`` are the export's raw string key/values (ONNX ``metadata_props``, the ``seldepth`` section of an
+    OpenVINO IR's runtime info); ``config``, ``preprocessing``, ``provenance`` and ``intrinsics`` are decoded
+    from JSON. ``kind`` names the metadata in the errors (``ONNX``, ``OpenVINO``).
+
+    Raises:
+        ValueError: naming ``path`` and the key at fault (JSON that does not parse or is not an object, an
+            ``output_unit`` other than metres, a bad preprocessing or ``size_multiple``).
+    """
+    meta = dict(props)
+    for key in ("config", "preprocessing", "provenance") + (("intrinsics",) if "intrinsics" in props else ()):
+        try:
+            meta[key] = json.loads(props.get(key, "{}"))
+        except (json.JSONDecodeError, RecursionError):
+            raise ValueError(f"{path}: {kind} metadata {key!r} is not valid JSON") from None
+        if not isinstance(meta[key], dict) and not (key == "intrinsics" and meta[key] is None):
+            raise ValueError(f"{path}: {kind} metadata {key!r} must be a JSON object, got "
+                             f"{type(meta[key]).__name__} {meta[key]!r:.80}")
+    if meta.get("output_unit", "m") != "m":
+        raise ValueError(f"{path}: {kind} metadata 'output_unit' is {meta['output_unit']!r}; "
+                         f"seldepth models output metres ('m')")
+    try:
+        preprocessing = Preprocessing.from_dict(meta["preprocessing"])
+    except ValueError as exc:
+        raise ValueError(f"{path}: {kind} metadata {exc}") from None
+    multiple = str(meta.get("size_multiple", "1") or "1").strip()
+    if not multiple.isdigit() or not 1 <= int(multiple) <= 4096:
+        raise ValueError(f"{path}: {kind} metadata 'size_multiple' must be a whole number in 1..4096, "
+                         f"got {multiple!r:.80}")
+    return meta, preprocessing, int(multiple)
+
+
 class OnnxDepthModel:
     """An ONNX export of :func:`seldepth.deploy.onnx_export.export_onnx` behind the interface of a torch depth model.
 
@@ -89,30 +123,9 @@ class OnnxDepthModel:
         if "preprocessing" not in props:
             raise ValueError(f"{self.path}: the ONNX metadata has no 'preprocessing' (keys: {', '.join(sorted(props)) or 'none'}); "
                              f"export the model with `seldepth export` so that its preprocessing is recorded")
-        meta = dict(props)
-        for key in ("config", "preprocessing", "provenance") + (("intrinsics",) if "intrinsics" in props else ()):
-            try:
-                meta[key] = json.loads(props.get(key, "{}"))
-            except (json.JSONDecodeError, RecursionError):
-                raise ValueError(f"{self.path}: ONNX metadata {key!r} is not valid JSON") from None
-            if not isinstance(meta[key], dict) and not (key == "intrinsics" and meta[key] is None):
-                raise ValueError(f"{self.path}: ONNX metadata {key!r} must be a JSON object, got "
-                                 f"{type(meta[key]).__name__} {meta[key]!r:.80}")
-        if meta.get("output_unit", "m") != "m":
-            raise ValueError(f"{self.path}: ONNX metadata 'output_unit' is {meta['output_unit']!r}; "
-                             f"seldepth models output metres ('m')")
-        self.metadata = meta
-        try:
-            self.preprocessing = Preprocessing.from_dict(meta["preprocessing"])
-        except ValueError as exc:
-            raise ValueError(f"{self.path}: ONNX metadata {exc}") from None
-        self.name = meta.get("architecture") or self.path.stem
+        self.metadata, self.preprocessing, self.size_multiple = decode_export_metadata(self.path, props, "ONNX")
+        self.name = self.metadata.get("architecture") or self.path.stem
         self.threads = threads
-        multiple = str(meta.get("size_multiple", "1") or "1").strip()
-        if not multiple.isdigit() or not 1 <= int(multiple) <= 4096:
-            raise ValueError(f"{self.path}: ONNX metadata 'size_multiple' must be a whole number in 1..4096, "
-                             f"got {multiple!r:.80}")
-        self.size_multiple = int(multiple)
         inputs = self.session.get_inputs()
         if len(inputs) != 1 or len(inputs[0].shape) != 4:
             raise ValueError(f"{self.path}: expected a graph with one (B, 3, H, W) input, got "

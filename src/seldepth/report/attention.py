@@ -79,13 +79,14 @@ class AttentionMaps:
 
 def check_attention_args(model: str | os.PathLike, image: str | os.PathLike, allow_unverified: bool = False) -> None:
     """Fail before any work: the model file (or pretrained model, downloaded if need be) and the image exist and the
-    model has hookable layers (not ONNX)."""
+    model has hookable layers (not ONNX or OpenVINO)."""
     try:
         resolve_model_file(model, allow_unverified=allow_unverified)
     except FileNotFoundError as exc:
         raise FileNotFoundError(f"--model: {exc}") from None
-    if Path(model).suffix == ".onnx":
-        raise ValueError(f"--model {model}: an ONNX model has no layers to hook; use its .safetensors model file or .ckpt")
+    if Path(model).suffix in (".onnx", ".xml"):
+        kind = "an ONNX" if Path(model).suffix == ".onnx" else "an OpenVINO"
+        raise ValueError(f"--model {model}: {kind} model has no layers to hook; use its .safetensors model file or .ckpt")
     if not Path(image).is_file():
         raise FileNotFoundError(f"--image: image file not found: {image}")
 
