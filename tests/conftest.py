@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
@@ -32,10 +33,19 @@ def meter_nyu_file(shared, tmp_path_factory) -> Path:
     return out
 
 
+_SIGCHLD_AT_START = signal.getsignal(signal.SIGCHLD)
+
+
 @pytest.fixture(autouse=True)
 def _seed_and_threads():
     torch.manual_seed(0)
     yield
+    # a DataLoader with worker processes leaves torch's SIGCHLD handler installed for good; in this long-lived
+    # process, with OpenVINO loaded, the kernel then failed to deliver a later child's SIGCHLD to it and killed
+    # the test process (SIGSEGV, si_code SI_KERNEL, the main thread waiting in poll for that child). Each test
+    # ends with the disposition the session started with.
+    if signal.getsignal(signal.SIGCHLD) is not _SIGCHLD_AT_START:
+        signal.signal(signal.SIGCHLD, _SIGCHLD_AT_START)
 
 
 @pytest.fixture

@@ -4,6 +4,8 @@ Runtime when OpenVINO is missing, fails to compile or crashes."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -23,13 +25,16 @@ def _fast(**options):
     return dict(runs=2, warmup=0, compile=False, threads=1, **options)
 
 
-def test_bench_pick_times_every_path_and_writes_the_fastest_within_the_budget(meter_nyu_file, nyu_sample, tmp_path,
-                                                                              capsys):
+def test_bench_pick_times_every_path_and_writes_the_fastest_within_the_budget(meter_nyu_file, nyu_sample, tmp_path):
+    # a process of its own, as the command runs: OpenVINO's and ONNX Runtime's thread pools beside torch's in
+    # the long-lived test process, after hundreds of other tests, have crashed it (SIGSEGV) where a fresh
+    # process never did
     out, report = tmp_path / "picked", tmp_path / "bench.json"
-    code = main(["bench", "--model", str(meter_nyu_file), "--runs", "2", "--warmup", "0", "--threads", "1",
-                 "--no-compile", "--data", f"nyu:{nyu_sample}", "--calibration-images", "2", "--pick",
-                 "--max-rmse-increase", "0.01", "--out", str(out), "--json", str(report)])
-    assert code == 0
+    done = subprocess.run([sys.executable, "-m", "seldepth", "bench", "--model", str(meter_nyu_file), "--runs", "2",
+                           "--warmup", "0", "--threads", "1", "--no-compile", "--data", f"nyu:{nyu_sample}",
+                           "--calibration-images", "2", "--pick", "--max-rmse-increase", "0.01", "--out", str(out),
+                           "--json", str(report)], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(report.read_text())
     for name in ("eager", "ort_fp32", "ort_int8", *OPENVINO):
         assert result["latency_ms"][name]["p50"] > 0, name
@@ -43,16 +48,36 @@ def test_bench_pick_times_every_path_and_writes_the_fastest_within_the_budget(me
     assert sorted(p.suffix for p in written) == ([".bin", ".xml"] if pick["backend"].startswith("ov_") else [".onnx"])
     picked = load_model(next(p for p in written if p.suffix != ".bin"))
     assert picked.preprocessing == load_model(meter_nyu_file).preprocessing
-    text = capsys.readouterr().out
-    assert f"pick: {pick['backend']}" in text and "AVX-512 BF16" in text
+    assert f"pick: {pick['backend']}" in done.stdout and "AVX-512 BF16" in done.stdout
 
 
-def test_openvino_failing_to_compile_falls_back_to_onnx_runtime(meter_nyu_file, nyu_sample, monkeypatch):
-    def broken(*args, **kwargs):
-        raise ChildFailed("RuntimeError: Exception from src/plugins/intel_cpu: unsupported instruction set")
+def _bench_in_child(tmp_path, model, setup: str = "", after: str = "", **options) -> dict:
+    """:func:`benchmark` (``options``) in a fresh interpreter, after ``setup`` (monkeypatching ``bench``); its result,
+    with what ``after`` put in ``extra``. OpenVINO runs in the test process only through child processes: its
+    thread pools beside ONNX Runtime's and torch's in the long-lived test process, after hundreds of other
+    tests, have crashed it (SIGSEGV) where a fresh process never did."""
+    out = tmp_path / "result.json"
+    script = "\n".join([
+        "import json, sys, torch",
+        "from seldepth.deploy import bench",
+        "from seldepth.deploy.probe import ChildFailed",
+        "from seldepth.defaults import MissingExtraError",
+        setup,
+        f"result = bench.benchmark({str(model)!r}, **{options!r})",
+        "extra = {}",
+        after,
+        f"json.dump({{**result, 'extra': extra}}, open({str(out)!r}, 'w'), default=str)",
+    ])
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(out.read_text())
 
-    monkeypatch.setattr(bench, "export_in_child", broken)
-    result = benchmark(meter_nyu_file, **_fast(data=f"nyu:{nyu_sample}", int8_images=2))
+
+def test_openvino_failing_to_compile_falls_back_to_onnx_runtime(meter_nyu_file, nyu_sample, tmp_path):
+    setup = ("def broken(*args, **kwargs):\n"
+             "    raise ChildFailed('RuntimeError: Exception from src/plugins/intel_cpu: unsupported instruction set')\n"
+             "bench.export_in_child = broken")
+    result = _bench_in_child(tmp_path, meter_nyu_file, setup, **_fast(data=f"nyu:{nyu_sample}", int8_images=2))
     for name in OPENVINO:
         assert "unsupported instruction set" in result["latency_ms"][name]["error"]
         assert name not in result["rmse"] and name not in result["files"]
@@ -68,40 +93,43 @@ def test_openvino_missing_skips_its_paths_with_the_pip_line(meter_nyu_file, monk
         raise MissingExtraError(f"{module} is needed: pip install 'seldepth[openvino]'")
 
     monkeypatch.setattr(bench, "require", missing)
-    result = benchmark(meter_nyu_file, **_fast())
+    result = benchmark(meter_nyu_file, **_fast())  # no OpenVINO: in this process
     for name in OPENVINO:
         assert "pip install 'seldepth[openvino]'" in result["latency_ms"][name]["skipped"]
     assert result["latency_ms"]["ort_fp32"]["p50"] > 0
 
 
-def test_a_crash_in_the_child_is_a_note_and_the_file_is_not_used(meter_nyu_file, monkeypatch):
-    exported = []
-    real = bench.export_openvino
-
-    def crashing(onnx_path, out, precision, size, calibration=None, **kwargs):
-        exported.append(precision)
-        if precision == "bf16":
-            raise ChildFailed("the process was killed by SIGSEGV")
-        return real(onnx_path, out, precision=precision)
-
-    monkeypatch.setattr(bench, "export_in_child", crashing)
-    result = benchmark(meter_nyu_file, **_fast())
+def test_a_crash_in_the_child_is_a_note_and_the_file_is_not_used(meter_nyu_file, tmp_path):
+    setup = ("exported = []\n"
+             "real = bench.export_in_child\n"
+             "def crashing(onnx_path, out, precision, size, calibration=None, **kwargs):\n"
+             "    exported.append(precision)\n"
+             "    if precision == 'bf16':\n"
+             "        raise ChildFailed('the process was killed by SIGSEGV')\n"
+             "    return real(onnx_path, out, precision, size, calibration, **kwargs)\n"
+             "bench.export_in_child = crashing")
+    result = _bench_in_child(tmp_path, meter_nyu_file, setup, after="extra['exported'] = exported", **_fast())
     assert result["latency_ms"]["ov_bf16"]["error"].endswith("the process was killed by SIGSEGV")
     assert result["latency_ms"]["ov_fp32"]["p50"] > 0 and "skipped" in result["latency_ms"]["ov_int8"]
-    assert exported == ["f32", "bf16"] and "ov_bf16" not in result["files"]
+    assert result["extra"]["exported"] == ["f32", "bf16"] and "ov_bf16" not in result["files"]
 
 
 def test_the_openvino_file_of_the_bench_predicts_what_torch_predicts_and_passes_the_real_probe(meter_nyu_file,
                                                                                                 nyu_sample, tmp_path):
-    from seldepth.data.spec import open_dataset
     from seldepth.deploy.probe import probe_model
 
-    result = benchmark(meter_nyu_file, work_dir=tmp_path, **_fast(probe=False))
-    image = open_dataset(f"nyu:{nyu_sample}", "test")[0]["image"][None]
-    with torch.no_grad():
-        expected = predict_depth(load_model(meter_nyu_file), image)
-    got = predict_depth(load_model(result["files"]["ov_fp32"]), image)
-    assert (got - expected).abs().max().item() < 1e-4
+    after = "\n".join([
+        "from seldepth.data.spec import open_dataset",
+        "from seldepth.inference import predict_depth",
+        "from seldepth.models.loading import load_model",
+        f"image = open_dataset('nyu:{nyu_sample}', 'test')[0]['image'][None]",
+        "with torch.no_grad():",
+        f"    expected = predict_depth(load_model({str(meter_nyu_file)!r}), image)",
+        "got = predict_depth(load_model(result['files']['ov_fp32']), image)",
+        "extra['max_diff'] = (got - expected).abs().max().item()",
+    ])
+    result = _bench_in_child(tmp_path, meter_nyu_file, after=after, **_fast(work_dir=str(tmp_path / "work")))
+    assert result["extra"]["max_diff"] < 1e-4
     assert probe_model(result["files"]["ov_fp32"], (192, 256)) is None  # loads and runs in a child process
     assert "not found" in probe_model(tmp_path / "missing.xml", (192, 256))
 

@@ -5,6 +5,7 @@
 - :mod:`~seldepth.selectivity.responses`: per-unit per-bin sums of upsampled activations via the
   adjoint of bilinear upsampling; the one implementation shared by dissection and the regulariser.
 - :mod:`~seldepth.selectivity.dissect`: hooks, streamed float64 accumulation, R, DS, results.
+- :mod:`~seldepth.selectivity.tuning`: beside DS, each unit's tuning width and kind (tuned, ramp, flat).
 - :mod:`~seldepth.selectivity.regularizer`: the assign loss (L_assign) for training.
 - :mod:`~seldepth.selectivity.ablation`: top-k / random-k / bottom-k unit ablation.
 """
@@ -34,6 +35,7 @@ from seldepth.selectivity.regularizer import (
     assigned_bins,
     assigned_selectivity,
 )
+from seldepth.selectivity.tuning import TUNING_KINDS, Tuning, tuning_of
 from seldepth.selectivity.responses import (
     BinnedResponses,
     Selectivity,
@@ -49,5 +51,6 @@ __all__ = [
     "BinScheme", "BinnedResponses", "DissectionResult", "Dissector", "EdgeRefinement", "EmptyBinWarning",
     "LayerSelectivity", "Selectivity", "bin_counts", "binned_responses", "depth_to_bins", "dissect", "format_table",
     "mean_responses", "parse_bins", "project_bins", "resolve_layers", "selectivity_index", "sid_edges",
+    "TUNING_KINDS", "Tuning", "tuning_of",
     "SelectivityConfig", "SelectivityRegularizer", "assigned_bins", "assigned_selectivity", "AblationResult", "ablate",
 ]

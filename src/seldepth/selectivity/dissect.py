@@ -51,6 +51,7 @@ from seldepth.data.skipping import first_sample, is_skipped, no_readable_sample,
 from seldepth.defaults import DEFAULT_BATCH_SIZE, DEFAULT_NUM_WORKERS, check_number
 from seldepth.inference import model_preprocessing
 from seldepth.selectivity.bins import DEFAULT_BINS, DEFAULT_DEPTH_RANGE, BinScheme, EdgeRefinement, bin_centres, parse_bins
+from seldepth.selectivity.tuning import TUNING_KINDS, Tuning, tuning_of
 from seldepth.selectivity.responses import (
     project_slots,
     binned_responses,
@@ -178,9 +179,17 @@ class LayerSelectivity:
         """(N_b,) bin midpoints, metres."""
         return bin_centres(self.edges)
 
+    @property
+    def tuning(self) -> Tuning:
+        """Each unit's tuning width, peak position and kind (tuned, ramp, flat): :func:`~seldepth.selectivity.tuning.tuning_of`."""
+        if "_tuning" not in self.__dict__:
+            self.__dict__["_tuning"] = tuning_of(self.responses, self.counts, self.edges, self.ds)
+        return self.__dict__["_tuning"]
+
     def to_dict(self) -> dict:
         return {"module": self.module, "num_units": self.num_units, "num_bins": self.num_bins,
                 "mean_ds": self.mean_ds, "coverage": self.coverage, "empty_bins": self.empty_bins,
+                "tuning": self.tuning.to_dict(),
                 "edges": self.edges.tolist(), "counts": [int(c) for c in self.counts.tolist()],
                 "ds": self.ds.tolist(), "preferred_bin": self.preferred_bin.tolist(),
                 "ds_undefined_units": [int(i) for i in torch.nonzero(~self.ds_defined).flatten()]}
@@ -269,13 +278,19 @@ class DissectionResult:
 
 
 def format_table(result: DissectionResult) -> str:
-    """A plain-text per-layer table: layer, K, N_b, mean DS, coverage; then the mean over layers."""
+    """A plain-text per-layer table: layer, K, N_b, mean DS, coverage, units tuned / ramp / flat; then the means."""
     lo, hi = result.depth_range
     lines = [f"bins {result.bins.spec()} (N_b = min(N, K)), valid {lo:g} < gt < {hi:g} m, images: {result.num_images}",
-             f"{'layer':<12} {'K':>5} {'N_b':>4} {'mean DS':>8} {'coverage':>9}"]
+             f"{'layer':<12} {'K':>5} {'N_b':>4} {'mean DS':>8} {'coverage':>9} {'tuned':>6} {'ramp':>5} {'flat':>5}"]
+    totals = dict.fromkeys(TUNING_KINDS, 0)
     for name, layer in result.layers.items():
-        lines.append(f"{name:<12} {layer.num_units:>5} {layer.num_bins:>4} {layer.mean_ds:>8.4f} {layer.coverage:>9.3f}")
-    lines.append(f"{'mean':<12} {'':>5} {'':>4} {result.mean_ds:>8.4f}")
+        counts = layer.tuning.counts()
+        totals = {kind: totals[kind] + counts[kind] for kind in TUNING_KINDS}
+        lines.append(f"{name:<12} {layer.num_units:>5} {layer.num_bins:>4} {layer.mean_ds:>8.4f} {layer.coverage:>9.3f} "
+                     f"{counts['tuned']:>6} {counts['ramp']:>5} {counts['flat']:>5}")
+    units = max(1, sum(totals.values()))
+    lines.append(f"{'mean':<12} {'':>5} {'':>4} {result.mean_ds:>8.4f} {'':>9} "
+                 + " ".join(f"{100 * totals[kind] / units:>{w - 1}.0f}%" for kind, w in zip(TUNING_KINDS, (6, 5, 5))))
     return "\n".join(lines)
 
 
