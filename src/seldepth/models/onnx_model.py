@@ -8,10 +8,9 @@ import os
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from seldepth.defaults import require
-from seldepth.models.base import pad_to_multiple
+from seldepth.models.exported_model import ExportedDepthModel
 from seldepth.models.preprocessing import Preprocessing
 
 ONNX_FORMAT = "seldepth-onnx-1"  # the metadata_props format of seldepth's ONNX exports
@@ -82,7 +81,7 @@ def decode_export_metadata(path: Path, props: dict[str, str], kind: str = "ONNX"
     return meta, preprocessing, int(multiple)
 
 
-class OnnxDepthModel:
+class OnnxDepthModel(ExportedDepthModel):
     """An ONNX export of :func:`seldepth.deploy.onnx_export.export_onnx` behind the interface of a torch depth model.
 
     ``model(x)`` takes the preprocessed batch ``x: (B, 3, h, w)`` (torch, float) and returns depth
@@ -108,8 +107,6 @@ class OnnxDepthModel:
         >>> depth = predict_depth(model, images)   # (B, 1, H, W) metres
     """
 
-    training = False
-
     def __init__(self, path: str | os.PathLike, threads: int | None = None, optimization: str = "all",
                  spinning: bool = False):
         self.path = Path(path)
@@ -134,22 +131,6 @@ class OnnxDepthModel:
         self.input_name = inp.name
         self.input_shape = tuple(d if isinstance(d, int) else None for d in inp.shape)
 
-    # the parts of nn.Module that the library's functions use
-    def eval(self) -> "OnnxDepthModel":
-        return self
-
-    def train(self, mode: bool = True) -> "OnnxDepthModel":
-        return self
-
-    def to(self, *args, **kwargs) -> "OnnxDepthModel":
-        return self
-
-    def parameters(self):
-        return iter(())
-
-    def buffers(self):
-        return iter(())
-
     def num_parameters(self) -> int:
         """Number of weights stored in the graph's initialisers (INT8 weights count once)."""
         onnx = require("onnx")
@@ -161,41 +142,8 @@ class OnnxDepthModel:
         return (f"OnnxDepthModel({str(self.path)!r}, {self.name}, {self.metadata.get('precision', 'fp32')}, "
                 f"input {self.input_shape})")
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """Depth for a preprocessed batch.
-
-        Args:
-            x: (B, 3, h, w) float, normalised as ``preprocessing`` does.
-
-        Returns:
-            (B, 1, h', w') float32 depth in metres (CPU).
-        """
-        if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1] != 3:
-            raise ValueError(f"expected a preprocessed batch (B, 3, h, w), got {getattr(x, 'shape', type(x).__name__)}")
-        x = x.detach().cpu().float()
-        fixed_b, fixed_h, fixed_w = self.input_shape[0], self.input_shape[2], self.input_shape[3]
-        h, w = x.shape[-2:]
-        crop = None
-        if fixed_h is not None and fixed_w is not None:
-            if (h, w) != (fixed_h, fixed_w):
-                raise ValueError(f"{self.path} was exported for a fixed input of {fixed_h}x{fixed_w}, got {h}x{w}; "
-                                 f"preprocess with its preprocessing or export with --dynamic")
-        elif self.size_multiple > 1 and (h % self.size_multiple or w % self.size_multiple):
-            x = pad_to_multiple(x, self.size_multiple)
-            crop = (h, w)
-        chunk = fixed_b or len(x)
-        if len(x) % chunk:
-            raise ValueError(f"{self.path} was exported for batches of {fixed_b}; got a batch of {len(x)}")
-        outs = [self.session.run(None, {self.input_name: np.ascontiguousarray(x[i:i + chunk].numpy())})[0]
-                for i in range(0, len(x), chunk)]
-        depth = torch.from_numpy(np.concatenate(outs) if len(outs) > 1 else outs[0])
-        if crop is not None:
-            ph, pw = x.shape[-2:]
-            depth = depth[..., : math.ceil(crop[0] * depth.shape[-2] / ph), : math.ceil(crop[1] * depth.shape[-1] / pw)]
-        return depth
-
-    forward = __call__
-
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: batch})[0]
 
 def load_onnx_model(path: str | os.PathLike, threads: int | None = None) -> OnnxDepthModel:
     """Load an ONNX export as an :class:`OnnxDepthModel`."""

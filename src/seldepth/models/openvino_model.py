@@ -16,10 +16,9 @@ import os
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from seldepth.defaults import check_number, require
-from seldepth.models.base import pad_to_multiple
+from seldepth.models.exported_model import ExportedDepthModel
 from seldepth.models.onnx_model import decode_export_metadata
 
 OPENVINO_FORMAT = "seldepth-openvino-1"  # the ``format`` of the seldepth section of an IR's runtime info
@@ -62,7 +61,7 @@ def write_openvino_props(model, props: dict[str, str]) -> None:
         model.set_rt_info(str(value), [RT_INFO_SECTION, str(key)])
 
 
-class OpenVinoDepthModel:
+class OpenVinoDepthModel(ExportedDepthModel):
     """An OpenVINO IR of :func:`seldepth.deploy.openvino_export.export_openvino` behind the interface of a torch
     depth model, compiled for the CPU.
 
@@ -94,8 +93,6 @@ class OpenVinoDepthModel:
         >>> model = OpenVinoDepthModel("meter_xxs_nyu.xml", threads=2)
         >>> depth = predict_depth(model, images)   # (B, 1, H, W) metres
     """
-
-    training = False
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None, precision: str | None = None):
         ov = require("openvino")  # an optional part, imported when an IR is read
@@ -143,22 +140,6 @@ class OpenVinoDepthModel:
             raise OpenVinoError(f"{self.path}: OpenVINO could not compile the model for the CPU at precision "
                                 f"{self.precision} ({type(exc).__name__}: {str(exc)[:300]})") from None
 
-    # the parts of nn.Module that the library's functions use
-    def eval(self) -> "OpenVinoDepthModel":
-        return self
-
-    def train(self, mode: bool = True) -> "OpenVinoDepthModel":
-        return self
-
-    def to(self, *args, **kwargs) -> "OpenVinoDepthModel":
-        return self
-
-    def parameters(self):
-        return iter(())
-
-    def buffers(self):
-        return iter(())
-
     def num_parameters(self) -> int:
         """Number of weights of the FP32 model exported (recorded at export; INT8 weights count once), else the
         elements of the IR's float weight constants (matrices, kernels and vectors of more than one value)."""
@@ -179,51 +160,13 @@ class OpenVinoDepthModel:
         return (f"OpenVinoDepthModel({str(self.path)!r}, {self.name}, {self.metadata.get('precision')} file, "
                 f"{self.precision} inference, input {self.input_shape})")
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """Depth for a preprocessed batch.
-
-        Args:
-            x: (B, 3, h, w) float, normalised as ``preprocessing`` does.
-
-        Returns:
-            (B, 1, h', w') float32 depth in metres (CPU).
-
-        Raises:
-            ValueError: a batch that is not (B, 3, h, w), or a size or batch the IR was not exported for (naming the file).
-            OpenVinoError: OpenVINO failed to run it.
-        """
-        if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1] != 3:
-            raise ValueError(f"expected a preprocessed batch (B, 3, h, w), got {getattr(x, 'shape', type(x).__name__)}")
-        x = x.detach().cpu().float()
-        fixed_b, fixed_h, fixed_w = self.input_shape[0], self.input_shape[2], self.input_shape[3]
-        h, w = x.shape[-2:]
-        crop = None
-        if fixed_h is not None and fixed_w is not None:
-            if (h, w) != (fixed_h, fixed_w):
-                raise ValueError(f"{self.path} was exported for a fixed input of {fixed_h}x{fixed_w}, got {h}x{w}; "
-                                 f"preprocess with its preprocessing or export with --dynamic")
-        elif self.size_multiple > 1 and (h % self.size_multiple or w % self.size_multiple):
-            x = pad_to_multiple(x, self.size_multiple)
-            crop = (h, w)
-        chunk = fixed_b or len(x)
-        if len(x) % chunk:
-            raise ValueError(f"{self.path} was exported for batches of {fixed_b}; got a batch of {len(x)}")
-        outs = []
-        for i in range(0, len(x), chunk):
-            try:
-                self.request.infer({0: np.ascontiguousarray(x[i:i + chunk].numpy())})
-            except Exception as exc:  # the CPU plugin's RuntimeError
-                raise OpenVinoError(f"{self.path}: OpenVINO failed to run the model at precision {self.precision} "
-                                    f"({type(exc).__name__}: {str(exc)[:300]})") from None
-            outs.append(np.array(self.request.get_output_tensor(0).data, dtype=np.float32, copy=True))  # the request reuses it
-        depth = torch.from_numpy(np.concatenate(outs) if len(outs) > 1 else outs[0])
-        if crop is not None:
-            ph, pw = x.shape[-2:]
-            depth = depth[..., : math.ceil(crop[0] * depth.shape[-2] / ph), : math.ceil(crop[1] * depth.shape[-1] / pw)]
-        return depth
-
-    forward = __call__
-
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        try:
+            self.request.infer({0: batch})
+        except Exception as exc:  # the CPU plugin's RuntimeError
+            raise OpenVinoError(f"{self.path}: OpenVINO failed to run the model at precision {self.precision} "
+                                f"({type(exc).__name__}: {str(exc)[:300]})") from None
+        return np.array(self.request.get_output_tensor(0).data, dtype=np.float32, copy=True)  # the request reuses it
 
 def load_openvino_model(path: str | os.PathLike, threads: int | None = None, precision: str | None = None) -> OpenVinoDepthModel:
     """Load an OpenVINO IR export as an :class:`OpenVinoDepthModel`."""
