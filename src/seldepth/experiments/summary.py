@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from pathlib import Path
 
 from seldepth.atomic import write_text_atomic
@@ -18,15 +19,20 @@ def _row(name: str, run_dir: Path) -> dict:
     cfg, results, dissection, done = run.config, run.results, run.dissection(), run.done()
     sel = cfg.get("selectivity", {})
     m = results["test"]["metrics"]
+    bins = sel.get("bins")
     row = {"run": name, "layers": "+".join(sel.get("layers") or []) or "-",
            "lambda": sel.get("weight") if sel.get("layers") else None,
-           "bins": sel.get("bins") if sel.get("layers") else None,
+           "bins": (" ".join(f"{k}={v}" for k, v in bins.items()) if isinstance(bins, dict) else bins)
+           if sel.get("layers") else None,
+           "assignment": sel.get("assignment", "fixed") if sel.get("layers") else None,
+           "seed": cfg.get("trainer", {}).get("seed"),
            "statistics": sel.get("statistics") if sel.get("layers") else None,
            "rmse": m["rmse"], "abs_rel": m["abs_rel"], "delta1": m["delta1"],
            "rmse_change_pct": None,
            "mean_ds": dissection["mean_ds"], "train_seconds": results.get("train_seconds"),
            "run_seconds": round(sum(v for k, v in done.items() if k.endswith("_seconds")), 1)}
     row.update({f"ds_{k}": v["mean_ds"] for k, v in dissection["layers"].items()})
+    row.update(tuned_units(dissection))
     if "semantics" in results["test"]:
         row["miou"] = results["test"]["semantics"]["miou"]
     c = run.test_extra()
@@ -43,6 +49,73 @@ def _row(name: str, run_dir: Path) -> dict:
     return row
 
 
+def tuned_units(dissection: dict) -> dict:
+    """The tuned units of a dissection (``selectivity.json``): their share of all units and their DS.
+
+    ``tuned_share``: tuned units / all units over every layer; ``mean_ds_tuned``: the mean over the layers
+    that have tuned units of each layer's mean DS over its tuned units (as ``mean_ds`` is over all units);
+    ``tuned_<layer>``: each layer's number of tuned units. Empty when the dissection has no tuning.
+    """
+    layers = dissection["layers"]
+    if not layers or any("tuning" not in v for v in layers.values()):
+        return {}
+    out, per_layer, tuned, total = {}, [], 0, 0
+    for name, layer in layers.items():
+        kinds = layer["tuning"]["kind"]
+        ds = [d for d, kind in zip(layer["ds"], kinds) if kind == "tuned" and not math.isnan(d)]
+        out[f"tuned_{name}"] = sum(kind == "tuned" for kind in kinds)
+        tuned += out[f"tuned_{name}"]
+        total += len(kinds)
+        if ds:
+            per_layer.append(sum(ds) / len(ds))
+    out["tuned_share"] = tuned / total if total else None
+    out["mean_ds_tuned"] = sum(per_layer) / len(per_layer) if per_layer else None
+    return out
+
+
+def same_seed_changes(rows: list[dict]) -> None:
+    """Add each regularised run's changes against the unregularised run of the same ``trainer.seed``.
+
+    ``baseline`` (that run's name), ``mean_ds_change`` (mean DS over all dissected layers),
+    ``rmse_change_vs_baseline_pct``, ``layers_more_selective`` / ``layers_dissected``, ``tuned_share_change``
+    and ``mean_ds_tuned_change``; runs without such a baseline are left as they are.
+    """
+    baselines = {}
+    for r in rows:
+        if r["layers"] == "-" and r["seed"] not in baselines:
+            baselines[r["seed"]] = r
+    for r in rows:
+        base = baselines.get(r["seed"])
+        if base is None or r is base:
+            continue
+        layers = [k for k in r if k.startswith("ds_") and k in base]
+        r.update({"baseline": base["run"], "mean_ds_change": r["mean_ds"] - base["mean_ds"],
+                  "rmse_change_vs_baseline_pct": 100 * (r["rmse"] / base["rmse"] - 1),
+                  "layers_more_selective": sum(r[k] > base[k] for k in layers), "layers_dissected": len(layers)})
+        for key in ("tuned_share", "mean_ds_tuned"):
+            if r.get(key) is not None and base.get(key) is not None:
+                r[f"{key}_change"] = r[key] - base[key]
+
+
+def format_network(rows: list[dict]) -> str:
+    """The Markdown table of the whole network against the same-seed baseline (:func:`same_seed_changes`)."""
+    head = ["run", "seed", "baseline", "mean DS, all layers (change)", "RMSE vs baseline", "layers more selective",
+            "tuned units (change)", "mean DS of tuned units (change)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        if "baseline" not in r:
+            continue
+        tuned = (f"{100 * r['tuned_share']:.0f}% ({100 * r['tuned_share_change']:+.0f} pts)"
+                 if r.get("tuned_share_change") is not None else "-")
+        tuned_ds = (f"{r['mean_ds_tuned']:.3f} ({r['mean_ds_tuned_change']:+.3f})"
+                    if r.get("mean_ds_tuned_change") is not None else "-")
+        lines.append("| " + " | ".join([
+            r["run"], str(r["seed"]), r["baseline"], f"{r['mean_ds']:.3f} ({r['mean_ds_change']:+.3f})",
+            f"{r['rmse_change_vs_baseline_pct']:+.1f}%", f"{r['layers_more_selective']} / {r['layers_dissected']}",
+            tuned, tuned_ds]) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def gather(spec: ExperimentSpec, folders: dict[str, Path], out: Path, wall_seconds: float, jobs: int, quick: bool) -> dict:
     """Write ``summary.csv``, ``summary.md`` and ``experiment.json`` from the finished runs."""
     finished = {n: d for n, d in folders.items() if RunFolder(d).is_done}
@@ -51,6 +124,7 @@ def gather(spec: ExperimentSpec, folders: dict[str, Path], out: Path, wall_secon
     for row in rows:
         row["rmse_change_pct"] = 100 * (row["rmse"] / rows[0]["rmse"] - 1)
         row["setting"] = spec.settings.get(row["run"], "")
+    same_seed_changes(rows)
     if rows:
         text = io.StringIO()
         writer = csv.DictWriter(text, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
@@ -59,6 +133,8 @@ def gather(spec: ExperimentSpec, folders: dict[str, Path], out: Path, wall_secon
         write_text_atomic(out / "summary.csv", text.getvalue())
     regularised = list(dict.fromkeys(l for cfg in spec.runs.values() for l in (cfg.get("selectivity", {}).get("layers") or [])))
     md = format_summary(rows, regularised, baseline)
+    if any("baseline" in r for r in rows):
+        md += "\nThe whole network against the unregularised run of the same seed:\n\n" + format_network(rows)
     if spec.caps and rows:
         md += "\n" + format_caps(rows, spec.caps)
     if spec.median_scaling and rows:

@@ -1,6 +1,6 @@
 """Plots comparing training runs (the figures of ``seldepth report``).
 
-- :func:`plot_training_curves`: train loss per step, val RMSE, val mean DS and train assigned DS, runs overlaid.
+- :func:`plot_training_curves`: train task loss per step (the selectivity term apart), val RMSE, val mean DS and train assigned DS, runs overlaid.
 - :func:`plot_prediction_grid`: RGB, ground truth, each run's prediction and |error|, one fixed depth range.
 - :func:`plot_mean_ds_comparison`: per-layer mean DS, grouped bars of several runs, regularised layers marked.
 
@@ -42,6 +42,21 @@ def series(log: dict[str, np.ndarray], column: str, x: str = "step") -> tuple[np
     return xs[ok], ys[ok]
 
 
+def task_loss_series(log: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(step, task loss, selectivity term) per logged training step.
+
+    ``train/loss`` is the task loss plus the selectivity regulariser's ``train/l_assign`` (negative: it
+    rewards selectivity), so the task loss is their difference on the rows where both are logged; a run
+    without the regulariser has a zero term. The total alone makes a regularised run look better trained.
+    """
+    x, total = series(log, "train/loss")
+    if "train/l_assign" not in log:
+        return x, total, np.zeros_like(total)
+    steps, loss, assign = log["step"], log["train/loss"], log["train/l_assign"]
+    ok = np.isfinite(steps) & np.isfinite(loss) & np.isfinite(assign)
+    return steps[ok], loss[ok] - assign[ok], assign[ok]
+
+
 def _smooth(y: np.ndarray, window: int) -> np.ndarray:
     if window <= 1 or len(y) < window:
         return y
@@ -58,8 +73,8 @@ def _no_data(ax, text: str = "no data") -> None:
 
 def plot_training_curves(logs: dict[str, dict[str, np.ndarray]], path: str | os.PathLike,
                          colors: dict[str, tuple] | None = None) -> Path:
-    """Four panels, runs overlaid: ``train/loss`` per step (raw, faint, and a moving average), ``val/rmse``
-    per epoch, ``val/ds/LAYER`` per epoch and ``train/ds_assigned/LAYER`` per step (one line style per layer).
+    """Four panels, runs overlaid: the task loss per step (raw, faint, and a moving average; the selectivity
+    term of regularised runs apart, dashed on a second axis: :func:`task_loss_series`), ``val/rmse`` per epoch, ``val/ds/LAYER`` per epoch and ``train/ds_assigned/LAYER`` per step (one line style per layer).
 
     Args:
         logs: {run name: columns of :func:`seldepth.training.run_folder.read_metrics_csv`}.
@@ -73,19 +88,28 @@ def plot_training_curves(logs: dict[str, dict[str, np.ndarray]], path: str | os.
     fig = Figure(figsize=(11.0, 7.0))
     (ax_loss, ax_rmse), (ax_ds, ax_assigned) = fig.subplots(2, 2)
 
-    drawn = False
+    drawn, ax_assign, positive = False, None, True
     for name, log in logs.items():
-        x, y = series(log, "train/loss")
+        x, y, assign = task_loss_series(log)
         if len(x):
             ax_loss.plot(x, y, lw=0.6, alpha=0.3, color=colors[name])
             ax_loss.plot(x, _smooth(y, max(1, len(y) // 25)), lw=1.4, color=colors[name], label=name)
+            positive &= bool(np.nanmin(y) > 0)
             drawn = True
+        if len(x) and np.any(assign != 0):
+            ax_assign = ax_assign or ax_loss.twinx()
+            ax_assign.plot(x, _smooth(assign, max(1, len(assign) // 25)), ls="--", lw=1.0, color=colors[name],
+                           label=f"{name} selectivity term")
     if drawn:
-        ax_loss.set(xlabel="training step", ylabel="training loss",
-                    title="training loss (faint: per logged step; line: moving average)")
-        if all(np.nanmin(series(log, "train/loss")[1], initial=np.inf) > 0 for log in logs.values()):
+        ax_loss.set(xlabel="training step", ylabel="task loss",
+                    title="task loss without the selectivity term (faint: per step; line: moving average)")
+        if positive:
             ax_loss.set_yscale("log")
-        ax_loss.legend(fontsize=7)
+        ax_loss.legend(fontsize=7, loc="upper right")
+        if ax_assign is not None:
+            ax_assign.set_ylabel("selectivity term (dashed)", fontsize=8)
+            ax_assign.tick_params(labelsize=7)
+            ax_assign.legend(fontsize=7, loc="center right")
     else:
         _no_data(ax_loss, "no training loss logged (train/loss)")
 
