@@ -60,6 +60,9 @@ def official_meter(code_dir: Path, size: tuple[int, int], variant: str = "xxs") 
         spec.loader.exec_module(arch)
     except ImportError as exc:
         sys.exit(f"--official-code: importing {source} failed ({exc}); install einops or put it on PYTHONPATH")
+    except SyntaxError as exc:  # the file of commit 794fd60 has an unbalanced parenthesis in mobilevit_xs
+        sys.exit(f"--official-code: {source} line {exc.lineno} does not compile ({exc.msg}); "
+                 "correct that line (the xxs network does not use it) and run again")
 
     def conv_nxn_bn_cpu(inp, oup, kernal_size=3, stride=1):  # the official block, on the CPU
         return torch.nn.Sequential(arch.SeparableConv2d(inp, oup, kernal_size, "cpu", stride=stride),
