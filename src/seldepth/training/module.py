@@ -150,6 +150,10 @@ class DepthTrainingModule(DepthModelModule):
     with the same :class:`~seldepth.evaluation.metrics.DepthMetrics`, and dissects the logged layers
     with the same :class:`~seldepth.selectivity.dissect.Dissector` as ``seldepth dissect``.
 
+    At the start of each training epoch the regulariser fits its quantile bins and makes its ``preferred``
+    assignments when due (:meth:`~seldepth.selectivity.regularizer.SelectivityRegularizer.start_epoch`, with the
+    statistics summed over the processes under DDP); its state rides in the checkpoints (``selectivity_state``).
+
     Logged: ``train/loss`` (task + regulariser), the balanced loss's terms, ``train/l_assign``,
     ``train/ds_assigned/LAYER`` (batch DS towards the assigned bins), ``val/rmse`` and the
     other metrics, ``val/ds/LAYER`` (mean DS of the layer over the validation split).
@@ -175,12 +179,30 @@ class DepthTrainingModule(DepthModelModule):
         self.selectivity_config = SelectivityConfig(**lists_to_tuples(selectivity or {}))
         self.regularizer = SelectivityRegularizer(self.model, self.selectivity_config)
         logged = self.selectivity_config.logged_layers
-        self.val_dissector = (Dissector(self.model, list(logged), bins=self.selectivity_config.bins,
+        self.val_dissector = (Dissector(self.model, list(logged), bins=self.selectivity_config.log_bins,
                                         depth_range=self.selectivity_config.depth_range, dtype=torch.float32)
                               if logged else None)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.model(self.model.preprocessing(image))
+
+    def on_train_epoch_start(self) -> None:
+        super().on_train_epoch_start()
+        if self.selectivity_config.enabled:  # quantile bins fitted, bins assigned by preference when due
+            self.regularizer.start_epoch(self.current_epoch, reduce=self._sum_over_processes,
+                                         broadcast=self._from_first_process)
+
+    def _sum_over_processes(self, tensor: torch.Tensor) -> torch.Tensor:
+        trainer = self._trainer
+        if trainer is None or trainer.world_size == 1:
+            return tensor
+        return trainer.strategy.reduce(tensor, reduce_op="sum")
+
+    def _from_first_process(self, obj):
+        trainer = self._trainer
+        if trainer is None or trainer.world_size == 1:
+            return obj
+        return trainer.strategy.broadcast(obj, src=0)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         depth, valid, labels = self.targets(batch)
@@ -245,8 +267,12 @@ class DepthTrainingModule(DepthModelModule):
         super().on_save_checkpoint(checkpoint)
         if self.regularizer.ema:
             checkpoint["selectivity_ema"] = self.regularizer.ema_state()
+        if self.selectivity_config.enabled:  # assignments, the epoch's statistics, fitted quantile bins
+            checkpoint["selectivity_state"] = self.regularizer.training_state()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if "selectivity_ema" in checkpoint:
             self.regularizer.load_ema_state(checkpoint["selectivity_ema"])
+        if "selectivity_state" in checkpoint:
+            self.regularizer.load_training_state(checkpoint["selectivity_state"])
 

@@ -37,6 +37,9 @@ from seldepth.training.selfsup import SelfSupervisedModule, evaluate_pose
 from seldepth.training.transfer import init_from_file, source_preprocessing
 
 
+SELECTIVITY_ASSIGNMENT = "selectivity_assignment.json"  # in the run folder: the regularised units' bins at the end
+
+
 def build_module(cfg: TrainConfig) -> L.LightningModule:
     """The Lightning module of a run: :class:`DepthTrainingModule`, or with ``selfsup``
     :class:`~seldepth.training.selfsup.SelfSupervisedModule` (a run started ``init_from`` a file keeps
@@ -132,8 +135,22 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     elapsed = time.time() - start
     if not trainer.is_global_zero:
         return {}
+    if isinstance(module, DepthTrainingModule) and module.selectivity_config.enabled:
+        write_assignment(module, out)
     before = next(c.seconds_before for c in trainer.callbacks if isinstance(c, ResumeState))  # the earlier parts'
     return finish_run(cfg, out, data_path, before + elapsed, elapsed_this_run=elapsed)
+
+
+def write_assignment(module: DepthTrainingModule, out: Path) -> Path:
+    """Write ``selectivity_assignment.json`` to the run folder ``out``: the bins of the regularised layers' units at
+    the end of training, fixed or preferred, as ``{layer: {num_bins, bins_spec, edges, assigned}}``
+    (:meth:`~seldepth.selectivity.regularizer.SelectivityRegularizer.assignment_summary`).
+
+    Example:
+        >>> write_assignment(module, Path("runs/x")).name
+        'selectivity_assignment.json'
+    """
+    return write_text_atomic(out / SELECTIVITY_ASSIGNMENT, json.dumps(module.regularizer.assignment_summary(), indent=2))
 
 
 def finish_pose(cfg: TrainConfig, out: Path, checkpoint: Path) -> dict:
