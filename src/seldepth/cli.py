@@ -44,6 +44,7 @@ from seldepth.defaults import (
     DEFAULT_ABLATION_SEEDS,
     DEFAULT_BATCH_SIZE,
     DEFAULT_BINS,
+    DEFAULT_BY_BIN_GROUPS,
     DEFAULT_CALIBRATION_IMAGES,
     DEFAULT_CMAP,
     DEFAULT_COMPILE_BUDGET_S,
@@ -725,13 +726,58 @@ def args_ablate(p: ArgumentParser) -> None:
     p.add_argument("--protocol", type=str | None, default=None, help=PROTOCOL_HELP)
     _add_loader(p, batch_size=DEFAULT_ABLATION_BATCH_SIZE, workers=False)
     _add_device(p)
+    p.add_argument("--by-bin", action="store_true",
+                   help="ablation per depth range instead of the curves: group the units by depth range, ablate each "
+                        "group and as many random units, and score each ground-truth depth range (--fractions unused)")
+    p.add_argument("--groups", type=int, default=DEFAULT_BY_BIN_GROUPS,
+                   help="with --by-bin: depth groups, the bins of --bins' kind and range (sid:64 -> sid:GROUPS)")
+    p.add_argument("--group-by", type=str, default="preferred", choices=["preferred", "assigned"],
+                   help="with --by-bin: group units by their preferred bin in a dissection, or by the bin a training "
+                        "run's assign loss gave them (--assignment)")
+    p.add_argument("--assignment", type=str | None, default=None,
+                   help="with --group-by assigned: a training run's selectivity_assignment.json")
+    p.add_argument("--units", type=str, default="all", choices=["all", "tuned"],
+                   help="with --by-bin: group all units, or only those tuned to a depth range (not ramps, not flat)")
     p.add_argument("--out", type=str, default="runs/ablate", help="output folder")
+
+
+def _ablate_by_bin(args: Namespace) -> None:
+    """``seldepth ablate --by-bin``: :func:`seldepth.selectivity.ablation_by_bin.ablate_by_bin`."""
+    from seldepth.report.by_bin_plots import save_by_bin
+    from seldepth.selectivity.ablation_by_bin import (
+        ablate_by_bin,
+        check_by_bin_args,
+        read_assignment,
+    )
+
+    if args.group_by == "assigned" and args.assignment is None:
+        raise ValueError("--group-by assigned needs --assignment FILE (a training run's selectivity_assignment.json)")
+    if args.group_by == "preferred" and args.assignment is not None:
+        raise ValueError("--assignment is read only with --group-by assigned")
+    grouping = read_assignment(args.assignment, args.layer) if args.assignment is not None else "preferred"
+    model = _load_model(args.model, args.device, "ablate", args.allow_unverified)
+    check_by_bin_args(model, args.layer, args.groups, grouping, args.seeds, args.mode)  # before any data is read
+    _check_output(args.out, "folder")
+    dataset = _open_data(args)
+    protocol = _protocol(args.protocol, args.data, model)
+    result = ablate_by_bin(model, dataset, args.layer, groups=args.groups, grouping=grouping, units=args.units,
+                           seeds=args.seeds,
+                           mode=args.mode, bins=args.bins, depth_range=tuple(args.depth_range), protocol=protocol,
+                           batch_size=args.batch_size)
+    result.info.update(model=str(args.model), data=args.data, split=args.split)
+    _check_produced(args, dataset, result.num_images, "scored")
+    print(result.format_table())
+    _report_skipped(dataset)
+    paths = save_by_bin(result, args.out)
+    print(f"wrote {paths['json']}, {paths['csv']} and {paths['png']}")
 
 
 def cmd_ablate(args: Namespace) -> None:
     from seldepth.report.ablation_plots import plot_ablation
     from seldepth.selectivity.ablation import ablate, check_ablation_args
 
+    if args.by_bin:
+        return _ablate_by_bin(args)
     model = _load_model(args.model, args.device, "ablate", args.allow_unverified)
     check_ablation_args(model, args.layer, tuple(args.fractions), args.seeds, args.mode)  # before any data is read
     _check_output(args.out, "folder")

@@ -20,6 +20,7 @@ DEFAULT_DEPTH_RANGE = (1e-3, 10.0)  # valid ground truth (min, max), metres, exc
 DEFAULT_FRACTIONS = (0.0, 0.1, 0.25, 0.5, 0.75)  # fractions of a layer's units ablated
 DEFAULT_ABLATION_SEEDS = 3  # random draws of the random-k ablation curve
 DEFAULT_ABLATION_BATCH_SIZE = 8
+DEFAULT_BY_BIN_GROUPS = 8  # depth groups of an ablation per depth range (the dissection's bins: sid:64 -> sid:8)
 
 # Images and data.
 DEFAULT_SIZE = (192, 256)  # (height, width): synthetic images, benchmark input, FLOP counts

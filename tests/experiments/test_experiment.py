@@ -2,12 +2,12 @@
 
 import pytest
 import yaml
+from helpers import REPO
 
 from seldepth.cli import main
 from seldepth.experiments.runner import prepare_runs
 from seldepth.experiments.spec import deep_merge, read_experiment
 from seldepth.experiments.summary import format_summary
-from helpers import REPO
 
 
 def _write(tmp_path, content: dict):
@@ -54,6 +54,12 @@ def test_the_shipped_realtime_ablation_builds_the_seeds_rows_in_order():
     ({"runs": {"a b": {}}}, "run name 'a b'"),
     ({"runs": {"a": {}}, "ablation": {"runs": ["b"], "layer": "enc_7"}}, "ablation.runs names unknown runs b"),
     ({"runs": {"a": {}}, "jobs": 0}, "jobs must be >= 1"),
+    ({"runs": {"a": {}}, "ablation_by_bin": {"runs": ["b"], "layers": ["enc_7"]}}, "ablation_by_bin.runs names unknown runs b"),
+    ({"runs": {"a": {}}, "ablation_by_bin": {"runs": ["a"]}}, "ablation_by_bin.layers: the layers to ablate are missing"),
+    ({"runs": {"a": {}}, "ablation_by_bin": {"runs": ["a"], "layers": ["enc_7"], "group_by": ["nearest"]}},
+     "ablation_by_bin.group_by: expected some of preferred, assigned"),
+    ({"runs": {"a": {}}, "ablation_by_bin": {"runs": ["a"], "layers": ["enc_7"], "groups": 1}},
+     "ablation_by_bin.groups must be >= 2"),
 ])
 def test_bad_experiment_files_are_named(tmp_path, content, message):
     with pytest.raises(ValueError, match=message):
@@ -160,3 +166,31 @@ def test_the_shipped_selfsup_comparisons_check_and_give_every_run_the_same_time(
     assert selfsup and all(s["stride"] == 2 for s in selfsup.values())
     if name == "selfsup_snippet_motion.yaml":
         assert selfsup["selfsup_snippet_motion"]["snippet_motion_lr"] == 0.003
+
+
+def test_by_bin_outputs_group_by_assigned_only_the_regularised_layers(tmp_path):
+    from seldepth.experiments.spec import ByBinSpec
+
+    spec = ByBinSpec(runs=["a"], layers=["enc_6", "enc_7"], group_by=("preferred", "assigned"))
+    run = tmp_path / "a"
+    run.mkdir()
+    names = [p.name for p in spec.outputs(run)]
+    assert names == ["enc_6-preferred", "enc_7-preferred"]  # no assignment file: an unregularised run
+    (run / "selectivity_assignment.json").write_text('{"enc_6": {"num_bins": 2, "bins_spec": "sid:2", "assigned": [0, 1]}}')
+    assert [p.name for p in spec.outputs(run)] == ["enc_6-preferred", "enc_6-assigned", "enc_7-preferred"]
+    assert all(p.parent == run / "ablate_by_bin" for p in spec.outputs(run))
+
+
+def test_the_shipped_network_grid_pairs_every_setting_with_a_second_seed():
+    spec = read_experiment(REPO / "configs/experiments/selectivity_network.yaml")
+    runs = spec.runs
+    seeds = {name: cfg["trainer"]["seed"] for name, cfg in runs.items()}
+    for name in runs:
+        if not name.endswith("_seed1"):
+            twin = "baseline_seed1" if name == "baseline" else f"{name}_seed1"
+            assert twin in runs and seeds[twin] == 1 and seeds[name] == 0
+            assert runs[twin]["selectivity"] == runs[name]["selectivity"]
+    per_layer = runs["all16_perlayer"]["selectivity"]
+    assert len(per_layer["layers"]) == 16 and set(per_layer["bins"]) == set(per_layer["layers"])
+    assert per_layer["weight"] == 100 * 16 and per_layer["layer_weighting"] == "mean"
+    assert set(spec.by_bin.runs) <= set(runs) and spec.by_bin.layers

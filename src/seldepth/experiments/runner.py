@@ -24,13 +24,24 @@ from seldepth.data.spec import open_dataset, prepare
 from seldepth.evaluation import evaluate
 from seldepth.evaluation.protocol import get_protocol
 from seldepth.experiments.executors import Executor, Outcome, Task, make_executor
-from seldepth.experiments.spec import ExperimentSpec, RunTask, _fill_out, deep_merge, parse_typed, read_experiment
+from seldepth.experiments.spec import (
+    ByBinSpec,
+    ExperimentSpec,
+    RunTask,
+    _fill_out,
+    deep_merge,
+    parse_typed,
+    read_experiment,
+)
 from seldepth.experiments.summary import gather
 from seldepth.models.model_file import read_model_file
 from seldepth.report.ablation_plots import plot_ablation
+from seldepth.report.by_bin_plots import save_by_bin
 from seldepth.selectivity.ablation import ablate
-from seldepth.selectivity.dissect import dissect
+from seldepth.selectivity.ablation_by_bin import ablate_by_bin, read_assignment
+from seldepth.selectivity.dissect import DissectionResult, dissect
 from seldepth.training import load_config, train
+from seldepth.training.run import SELECTIVITY_ASSIGNMENT
 from seldepth.training.run_folder import RunFolder, read_json
 
 
@@ -79,16 +90,18 @@ def run_spec(spec: ExperimentSpec, out: str | os.PathLike, jobs: int | None = No
     folders = prepare_runs(spec, out)
     for data_path in sorted({cfg.get("data", {}).get("path", "synthetic:default") for cfg in spec.runs.values()}):
         prepare(data_path, key="data.path", progress=progress)  # generate once, before the runs race for it
-    task = {"dissect": spec.dissect, "ablation": spec.ablation, "caps": list(spec.caps),
-            "median_scaling": spec.median_scaling}
+    task = {"dissect": spec.dissect, "ablation": spec.ablation, "ablation_by_bin": spec.ablation_by_bin,
+            "caps": list(spec.caps), "median_scaling": spec.median_scaling}
     start = time.time()
     tasks = []
     for name, run_dir in folders.items():
-        if RunFolder(run_dir).is_done:
+        by_bin = name in spec.ablation_by_bin["runs"]
+        if RunFolder(run_dir).is_done and not (by_bin and _by_bin_missing(spec.by_bin, run_dir)):
             if progress:
                 print(f"[{name}] already done, skipped", flush=True)
             continue
-        write_text_atomic(run_dir / "task.json", json.dumps({**task, "ablate": name in spec.ablation["runs"]}))
+        write_text_atomic(run_dir / "task.json", json.dumps({**task, "ablate": name in spec.ablation["runs"],
+                                                             "ablate_by_bin": by_bin}))
         tasks.append(Task(name, run_one, (run_dir,), after=tuple(spec.dependencies(name)), log=run_dir / "run.log"))
 
     def started(t: Task, where: str) -> None:
@@ -112,14 +125,30 @@ def run_spec(spec: ExperimentSpec, out: str | os.PathLike, jobs: int | None = No
     return summary
 
 
+def _by_bin_missing(spec: ByBinSpec, run_dir: Path) -> bool:
+    """Whether a finished run lacks some of its ablations per depth range (added to the file after it ran)."""
+    return any(not (out / "by_bin.json").is_file() for out in spec.outputs(run_dir))
+
+
 def run_one(run_dir: Path) -> None:
-    """Worker: train one run (resuming if interrupted), dissect it, ablate it if asked; writes ``run_done.json``."""
+    """Worker: train one run (resuming if interrupted), dissect it, ablate it if asked; writes ``run_done.json``.
+
+    A finished run whose ablations per depth range are missing only gets those.
+    """
     run = RunFolder(run_dir)
     run_dir = Path(run_dir)
     try:
         task = parse_typed(RunTask, read_json(run_dir / "task.json"))
     except ValueError as exc:
         raise ValueError(f"{run_dir / 'task.json'}: {exc}") from None
+    if run.is_done:
+        if task.ablate_by_bin:
+            cfg = load_config(str(run_dir / "requested.yaml"))
+            model = read_model_file(run.model_file_path)
+            split = task.dissect.split or cfg.data.test_split
+            dataset = open_dataset(cfg.data.path, split)
+            ablate_run_by_bin(task.ablation_by_bin, model, dataset, run, cfg, DissectionResult.load(run.dissection_dir))
+        return
     cfg = load_config(str(run_dir / "requested.yaml"))
     t0 = time.time()
     if not run.results_path.exists():
@@ -150,9 +179,28 @@ def run_one(run_dir: Path) -> None:
             ablation.bins = f"{result.bins.spec()} (the run's dissection)"
         ablation.save(run.ablation_dir)
         plot_ablation(ablation.to_dict(), run.ablation_dir / "ablation.png")
+    if task.ablate_by_bin:
+        ablate_run_by_bin(task.ablation_by_bin, model, dataset, run, cfg, result)
     done = {"train_seconds": round(t1 - t0, 1), "dissect_seconds": round(t2 - t1, 1),
             "ablation_seconds": round(time.time() - t2, 1), "threads": torch.get_num_threads()}
     write_text_atomic(run.done_path, json.dumps(done, indent=2))
+
+
+def ablate_run_by_bin(spec: ByBinSpec, model, dataset, run: RunFolder, cfg, dissection) -> None:
+    """The ablations per depth range of one run (:class:`ByBinSpec`), each into ``ablate_by_bin/LAYER-GROUPING/``,
+    units grouped by the run's dissection or by the regulariser's assignment; those already written are kept."""
+    for (layer, grouping, units), out in zip(spec.jobs(run.path), spec.outputs(run.path)):
+        if (out / "by_bin.json").is_file():
+            continue
+        if grouping == "assigned":
+            grouping = read_assignment(run.path / SELECTIVITY_ASSIGNMENT, layer)
+        result = ablate_by_bin(model, dataset, layer, groups=spec.groups, grouping=grouping, units=units,
+                               dissection=dissection.layers.get(layer), seeds=spec.seeds, mode=spec.mode,
+                               bins=dissection.bins,
+                               depth_range=tuple(cfg.selectivity.depth_range), protocol=cfg.protocol,
+                               batch_size=spec.batch_size, progress=False)
+        result.info.update(model=str(run.model_file_path), data=cfg.data.path, run=run.name)
+        save_by_bin(result, out)
 
 
 if __name__ == "__main__":  # a run by hand: python -m seldepth.experiments.runner RUN_DIR (after run_experiment wrote it)

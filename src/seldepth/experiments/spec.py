@@ -11,6 +11,7 @@ An experiment file holds a base training config and named runs that override par
       setup1: {selectivity: {layers: [enc_7], weight: 0.1}}
     dissect: {bins: "sid:64", split: test}                   # every run, all its selectivity layers
     ablation: {runs: [baseline, setup1], layer: enc_7, fractions: [0, 0.25, 0.5], seeds: 3}
+    ablation_by_bin: {runs: [baseline, setup1], layers: [enc_7], groups: 8, group_by: [preferred, assigned]}
     quick: {data: {path: "synthetic:default:320"}, trainer: {epochs: 2}}   # merged into base by --quick
     jobs: 2                    # runs trained at once, each with torch threads = cores / jobs
     caps: [4, 6, 8]            # each run's test split scored again on pixels with gt <= cap (m)
@@ -19,7 +20,7 @@ An experiment file holds a base training config and named runs that override par
                                # where the runs run (default local; see ExecutorSpec)
 
 The file is read by jsonargparse into :class:`ExperimentFile` (``dissect``: :class:`DissectSpec`,
-``ablation``: :class:`AblationSpec`, ``executor``: :class:`ExecutorSpec`), the machinery of the
+``ablation``: :class:`AblationSpec`, ``ablation_by_bin``: :class:`ByBinSpec`, ``executor``: :class:`ExecutorSpec`), the machinery of the
 training config; a key given as null takes its default, and an error names the file and the key.
 
 ``{out}`` in a run's string values is the experiment's output folder, so a run can start from
@@ -27,7 +28,7 @@ another run's model (``init_from: "{out}/pretrain/model.safetensors"``); such a 
 that run has finished (and is not started if it failed).
 
 The output folder gets one run folder per run (``seldepth train``'s layout plus
-``dissect/`` and, for the ablated runs, ``ablation/``), ``summary.csv``, ``summary.md`` and
+``dissect/`` and, for the ablated runs, ``ablation/`` and ``ablate_by_bin/LAYER-GROUPING/``), ``summary.csv``, ``summary.md`` and
 ``experiment.json`` (with ``caps``, a second table by depth cap; with ``median_scaling``, a table
 of median-scaled metrics and, for self-supervised runs, pose errors; with semantic outputs, mIoU).
 Every run's config is checked before the first one starts. A run that
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import os
 import re
 import typing
@@ -48,6 +50,7 @@ from typing import Any
 import yaml
 from jsonargparse import ArgumentParser
 
+from seldepth.defaults import DEFAULT_BY_BIN_GROUPS
 from seldepth.selectivity import DEFAULT_BINS, DEFAULT_FRACTIONS, parse_bins
 from seldepth.selectivity.ablation import MODES
 
@@ -121,6 +124,73 @@ class AblationSpec:
             raise ValueError(f"ablation.batch_size must be >= 1, got {self.batch_size}")
 
 
+BY_BIN_GROUPINGS = ("preferred", "assigned")
+
+
+@dataclass(frozen=True)
+class ByBinSpec:
+    """``ablation_by_bin:`` of an experiment file: which runs get the ablation per depth range after their dissection
+    (:func:`~seldepth.selectivity.ablation_by_bin.ablate_by_bin`, on the dissection's split).
+
+    Attributes:
+        runs: the runs ablated (none: no ablation per depth range).
+        layers: the layers whose units are grouped by depth range, each ablated in turn.
+        groups: G coarse depth groups (the dissection's bins: ``sid:64`` -> ``sid:G``).
+        group_by: ``preferred`` (each unit's preferred bin in the run's dissection) and / or ``assigned``
+            (the bin the regulariser gave it, from the run's ``selectivity_assignment.json``; only for the
+            layers the run regularised, the others are left out).
+        units: ``all`` and / or ``tuned`` (only the units tuned to a depth range are grouped).
+        seeds: random controls per group.
+        mode: ``zero`` or ``mean``.
+        batch_size: images per forward pass.
+    """
+
+    runs: list[str] = field(default_factory=list)
+    layers: list[str] = field(default_factory=list)
+    groups: int = DEFAULT_BY_BIN_GROUPS
+    group_by: tuple[str, ...] = ("preferred",)
+    units: tuple[str, ...] = ("all",)
+    seeds: int = 3
+    mode: str = "zero"
+    batch_size: int = 8
+
+    def __post_init__(self):
+        if self.runs and not self.layers:
+            raise ValueError(f"ablation_by_bin.layers: the layers to ablate are missing (ablation_by_bin.runs names "
+                             f"{', '.join(self.runs)})")
+        if self.groups < 2:
+            raise ValueError(f"ablation_by_bin.groups must be >= 2, got {self.groups}")
+        bad = [g for g in self.group_by if g not in BY_BIN_GROUPINGS]
+        if bad or not self.group_by:
+            raise ValueError(f"ablation_by_bin.group_by: expected some of {', '.join(BY_BIN_GROUPINGS)}, "
+                             f"got {list(self.group_by)}")
+        bad = [u for u in self.units if u not in ("all", "tuned")]
+        if bad or not self.units:
+            raise ValueError(f"ablation_by_bin.units: expected some of all, tuned, got {list(self.units)}")
+        if self.seeds < 1:
+            raise ValueError(f"ablation_by_bin.seeds must be >= 1, got {self.seeds}")
+        if self.mode not in MODES:
+            raise ValueError(f"ablation_by_bin.mode: expected one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"ablation_by_bin.batch_size must be >= 1, got {self.batch_size}")
+
+    def outputs(self, run_dir: Path) -> list[Path]:
+        """The folders a run's ablation per depth range writes, one per layer, grouping and unit selection
+        (``LAYER-GROUPING`` for all units, ``LAYER-GROUPING-tuned``; ``assigned`` only for the layers the run
+        regularised: those in its ``selectivity_assignment.json``)."""
+        return [run_dir / "ablate_by_bin" / ("-".join((layer, grouping)) + ("-tuned" if units == "tuned" else ""))
+                for layer, grouping, units in self.jobs(run_dir)]
+
+    def jobs(self, run_dir: Path) -> list[tuple[str, str, str]]:
+        """(layer, grouping, units) of each ablation of a run (see :meth:`outputs`)."""
+        assigned = set()
+        path = Path(run_dir) / "selectivity_assignment.json"
+        if "assigned" in self.group_by and path.is_file():
+            assigned = set(json.loads(path.read_text()))
+        return [(layer, g, u) for layer in self.layers for g in self.group_by for u in self.units
+                if g == "preferred" or layer in assigned]
+
+
 @dataclass(frozen=True)
 class ExecutorSpec:
     """``executor:`` of an experiment or active-learning file: where the runs (or chains) run.
@@ -176,7 +246,7 @@ class ExperimentFile:
     Attributes:
         base: a ``seldepth train`` config (any of its keys).
         runs: run name -> overrides, deep-merged into ``base``.
-        dissect, ablation: what is done with each run after training.
+        dissect, ablation, ablation_by_bin: what is done with each run after training.
         quick: overrides merged into ``base`` by ``--quick``.
         jobs: runs at once (local executors), each with ``cores // jobs`` torch threads.
         description: one line for the summary.
@@ -189,6 +259,7 @@ class ExperimentFile:
     runs: dict[str, dict | None] = field(default_factory=dict)
     dissect: DissectSpec = field(default_factory=DissectSpec)
     ablation: AblationSpec = field(default_factory=AblationSpec)
+    ablation_by_bin: ByBinSpec = field(default_factory=ByBinSpec)
     quick: dict = field(default_factory=dict)
     jobs: int = 1
     description: str = ""
@@ -202,9 +273,10 @@ class ExperimentFile:
         for name in self.runs:
             if not str(name).replace("_", "").replace("-", "").isalnum():
                 raise ValueError(f"run name {name!r} must be letters, digits, '_' or '-' (it names a folder)")
-        missing = [r for r in self.ablation.runs if r not in self.runs]
-        if missing:
-            raise ValueError(f"ablation.runs names unknown runs {', '.join(missing)}; runs are {', '.join(self.runs)}")
+        for key, names in (("ablation", self.ablation.runs), ("ablation_by_bin", self.ablation_by_bin.runs)):
+            missing = [r for r in names if r not in self.runs]
+            if missing:
+                raise ValueError(f"{key}.runs names unknown runs {', '.join(missing)}; runs are {', '.join(self.runs)}")
         if self.jobs < 1:
             raise ValueError(f"jobs must be >= 1, got {self.jobs}")
         if any(c <= 0 for c in self.caps):
@@ -217,9 +289,11 @@ class RunTask:
 
     dissect: DissectSpec = field(default_factory=DissectSpec)
     ablation: AblationSpec = field(default_factory=AblationSpec)
+    ablation_by_bin: ByBinSpec = field(default_factory=ByBinSpec)
     caps: tuple[float, ...] = ()
     median_scaling: bool = False
     ablate: bool = False
+    ablate_by_bin: bool = False
 
 
 def _fields(cls) -> dict[str, dataclasses.Field]:
@@ -335,8 +409,8 @@ def read_yaml_file(path: str | os.PathLike, what: str) -> Any:
 class ExperimentSpec:
     """A parsed experiment file: the merged config of each run and what to do after training.
 
-    ``dissect`` and ``ablation`` are the mappings a run's ``task.json`` holds: checked by
-    :class:`DissectSpec` and :class:`AblationSpec`, with their defaults filled in.
+    ``dissect``, ``ablation`` and ``ablation_by_bin`` are the mappings a run's ``task.json`` holds: checked by
+    :class:`DissectSpec`, :class:`AblationSpec` and :class:`ByBinSpec`, with their defaults filled in.
     """
 
     runs: dict[str, dict]
@@ -348,10 +422,18 @@ class ExperimentSpec:
     caps: tuple[float, ...] = ()
     median_scaling: bool = False
     executor: ExecutorSpec = field(default_factory=ExecutorSpec)
+    ablation_by_bin: dict = field(default_factory=dict)
 
     def __post_init__(self):
         object.__setattr__(self, "dissect", dataclasses.asdict(parse_typed(DissectSpec, self.dissect, "dissect.")))
         object.__setattr__(self, "ablation", dataclasses.asdict(parse_typed(AblationSpec, self.ablation, "ablation.")))
+        object.__setattr__(self, "ablation_by_bin", dataclasses.asdict(parse_typed(ByBinSpec, self.ablation_by_bin,
+                                                                                   "ablation_by_bin.")))
+
+    @property
+    def by_bin(self) -> ByBinSpec:
+        """``ablation_by_bin`` as a :class:`ByBinSpec`."""
+        return parse_typed(ByBinSpec, self.ablation_by_bin, "ablation_by_bin.")
 
     def dependencies(self, name: str) -> list[str]:
         """The runs whose output folder ``name``'s ``init_from`` points into (``{out}/RUN/...``)."""
@@ -406,7 +488,8 @@ def read_experiment(path: str | os.PathLike, quick: bool = False) -> ExperimentS
     merged = {str(name): deep_merge(base, overrides or {}) for name, overrides in file.runs.items()}
     settings = {str(name): describe_overrides(overrides or {}) for name, overrides in file.runs.items()}
     spec = ExperimentSpec(merged, dataclasses.asdict(file.dissect), dataclasses.asdict(file.ablation), file.jobs,
-                          file.description, settings, tuple(file.caps), file.median_scaling, file.executor)
+                          file.description, settings, tuple(file.caps), file.median_scaling, file.executor,
+                          dataclasses.asdict(file.ablation_by_bin))
     for name, cfg in merged.items():
         init = str(cfg.get("init_from") or "")
         if init.startswith(OUT_PLACEHOLDER) and not spec.dependencies(name):

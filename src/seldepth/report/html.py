@@ -18,13 +18,16 @@ there is no script and no external resource. Sections:
 5. per-layer mean DS of each run's dissection, grouped bars, regularised layers marked;
 6. unit response curves (R per bin against bin-centre depth) of the regularised layers
    (if no run regularises any, the two most selective layers of the first dissection);
-7. ablation curves of the runs that have them;
+7. ablation curves of the runs that have them, and their heatmap of ablation per depth range
+   (``ablate_by_bin/by_bin.json`` or, from an experiment, ``ablate_by_bin/LAYER-GROUPING/by_bin.json``,
+   :mod:`seldepth.report.by_bin_plots`);
 8. training curves from ``csv/metrics.csv``, runs overlaid.
 
 A section without data says so in one line. A run folder is what ``seldepth train`` writes
 (see :mod:`seldepth.training`); ``config.yaml`` and ``results.json`` are required,
 ``model.safetensors``, ``csv/metrics.csv``, ``dissect/selectivity.{json,npz}`` (written by
-``seldepth dissect --out RUN/dissect``) and ``ablation/ablation.json`` are optional.
+``seldepth dissect --out RUN/dissect``), ``ablation/ablation.json`` and ``ablate_by_bin/by_bin.json``
+(``seldepth ablate --by-bin --out RUN/ablate_by_bin``) are optional.
 
 An experiment folder (what ``seldepth experiment --out`` writes: one run folder per run) stands
 for its runs (:func:`expand_run_dirs`): those of its ``experiment.json``, in that file's order
@@ -52,6 +55,7 @@ from tqdm.auto import tqdm
 from seldepth.atomic import write_text_atomic
 from seldepth.defaults import DEFAULT_REPORT_SAMPLES
 from seldepth.report.ablation_plots import plot_ablation
+from seldepth.report.by_bin_plots import plot_by_bin
 from seldepth.report.comparison import (ABSENT, ALWAYS_IGNORED, RELATIVE_MARGIN, clear_best, differing_settings,
                                          setting_words)
 from seldepth.report.run_plots import plot_mean_ds_comparison, plot_prediction_grid, plot_training_curves, run_colors
@@ -523,30 +527,68 @@ def responses_section(runs: list[RunFolder], figures: FigureFolder, max_units: i
 ABLATION_MODES = {"zero": "output set to zero", "mean": "output set to its mean"}
 
 
+BY_BIN_FOLDER = "ablate_by_bin"  # seldepth ablate --by-bin --out RUN/ablate_by_bin; experiments: RUN/ablate_by_bin/LAYER-GROUPING
+
+
+def _by_bins(run: RunFolder) -> list[tuple[str, dict]]:
+    """The run's ablations per depth range: ``ablate_by_bin/by_bin.json`` and ``ablate_by_bin/*/by_bin.json``,
+    as (path relative to the run folder, content), in name order."""
+    if getattr(run, "path", None) is None:  # a run described without a folder
+        return []
+    folder = Path(run.path) / BY_BIN_FOLDER
+    paths = [folder / "by_bin.json", *sorted(folder.glob("*/by_bin.json"))]
+    return [(str(p.relative_to(run.path)), read_json(p)) for p in paths if p.is_file()]
+
+
+def by_bin_panel(run: RunFolder, where: str, result: dict, figures: FigureFolder) -> str:
+    """The RMSE-excess heatmap of one of a run's ablations per depth range (``where``), with how to read it."""
+    try:
+        path = plot_by_bin(result, figures.new(f"by_bin_{run.name}"))
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        return note(f"{run.name}: {where} lacks what the heatmap needs ({exc!r}).")
+    grouping = result.get("grouping")
+    how = ("the bin the regulariser assigned them" if isinstance(grouping, str) and grouping.startswith("assigned")
+           else "the depth range they prefer")
+    caption = (f"{run.name}: units of {result.get('layer', '?')} grouped by {how}; each cell is "
+               "how much more the RMSE on a depth range (column) rises when one group's units (row) are silenced than "
+               "when as many random units are: red on the diagonal means units matter most for the depths they "
+               f"prefer ({where}).")
+    return figure(path, caption)
+
+
 def ablation_section(runs: list[RunFolder], figures: FigureFolder) -> str:
-    """Ablation curves of each run with ``ablation/ablation.json``."""
-    with_ablation = [r for r in runs if r.ablation() is not None]
+    """Ablation curves of each run with ``ablation/ablation.json``, and its heatmaps per depth range
+    (``ablate_by_bin/``)."""
+    by_bins = {r.name: _by_bins(r) for r in runs}
+    with_ablation = [r for r in runs if r.ablation() is not None or by_bins[r.name]]
     if not with_ablation:
-        return note("No ablation in any run (ablation/ablation.json).")
+        return note("No ablation in any run (ablation/ablation.json, ablate_by_bin/).")
     parts = [note(f"{r.name}: no ablation.") for r in runs if r not in with_ablation]
     for run in with_ablation:
         result = run.ablation()
-        try:
-            path = plot_ablation(result, figures.new(f"ablation_{run.name}"))
-        except (KeyError, TypeError, ValueError) as exc:
-            parts.append(note(f"{run.name}: ablation/ablation.json lacks what the plot needs ({exc!r})."))
-            continue
-        base = result.get("baseline") or {}
-        mode = ABLATION_MODES.get(result.get("mode"), f"mode {result.get('mode', '?')}")
-        caption = (f"{run.name}: units of {result.get('layer', '?')} silenced ({mode}), most selective first, least "
-                   f"selective first, or at random; RMSE without ablation {_fmt(base.get('rmse'), 4)} m")
-        gaps, fractions = result.get("top_minus_random_rmse") or [], result.get("fractions") or []
-        if gaps and len(gaps) == len(fractions):
-            caption += (f"; RMSE with the most selective units silenced minus RMSE with random units silenced, at "
-                        f"{fractions[-1]:g} of the units: {_fmt(gaps[-1], 4)} m")
-        caption += "."
-        parts.append(figure(path, caption))
+        if result is not None:
+            parts.append(_curves_panel(run, result, figures))
+        for where, by_bin in by_bins[run.name]:
+            parts.append(by_bin_panel(run, where, by_bin, figures))
     return "\n".join(parts)
+
+
+def _curves_panel(run: RunFolder, result: dict, figures: FigureFolder) -> str:
+    """The ablation curves of a run (``ablation/ablation.json``) with their caption."""
+    try:
+        path = plot_ablation(result, figures.new(f"ablation_{run.name}"))
+    except (KeyError, TypeError, ValueError) as exc:
+        return note(f"{run.name}: ablation/ablation.json lacks what the plot needs ({exc!r}).")
+    base = result.get("baseline") or {}
+    mode = ABLATION_MODES.get(result.get("mode"), f"mode {result.get('mode', '?')}")
+    caption = (f"{run.name}: units of {result.get('layer', '?')} silenced ({mode}), most selective first, least "
+               f"selective first, or at random; RMSE without ablation {_fmt(base.get('rmse'), 4)} m")
+    gaps, fractions = result.get("top_minus_random_rmse") or [], result.get("fractions") or []
+    if gaps and len(gaps) == len(fractions):
+        caption += (f"; RMSE with the most selective units silenced minus RMSE with random units silenced, at "
+                    f"{fractions[-1]:g} of the units: {_fmt(gaps[-1], 4)} m")
+    caption += "."
+    return figure(path, caption)
 
 
 def training_section(runs: list[RunFolder], figures: FigureFolder) -> str:

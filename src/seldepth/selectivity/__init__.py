@@ -8,9 +8,19 @@
 - :mod:`~seldepth.selectivity.tuning`: beside DS, each unit's tuning width and kind (tuned, ramp, flat).
 - :mod:`~seldepth.selectivity.regularizer`: the assign loss (L_assign) for training.
 - :mod:`~seldepth.selectivity.ablation`: top-k / random-k / bottom-k unit ablation.
+- :mod:`~seldepth.selectivity.ablation_by_bin`: ablation per depth range (each depth group's units
+  against as many random units, scored per ground-truth depth range).
 """
 
 from seldepth.selectivity.ablation import DEFAULT_FRACTIONS, AblationResult, ablate
+from seldepth.selectivity.ablation_by_bin import (
+    ByBinAblation,
+    UnitAssignment,
+    ablate_by_bin,
+    coarse_groups,
+    diagonal_dominance,
+    read_assignment,
+)
 from seldepth.selectivity.bins import (
     DEFAULT_BINS,
     DEFAULT_DEPTH_RANGE,
@@ -53,4 +63,5 @@ __all__ = [
     "mean_responses", "parse_bins", "project_bins", "resolve_layers", "selectivity_index", "sid_edges",
     "TUNING_KINDS", "Tuning", "tuning_of",
     "SelectivityConfig", "SelectivityRegularizer", "assigned_bins", "assigned_selectivity", "AblationResult", "ablate",
+    "ByBinAblation", "UnitAssignment", "ablate_by_bin", "coarse_groups", "diagonal_dominance", "read_assignment",
 ]
