@@ -426,3 +426,26 @@ def test_a_run_with_quantile_bins_fits_them_in_the_first_epoch(tiny_splits, tmp_
     logged = [r for r in rows if r.get("train/ds_assigned/enc_7")]
     assert logged and all(int(r["epoch"]) >= 1 for r in logged)  # from the epoch after the fit
     assert all(math.isfinite(float(r["train/ds_assigned/enc_7"])) for r in logged)
+
+
+def test_the_best_checkpoint_of_a_regularised_run_comes_after_its_warm_up(tiny_splits, tmp_path, monkeypatch):
+    from seldepth.training import run as run_module
+
+    import lightning as L
+
+    scores = iter([0.1, 0.5, 0.9])  # validation RMSE of epochs 0, 1, 2: the best is epoch 0, inside the warm-up
+
+    def log(self, name, value, *args, **kwargs):
+        if name == "val/rmse":
+            value = next(scores)
+        return L.LightningModule.log(self, name, value, *args, **kwargs)
+
+    monkeypatch.setattr(DepthTrainingModule, "log", log)
+    out = tmp_path / "run"
+    args = ["train", *tiny_train_args(tiny_splits, out, epochs=3), *SHORT, "--selectivity.layers", "[enc_7]",
+            "--selectivity.warmup_epochs", "2"]
+    assert main(args) == 0
+    best = _state(out / "checkpoints" / "best.ckpt")
+    assert best["epoch"] == 2  # the only regularised epoch, although epoch 0 scored better
+    assert run_module.BestAfterWarmup in {type(c) for c in run_module.build_trainer(
+        load_config(str(out / "config.yaml")), tmp_path / "again").callbacks}

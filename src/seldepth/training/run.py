@@ -14,7 +14,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from seldepth.atomic import stale_temporaries, write_text_atomic
@@ -64,6 +64,29 @@ def build_datamodule(cfg: TrainConfig) -> DepthDataModule:
     return ResumableDepthData(cfg.data, seed=cfg.trainer.seed)
 
 
+class BestAfterWarmup(Callback):
+    """``best.ckpt`` chosen among the epochs in which the selectivity regulariser is on.
+
+    The warm-up epochs train exactly as the unregularised run of the same seed, so a best checkpoint taken from
+    them would be the baseline's model reported as the regularised one. When the first regularised epoch
+    starts, the best checkpoint's record is cleared (``best_k_models``, ``best_model_score``, ``kth_value``:
+    the attributes Lightning saves in its state), so the first validation after warm-up writes ``best.ckpt``
+    again and later ones compete only with it (a run resumed inside that epoch finds the record already cleared).
+    """
+
+    def __init__(self, best: ModelCheckpoint, warmup_epochs: int):
+        self.best = best
+        self.warmup_epochs = warmup_epochs
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch != self.warmup_epochs or self.best.best_model_score is None:
+            return
+        self.best.best_k_models = {}
+        self.best.best_model_score = None
+        self.best.best_model_path = self.best.kth_best_model_path = ""
+        self.best.kth_value = torch.tensor(float("inf") if self.best.mode == "min" else -float("inf"))
+
+
 def build_trainer(cfg: TrainConfig, out: Path, extra_callbacks=(), resume_step: int = -1) -> L.Trainer:
     """Lightning's trainer for a run folder; ``resume_step``: global step of the checkpoint resumed from (-1: none)."""
     t = cfg.trainer
@@ -76,6 +99,8 @@ def build_trainer(cfg: TrainConfig, out: Path, extra_callbacks=(), resume_step: 
     last = ModelCheckpoint(dirpath=run.checkpoint_dir, filename=Path(RunFolder.LAST_CHECKPOINT).stem, monitor=None, save_top_k=1,
                            enable_version_counter=False, **every)
     callbacks = [best, last, LearningRateMonitor(logging_interval="epoch"), ResumeState(), *extra_callbacks]
+    if cfg.selectivity.enabled and cfg.selectivity.warmup_epochs:
+        callbacks.append(BestAfterWarmup(best, cfg.selectivity.warmup_epochs))
     loggers = [ResumableCSVLogger(out, name="csv", version="", keep_step=resume_step)]
     if has_extra("tensorboard"):  # the tensorboard extra; without it the CSV log alone
         loggers.append(TensorBoardLogger(out, name="tb", version=""))
