@@ -47,3 +47,27 @@ def test_changes_are_against_the_baseline_of_the_same_seed():
     table = format_network(rows).splitlines()
     assert len(table) == 4  # head, rule, two regularised runs
     assert "| reg0 | 0 | base0 | 0.450 (+0.150) | +1.0% | 2 / 3 | 40% (-10 pts) | - |" == table[2]
+
+
+def test_by_bin_rows_read_each_ablation_of_a_run(tmp_path):
+    import json
+
+    from seldepth.experiments.summary import by_bin_rows, format_by_bin
+
+    def doc(units, near, contrast):
+        control = {"near_diagonal_mean": 0.3, "near_diagonal_std": 0.1, "contrast_std": 0.05}
+        dominance = {"rows": 3, "near_diagonal": near, "chance": 0.4, "contrast": contrast, "control": control}
+        return {"layer": "enc_6", "grouping": "preferred", "units": units, "units_per_group": [2, 0, 3, 1],
+                "num_units": 8, "dominance": {"rmse": dominance, "abs_rel": dict(dominance, contrast=contrast / 10)}}
+
+    run = tmp_path / "baseline"
+    for name, content in (("enc_6-preferred", doc("all", 2 / 3, 0.25)), ("enc_6-preferred-tuned", doc("tuned", 1.0, 0.5))):
+        (run / "ablate_by_bin" / name).mkdir(parents=True)
+        (run / "ablate_by_bin" / name / "by_bin.json").write_text(json.dumps(content))
+    rows = by_bin_rows({"baseline": run})
+    assert [r["units"] for r in rows] == ["all", "tuned"]  # folder name order
+    assert rows[0]["grouped_units"] == 6 and rows[0]["rmse_near_diagonal"] == 2 / 3
+    table = format_by_bin(rows).splitlines()
+    assert table[2] == ("| baseline | enc_6 | preferred | 6 / 8 | 3 | 0.67 (0.40; 0.30 ± 0.10) | +0.250 (0.050) | "
+                        "0.67 (0.40; 0.30 ± 0.10) | +0.0250 (0.0500) |")
+    assert "6 / 8 tuned" in table[3]

@@ -429,9 +429,9 @@ def test_a_run_with_quantile_bins_fits_them_in_the_first_epoch(tiny_splits, tmp_
 
 
 def test_the_best_checkpoint_of_a_regularised_run_comes_after_its_warm_up(tiny_splits, tmp_path, monkeypatch):
-    from seldepth.training import run as run_module
-
     import lightning as L
+
+    from seldepth.training import run as run_module
 
     scores = iter([0.1, 0.5, 0.9])  # validation RMSE of epochs 0, 1, 2: the best is epoch 0, inside the warm-up
 

@@ -140,10 +140,57 @@ def gather(spec: ExperimentSpec, folders: dict[str, Path], out: Path, wall_secon
     if spec.median_scaling and rows:
         md += "\n" + format_scaled(rows)
     write_text_atomic(out / "summary.md", md)
+    by_bin = by_bin_rows(finished)
+    if by_bin:
+        md += "\nAblation per depth range (ablate_by_bin/):\n\n" + format_by_bin(by_bin)
     summary = {"runs": rows, "baseline": baseline, "wall_seconds": round(wall_seconds, 1), "jobs": jobs, "quick": quick,
-               "ablation": _ablation_summary(finished)}
+               "ablation": _ablation_summary(finished), "ablation_by_bin": by_bin}
     write_text_atomic(out / "experiment.json", json.dumps(summary, indent=2))
     return summary
+
+
+def by_bin_row(run: str, doc: dict) -> dict:
+    """One ablation per depth range (``by_bin.json``) as a summary row: its diagonal dominance for RMSE and AbsRel
+    against the random control (mean and std over seeds)."""
+    row = {"run": run, "layer": doc["layer"], "grouping": doc["grouping"], "units": doc.get("units", "all"),
+           "grouped_units": int(sum(doc["units_per_group"])), "num_units": doc["num_units"],
+           "rows": doc["dominance"]["rmse"]["rows"]}
+    for metric in ("rmse", "abs_rel"):
+        d = doc["dominance"][metric]
+        row.update({f"{metric}_near_diagonal": d["near_diagonal"], f"{metric}_chance": d["chance"],
+                    f"{metric}_near_diagonal_random_mean": d["control"]["near_diagonal_mean"],
+                    f"{metric}_near_diagonal_random_std": d["control"]["near_diagonal_std"],
+                    f"{metric}_contrast": d["contrast"], f"{metric}_contrast_random_std": d["control"]["contrast_std"]})
+    return row
+
+
+def by_bin_rows(finished: dict[str, Path]) -> list[dict]:
+    """The rows of :func:`by_bin_row` of every finished run's ``ablate_by_bin/*/by_bin.json``."""
+    rows = []
+    for name, run_dir in finished.items():
+        for path in sorted(Path(run_dir).glob("ablate_by_bin/*/by_bin.json")):
+            rows.append(by_bin_row(name, json.loads(path.read_text())))
+    return rows
+
+
+def format_by_bin(rows: list[dict]) -> str:
+    """The Markdown table of :func:`by_bin_rows`: per ablation, the share of groups whose largest RMSE / AbsRel
+    excess is on or next to the diagonal (chance; the random control's mean ± std) and the mean diagonal minus
+    off-diagonal excess (the random control's std; its mean is 0 by construction)."""
+    head = ["run", "layer", "grouped by", "units grouped", "groups", "RMSE: rows peaking near the diagonal (chance; random)",
+            "RMSE: diagonal - off-diagonal excess, m (random std)", "AbsRel: rows near the diagonal (chance; random)",
+            "AbsRel: diagonal - off-diagonal (random std)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["run"], r["layer"], r["grouping"], f"{r['grouped_units']} / {r['num_units']}"
+                 + (" tuned" if r["units"] == "tuned" else ""), str(r["rows"])]
+        for metric, fmt in (("rmse", "+.3f"), ("abs_rel", "+.4f")):
+            cells.append(f"{_fmt(r[f'{metric}_near_diagonal'], '.2f')} ({_fmt(r[f'{metric}_chance'], '.2f')}; "
+                         f"{_fmt(r[f'{metric}_near_diagonal_random_mean'], '.2f')} ± "
+                         f"{_fmt(r[f'{metric}_near_diagonal_random_std'], '.2f')})")
+            cells.append(f"{_fmt(r[f'{metric}_contrast'], fmt)} ({_fmt(r[f'{metric}_contrast_random_std'], fmt[1:])})")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _ablation_summary(finished: dict[str, Path]) -> dict:

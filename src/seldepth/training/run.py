@@ -31,11 +31,14 @@ from seldepth.models.preprocessing import Preprocessing
 from seldepth.training.config import BEST_BY, TrainConfig, dump_config
 from seldepth.training.loggers import AtomicCheckpointIO, ResumableCSVLogger
 from seldepth.training.module import DepthTrainingModule
-from seldepth.training.resume import ResumableDepthData, ResumableSequenceData, ResumeState
+from seldepth.training.resume import (
+    ResumableDepthData,
+    ResumableSequenceData,
+    ResumeState,
+)
 from seldepth.training.run_folder import RunFolder, checkpoint_step
 from seldepth.training.selfsup import SelfSupervisedModule, evaluate_pose
 from seldepth.training.transfer import init_from_file, source_preprocessing
-
 
 SELECTIVITY_ASSIGNMENT = "selectivity_assignment.json"  # in the run folder: the regularised units' bins at the end
 
