@@ -129,6 +129,11 @@ def test_report_content(report, report_runs):
     assert ">sel_enc7<" in trained_row and ">enc_7<" in trained_row and ">1.0<" in trained_row and ">sid:32<" in trained_row
     assert f"{results['test']['metrics']['rmse']:.4f}" in trained_row
     assert f"{dissection['mean_ds']:.3f}" in trained_row
+    # tuned / ramp / flat units per dissected layer, as the dissection counted them
+    tuning = page.split('<table id="tuning">')[1].split("</table>")[0]
+    counts = dissection["layers"]["enc_7"]["tuning"]["counts"]
+    assert f"<td>{counts['tuned']} / {counts['ramp']} / {counts['flat']}</td>" in tuning and ">enc_5<" in tuning
+    assert sum(counts.values()) == dissection["layers"]["enc_7"]["num_units"]
     # the run without a dissection or ablation gets one-line notes, the other its figures
     for text in ("untrained: no dissection.", "untrained: no ablation.", "sel_enc7, enc_7 (regularised in this run)",
                  "Layers: enc_7 (regularised layers)", "2 images of nyu:", "indices 0, 2"):
@@ -179,7 +184,7 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     check = re.search(r'data-check="([^"]*)"', dom.stdout)
     assert check, "the page did not finish loading: " + dom.stdout[:500]
     counts = dict(item.split("=") for item in check.group(1).split(";"))
-    assert counts == {"tables": "2", "rows": "2", "images": "6", "decoded": "6"}, counts  # metrics, settings that differ
+    assert counts == {"tables": "3", "rows": "2", "images": "6", "decoded": "6"}, counts  # metrics, settings, tuning
     for text in ("seldepth report: untrained vs sel_enc7", "Sample predictions", "Training curves", "sel_enc7"):
         assert text in dom.stdout, text
 

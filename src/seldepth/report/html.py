@@ -476,7 +476,29 @@ def mean_ds_section(runs: list[RunFolder], figures: FigureFolder) -> str:
                                    colors={r.name: colors[r.name] for r in with_dissection})
     details = "; ".join(f"{r.name}: {r.dissection().get('num_images', '?')} images, mean DS over all dissected layers "
                         f"{_fmt(r.dissection().get('mean_ds'))}" for r in with_dissection)
-    return "\n".join([*notes, figure(path, f"Mean depth selectivity per layer. {details}.")])
+    return "\n".join([*notes, figure(path, f"Mean depth selectivity per layer. {details}."), tuning_table(with_dissection)])
+
+
+def tuning_table(runs: list[RunFolder]) -> str:
+    """Units tuned to a depth range, ramps and flat units per layer of each run's dissection
+    (``tuning.counts`` of ``dissect/selectivity.json``; :mod:`seldepth.selectivity.tuning`), as ``tuned / ramp /
+    flat``; empty without tuning counts (dissections written before they existed)."""
+    layers = list(dict.fromkeys(layer for r in runs for layer, v in r.dissection()["layers"].items()
+                                if "tuning" in v))
+    if not layers:
+        return ""
+    head = "<tr><th class=\"text\">run</th>" + "".join(f"<th>{esc(layer)}</th>" for layer in layers) + "<th>all</th></tr>"
+    rows = []
+    for run in runs:
+        counts = {layer: v["tuning"]["counts"] for layer, v in run.dissection()["layers"].items() if "tuning" in v}
+        total = {kind: sum(c.get(kind, 0) for c in counts.values()) for kind in ("tuned", "ramp", "flat")}
+        cells = [f"{c['tuned']} / {c['ramp']} / {c['flat']}" if (c := counts.get(layer)) else "-" for layer in layers]
+        share = total["tuned"] / max(1, sum(total.values()))
+        cells.append(f"{total['tuned']} / {total['ramp']} / {total['flat']} ({100 * share:.0f}% tuned)")
+        rows.append(f"<tr><td class=\"text\">{esc(run.name)}</td>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>")
+    caption = ("Units per layer tuned to a depth range / ramps (response rising or falling to the first or last bin) / "
+               "flat, from the same responses as DS (thresholds: docs/selectivity.md).")
+    return f"<table id=\"tuning\">{head}{''.join(rows)}</table>\n{note(caption)}"
 
 
 def response_layers(runs: list[RunFolder], fallback: int = 2) -> list[str]:
