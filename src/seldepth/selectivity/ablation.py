@@ -51,13 +51,22 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from seldepth.atomic import write_text_atomic
-from seldepth.defaults import DEFAULT_ABLATION_BATCH_SIZE, DEFAULT_ABLATION_SEEDS, DEFAULT_FRACTIONS
 from seldepth.data.collate import collate_samples
 from seldepth.data.skipping import first_sample, sample_batches
+from seldepth.defaults import (
+    DEFAULT_ABLATION_BATCH_SIZE,
+    DEFAULT_ABLATION_SEEDS,
+    DEFAULT_FRACTIONS,
+)
 from seldepth.evaluation.metrics import DepthMetrics
 from seldepth.evaluation.protocol import Protocol, get_protocol
 from seldepth.inference import model_input, predict_depth
-from seldepth.selectivity.bins import DEFAULT_BINS, DEFAULT_DEPTH_RANGE, BinScheme, parse_bins
+from seldepth.selectivity.bins import (
+    DEFAULT_BINS,
+    DEFAULT_DEPTH_RANGE,
+    BinScheme,
+    parse_bins,
+)
 from seldepth.selectivity.dissect import check_depth_range, dissect, resolve_layers
 
 CURVES = ("top", "random", "bottom")
@@ -171,6 +180,20 @@ def _run_until(model: nn.Module, module: nn.Module, x: torch.Tensor, on_output) 
     finally:
         handle.remove()
     return bool(ran)
+
+
+def ablated_layer_units(model: nn.Module, module: nn.Module, dataset: Dataset, layer: str, path: str) -> int:
+    """K of the layer to ablate: its output on the first readable sample (a DatasetError naming the data when none
+    is: all skipped under ``on_error="skip"``), which must be a (B, K, h, w) tensor; the model runs only up to it."""
+    outputs = []
+    first = model_input(model, first_sample(dataset)["image"][None])
+    if not _run_until(model, module, first, lambda out: outputs.append(out)):
+        raise ValueError(f"layer: {layer!r} ({path}) did not run in the model's forward pass")
+    out = outputs[0]
+    if not isinstance(out, torch.Tensor) or out.ndim != 4:
+        what = f"shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"layer: {layer!r} ({path}) outputs {what}; ablated layers must output (B, K, h, w) tensors")
+    return int(out.shape[1])
 
 
 class _ChannelMeans:
@@ -554,16 +577,7 @@ def ablate(model: nn.Module, dataset: Dataset, layer: str, fractions=DEFAULT_FRA
     was_training = model.training
     model.eval()
     try:
-        widths = []
-        # the first readable sample (DatasetError naming the data when none is: all skipped under on_error="skip")
-        first = model_input(model, first_sample(dataset)["image"][None])
-        if not _run_until(model, module, first, lambda out: widths.append(out)):
-            raise ValueError(f"layer: {layer!r} ({path}) did not run in the model's forward pass")
-        out = widths[0]
-        if not isinstance(out, torch.Tensor) or out.ndim != 4:
-            what = f"shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else type(out).__name__
-            raise ValueError(f"layer: {layer!r} ({path}) outputs {what}; ablated layers must output (B, K, h, w) tensors")
-        num_units = int(out.shape[1])
+        num_units = ablated_layer_units(model, module, dataset, layer, path)
         if selectivity is not None and selectivity.numel() != num_units:
             raise ValueError(f"selectivity: expected ({num_units},) for the {num_units} units of {layer!r}, "
                              f"got {tuple(selectivity.shape)}")

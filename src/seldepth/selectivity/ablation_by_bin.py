@@ -81,7 +81,7 @@ from tqdm.auto import tqdm
 
 from seldepth.atomic import write_json_atomic, write_text_atomic
 from seldepth.data.collate import collate_samples
-from seldepth.data.skipping import first_sample, sample_batches
+from seldepth.data.skipping import sample_batches
 from seldepth.defaults import (
     DEFAULT_ABLATION_BATCH_SIZE,
     DEFAULT_ABLATION_SEEDS,
@@ -95,12 +95,12 @@ from seldepth.evaluation.metrics import (
     per_image_metrics,
 )
 from seldepth.evaluation.protocol import Protocol, crop_mask, get_protocol
-from seldepth.inference import model_input, predict_depth
+from seldepth.inference import predict_depth
 from seldepth.selectivity.ablation import (
     _ChannelMeans,
     _PrefixReplay,
-    _run_until,
     ablate_units,
+    ablated_layer_units,
     ablation_order,
     channel_means,
     check_ablation_args,
@@ -740,15 +740,7 @@ def ablate_by_bin(model: nn.Module, dataset: Dataset, layer: str, groups: int = 
     was_training = model.training
     model.eval()
     try:
-        widths = []
-        first = model_input(model, first_sample(dataset)["image"][None])
-        if not _run_until(model, module, first, lambda out: widths.append(out)):
-            raise ValueError(f"layer: {layer!r} ({path}) did not run in the model's forward pass")
-        out = widths[0]
-        if not isinstance(out, torch.Tensor) or out.ndim != 4:
-            what = f"shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else type(out).__name__
-            raise ValueError(f"layer: {layer!r} ({path}) outputs {what}; ablated layers must output (B, K, h, w) tensors")
-        num_units = int(out.shape[1])
+        num_units = ablated_layer_units(model, module, dataset, layer, path)
 
         # each unit's fine bin (and, in mean mode, the channel means in the dissection's pass)
         means = None
