@@ -713,6 +713,71 @@ def cmd_dissect(args: Namespace) -> None:
     print(f"wrote {paths['json']}, {paths['npz']} and {len(plots)} plots in {args.out}")
 
 
+def args_prune(p: ArgumentParser) -> None:
+    _add_model(p, "model file of a METER (meter_xxs, meter_xs, meter_s; pruned or not): .safetensors or a training "
+                  "checkpoint (.ckpt)")
+    p.add_argument("--criterion", type=str, required=True,
+                   help="which channels go first: ds (the least depth-selective, measured on --data), ds-inverse (the "
+                        "most selective), l1 (the smallest filter L1 norm), random (draw --draw)")
+    p.add_argument("--flops", type=float, required=True, metavar="F",
+                   help="FLOPs kept, as a fraction of the model's, in (0, 1]")
+    p.add_argument("--data", type=str | None, default=None, help="with --criterion ds / ds-inverse: " + DATA_HELP)
+    p.add_argument("--split", type=str, default=DEFAULT_SPLIT, help="split where the layout has several")
+    p.add_argument("--on-error", type=str, default="stop", choices=["stop", "skip"],
+                   help="a bad file stops with its name (stop) or is skipped, counted and listed at the end (skip)")
+    p.add_argument("--size", type=str | None, default=None, metavar="HxW",
+                   help="input at which FLOPs are counted, HxW (null: the model's input size)")
+    p.add_argument("--draw", type=NonNegativeInt, default=0, help="with --criterion random: the random draw")
+    p.add_argument("--min-keep", type=NonNegativeFloat, default=0.25,
+                   help="every prunable width keeps at least this fraction of its channels ...")
+    p.add_argument("--min-channels", type=PositiveInt, default=8, help="... and at least this many (all, when fewer)")
+    p.add_argument("--normalise", type=str, default="rank", choices=["rank", "none"],
+                   help="scores compared across layers as ranks within their layer (rank: every layer loses about "
+                        "the same share) or as they are (none)")
+    _add_bins(p, "with --criterion ds / ds-inverse: bin scheme of the dissection (as seldepth dissect)")
+    _add_loader(p)
+    _add_device(p)
+    p.add_argument("--out", type=str, required=True, help="output model file (.safetensors)")
+
+
+def cmd_prune(args: Namespace) -> None:
+    from seldepth.data.synthetic import parse_size
+    from seldepth.pruning.criteria import DATA_CRITERIA, check_criterion
+    from seldepth.pruning.pipeline import check_out, check_prune_args, check_source, prune, save_pruned
+    from seldepth.pruning.plan import check_flops_fraction
+
+    check_criterion(args.criterion)
+    check_flops_fraction(args.flops)
+    check_source(args.model)
+    uses_data = args.criterion in DATA_CRITERIA
+    if uses_data and not args.data:
+        raise ValueError(f"--data is needed by --criterion {args.criterion} (the depth selectivity is measured on it)")
+    size = parse_size(args.size, key="--size") if args.size else None
+    check_out(args.out)
+    _check_output(args.out, "file")
+    model = _load_model(args.model, args.device, "prune", args.allow_unverified)
+    preprocessing = getattr(model, "preprocessing", None)
+    size = size or tuple((preprocessing.input_size if preprocessing else None) or DEFAULT_SIZE)
+    dataset = _open_data(args) if uses_data else None
+    if args.data and not uses_data:
+        _note("prune", f"--data is not used by --criterion {args.criterion}")
+    options = {"size": size, "min_keep": args.min_keep, "min_channels": args.min_channels, "normalise": args.normalise}
+    check_prune_args(model, args.criterion, args.flops, dataset, **options)  # before any dissection
+    result = prune(model, args.criterion, args.flops, dataset, draw=args.draw, bins=args.bins,
+                   depth_range=tuple(args.depth_range), batch_size=args.batch_size, num_workers=args.num_workers,
+                   **options)
+    if uses_data:
+        _report_skipped(dataset)
+    path = save_pruned(result, args.out, source=args.model, data=args.data, split=args.split)
+    plan = result.plan
+    print(f"{model.name} pruned by {args.criterion} to {plan.achieved_fraction:.3f} of its FLOPs at {size[0]}x{size[1]} "
+          f"(asked {plan.target_fraction:g}; {plan.removed} channels removed)")
+    print(f"{'':8s} {'parameters':>12s} {'GFLOPs':>8s}")
+    print(f"{'before':8s} {result.parameters_before:>12,} {plan.flops_before / 1e9:>8.3f}")
+    print(f"{'after':8s} {result.parameters_after:>12,} {plan.flops_after / 1e9:>8.3f}")
+    print(f"wrote {path}")
+
+
 def args_ablate(p: ArgumentParser) -> None:
     _add_model(p, "model file (.safetensors) or training checkpoint (.ckpt)")
     _add_data(p)
@@ -923,6 +988,8 @@ COMMANDS = [
     Command("dissect", "depth selectivity of a model's units over a data set (JSON, NPZ, plots)", args_dissect, cmd_dissect),
     Command("ablate", "ablate a layer's most / least / random selective units and measure depth metrics",
             args_ablate, cmd_ablate),
+    Command("prune", "structured channel pruning of METER to a FLOPs fraction: by depth selectivity, L1 norm or chance",
+            args_prune, cmd_prune),
     Command("attention", "attention maps (sum of |activation| over channels) of a model's layers on one image",
             args_attention, cmd_attention),
     Command("experiment", "train, dissect and ablate a grid of runs from one YAML; gather a table",

@@ -24,32 +24,40 @@ class ConvPointwise(nn.Module):
     """A full k x k convolution followed by a 1x1 convolution, both without bias.
 
     The official METER code calls this "SeparableConv2d", but its first convolution is not
-    depthwise (groups=1); we keep the computation and give it an honest name.
+    depthwise (groups=1); we keep the computation and give it an honest name. ``mid`` is the width
+    between the two (default ``out_channels``, METER's; a pruned model has fewer), e.g.
+    ``ConvPointwise(96, 48, mid=20)``: 3x3 conv 96 -> 20, then 1x1 conv 20 -> 48.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
+                 mid: int | None = None):
         super().__init__()
-        self.spatial = nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2, bias=False)
-        self.pointwise = nn.Conv2d(out_channels, out_channels, 1, bias=False)
+        mid = out_channels if mid is None else mid
+        self.spatial = nn.Conv2d(in_channels, mid, kernel_size, stride, kernel_size // 2, bias=False)
+        self.pointwise = nn.Conv2d(mid, out_channels, 1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pointwise(self.spatial(x))
 
 
-def conv_pointwise_bn_relu(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
-    """ConvPointwise (3x3 then 1x1) -> BatchNorm -> ReLU."""
-    return nn.Sequential(ConvPointwise(in_channels, out_channels, 3, stride), nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
+def conv_pointwise_bn_relu(in_channels: int, out_channels: int, stride: int = 1, mid: int | None = None) -> nn.Sequential:
+    """ConvPointwise (3x3 then 1x1, ``mid`` channels between them) -> BatchNorm -> ReLU."""
+    return nn.Sequential(ConvPointwise(in_channels, out_channels, 3, stride, mid), nn.BatchNorm2d(out_channels),
+                         nn.ReLU(inplace=True))
 
 
 class MV2Block(nn.Module):
     """MobileNetV2 inverted residual: 1x1 expand, 3x3 depthwise (stride), 1x1 project.
 
-    A residual connection is used when the stride is 1 and the channel count is kept.
+    A residual connection is used when the stride is 1 and the channel count is kept. ``hidden`` is the
+    expanded width (default ``in_channels * expansion``; a pruned model has fewer), e.g.
+    ``MV2Block(16, 24, 2, hidden=20)``: 1x1 16 -> 20, 3x3 depthwise on 20, 1x1 20 -> 24.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, expansion: int = 4):
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, expansion: int = 4,
+                 hidden: int | None = None):
         super().__init__()
-        hidden = in_channels * expansion
+        hidden = in_channels * expansion if hidden is None else hidden
         self.use_residual = stride == 1 and in_channels == out_channels
         self.conv = nn.Sequential(
             nn.Conv2d(in_channels, hidden, 1, bias=False),
@@ -120,16 +128,22 @@ class METERBlock(nn.Module):
         dim: token dimension d.
         mlp_dim: hidden width of the transformer MLP.
         patch: patch size (2 for METER); H and W of the input must be divisible by it.
+        widths: the block's four internal widths: (the local 3x3 conv's output, the local conv's output,
+            ``from_tokens``' output, the fusion 3x3 conv's output); default (C, C, C, C), METER's. A
+            pruned model has fewer, e.g. ``METERBlock(48, 64, 128, widths=(24, 30, 20, 36))``: the
+            fusion conv then takes 20 + 48 channels.
     """
 
-    def __init__(self, channels: int, dim: int, mlp_dim: int, patch: int = 2):
+    def __init__(self, channels: int, dim: int, mlp_dim: int, patch: int = 2,
+                 widths: tuple[int, int, int, int] | None = None):
         super().__init__()
+        local_mid, local, tokens_out, fusion_mid = widths or (channels,) * 4
         self.patch = patch
-        self.local = conv_pointwise_bn_relu(channels, channels)
-        self.to_tokens = conv_bn_relu(channels, dim)
+        self.local = conv_pointwise_bn_relu(channels, local, mid=local_mid)
+        self.to_tokens = conv_bn_relu(local, dim)
         self.transformer = TransformerLayer(dim, mlp_dim)
-        self.from_tokens = conv_bn_relu(dim, channels)
-        self.fusion = conv_pointwise_bn_relu(2 * channels, channels)
+        self.from_tokens = conv_bn_relu(dim, tokens_out)
+        self.fusion = conv_pointwise_bn_relu(tokens_out + channels, channels, mid=fusion_mid)
 
     def _tokens_channels_last(self, local: torch.Tensor) -> torch.Tensor:
         """``to_tokens`` (1x1 conv, BN, ReLU) of (B*h*w, C) channels-last features, as a linear map over C.
@@ -164,12 +178,18 @@ class METERBlock(nn.Module):
 
 
 class UpBlock(nn.Module):
-    """Decoder stage: 3x3 transposed conv (x2), concatenation with a skip, 3x3+1x1 conv, ReLU. No BN, no bias."""
+    """Decoder stage: 3x3 transposed conv (x2), concatenation with a skip, 3x3+1x1 conv, ReLU. No BN, no bias.
 
-    def __init__(self, in_channels: int, skip_channels: int, out_channels: int):
+    ``widths``: (the transposed conv's output, the 3x3 conv's output); default (out, out), METER's. A pruned
+    model has fewer, e.g. ``UpBlock(64, 80, 32, widths=(20, 24))``: 64 -> 20 up, 20 + 80 -> 24 -> 32.
+    """
+
+    def __init__(self, in_channels: int, skip_channels: int, out_channels: int,
+                 widths: tuple[int, int] | None = None):
         super().__init__()
-        self.upsample = nn.ConvTranspose2d(in_channels, out_channels, 3, stride=2, padding=1, output_padding=1, bias=False)
-        self.fuse = ConvPointwise(out_channels + skip_channels, out_channels)
+        up, mid = widths or (out_channels, out_channels)
+        self.upsample = nn.ConvTranspose2d(in_channels, up, 3, stride=2, padding=1, output_padding=1, bias=False)
+        self.fuse = ConvPointwise(up + skip_channels, out_channels, mid=mid)
         self.act = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:

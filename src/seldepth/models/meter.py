@@ -32,6 +32,18 @@ class METERConfig:
         mlp_ratios: MLP width of each METER block as a multiple of its token dimension.
         output: ``linear`` (METER's: the last conv's value is the depth) or ``softplus`` (always
             positive, for self-supervised training, where a depth <= 0 cannot be projected).
+        mv2_widths: the expanded (hidden) width of each of the 7 MV2 blocks, in execution order; None:
+            input channels x ``expansion`` (METER's). Set by structured pruning (:mod:`seldepth.pruning`).
+        meter_widths: 4 internal widths of each of the 3 METER blocks, block after block (12 numbers: local
+            3x3 output, local output, ``from_tokens`` output, fusion 3x3 output; see
+            :class:`~seldepth.models.blocks.METERBlock`); None: the block's channels C everywhere (METER's).
+        up_widths: 2 internal widths of each of the 3 up blocks (6 numbers: transposed conv output, 3x3
+            output; see :class:`~seldepth.models.blocks.UpBlock`); None: the block's output width (METER's).
+
+    Example:
+        >>> cfg = dataclasses.replace(METER_VARIANTS["xxs"], mv2_widths=(24, 32, 48, 48, 40, 96, 128))
+        >>> METER(cfg).encoder.blocks[0].conv[0]
+        Conv2d(16, 24, kernel_size=(1, 1), stride=(1, 1), bias=False)
     """
 
     channels: tuple[int, ...]
@@ -41,10 +53,31 @@ class METERConfig:
     decoder_widths: tuple[int, int, int]
     mlp_ratios: tuple[int, int, int] = (2, 4, 4)
     output: str = "linear"
+    mv2_widths: tuple[int, ...] | None = None
+    meter_widths: tuple[int, ...] | None = None
+    up_widths: tuple[int, ...] | None = None
 
     def __post_init__(self):
         if self.output not in ("linear", "softplus"):
             raise ValueError(f"output must be 'linear' or 'softplus', got {self.output!r}")
+        for key, count in (("mv2_widths", 7), ("meter_widths", 12), ("up_widths", 6)):
+            value = getattr(self, key)
+            if value is None:
+                continue
+            if len(value) != count or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
+                raise ValueError(f"{key} must be None or {count} positive integers, got {value!r:.120}")
+
+    def mv2_hidden(self, i: int) -> int | None:
+        """The hidden width of the ``i``-th MV2 block (0..6), None for METER's (input channels x expansion)."""
+        return None if self.mv2_widths is None else self.mv2_widths[i]
+
+    def meter_block_widths(self, i: int) -> tuple[int, int, int, int] | None:
+        """The 4 internal widths of the ``i``-th METER block (0..2), None for METER's."""
+        return None if self.meter_widths is None else tuple(self.meter_widths[4 * i: 4 * i + 4])
+
+    def up_block_widths(self, i: int) -> tuple[int, int] | None:
+        """The 2 internal widths of the ``i``-th up block (0..2), None for METER's."""
+        return None if self.up_widths is None else tuple(self.up_widths[2 * i: 2 * i + 2])
 
 
 METER_VARIANTS = {
@@ -68,16 +101,16 @@ class METEREncoder(nn.Module):
         self.stem = conv_pointwise_bn_relu(3, c[0], stride=2)
         self.blocks = nn.ModuleList(
             [
-                MV2Block(c[0], c[1], 1, e),
-                MV2Block(c[1], c[2], 2, e),
-                MV2Block(c[2], c[3], 1, e),
-                MV2Block(c[3], c[3], 1, e),
-                MV2Block(c[3], c[4], 2, e),
-                METERBlock(c[5], cfg.dims[0], cfg.mlp_ratios[0] * cfg.dims[0]),
-                MV2Block(c[5], c[6], 2, e),
-                METERBlock(c[7], cfg.dims[1], cfg.mlp_ratios[1] * cfg.dims[1]),
-                MV2Block(c[7], c[8], 2, e),
-                METERBlock(c[9], cfg.dims[2], cfg.mlp_ratios[2] * cfg.dims[2]),
+                MV2Block(c[0], c[1], 1, e, cfg.mv2_hidden(0)),
+                MV2Block(c[1], c[2], 2, e, cfg.mv2_hidden(1)),
+                MV2Block(c[2], c[3], 1, e, cfg.mv2_hidden(2)),
+                MV2Block(c[3], c[3], 1, e, cfg.mv2_hidden(3)),
+                MV2Block(c[3], c[4], 2, e, cfg.mv2_hidden(4)),
+                METERBlock(c[5], cfg.dims[0], cfg.mlp_ratios[0] * cfg.dims[0], widths=cfg.meter_block_widths(0)),
+                MV2Block(c[5], c[6], 2, e, cfg.mv2_hidden(5)),
+                METERBlock(c[7], cfg.dims[1], cfg.mlp_ratios[1] * cfg.dims[1], widths=cfg.meter_block_widths(1)),
+                MV2Block(c[7], c[8], 2, e, cfg.mv2_hidden(6)),
+                METERBlock(c[9], cfg.dims[2], cfg.mlp_ratios[2] * cfg.dims[2], widths=cfg.meter_block_widths(2)),
             ]
         )
         self.head = conv_bn_relu(c[9], c[10])
@@ -99,9 +132,9 @@ class METERDecoder(nn.Module):
         super().__init__()
         c, w = cfg.channels, cfg.decoder_widths
         self.input = nn.Conv2d(c[10], cfg.decoder_in, 1, bias=False)
-        self.up1 = UpBlock(cfg.decoder_in, c[6], w[0])
-        self.up2 = UpBlock(w[0], c[4], w[1])
-        self.up3 = UpBlock(w[1], c[2], w[2])
+        self.up1 = UpBlock(cfg.decoder_in, c[6], w[0], cfg.up_block_widths(0))
+        self.up2 = UpBlock(w[0], c[4], w[1], cfg.up_block_widths(1))
+        self.up3 = UpBlock(w[1], c[2], w[2], cfg.up_block_widths(2))
         self.output = nn.Conv2d(w[2], 1, 3, padding=1, bias=False)
 
     def forward(self, x: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
