@@ -68,6 +68,7 @@ from seldepth.defaults import (
     DEFAULT_THREADS,
     DEFAULT_WARMUP,
     IMAGE_OUTPUTS,
+    check_number,
 )
 
 DEFAULT_SIZE_TEXT = f"{DEFAULT_SIZE[0]}x{DEFAULT_SIZE[1]}"
@@ -737,17 +738,51 @@ def args_prune(p: ArgumentParser) -> None:
     _add_bins(p, "with --criterion ds / ds-inverse: bin scheme of the dissection (as seldepth dissect)")
     _add_loader(p)
     _add_device(p)
-    p.add_argument("--out", type=str, required=True, help="output model file (.safetensors)")
+    p.add_argument("--finetune-epochs", type=int, default=0, metavar="N",
+                   help="then fine-tune the pruned model for N epochs with the training pipeline (0: no fine-tuning)")
+    p.add_argument("--train-config", type=str | None, default=None, metavar="TRAIN.yaml",
+                   help="with --finetune-epochs: the training config to fine-tune with (as seldepth train --config; "
+                        "its model_options get the pruned widths, init_from the pruned model, trainer.epochs N, "
+                        "trainer.out_dir the run folder); null: the config recorded in --model by seldepth train")
+    p.add_argument("--out", type=str, required=True,
+                   help="output model file (.safetensors): the pruned model; with --finetune-epochs the fine-tuned "
+                        "one, its run folder OUT_finetune/ beside it (pruned.safetensors in it: before fine-tuning)")
+
+
+def _finetune_source(args: Namespace, model):
+    """The training config of ``--finetune-epochs``: ``--train-config``, else the one ``--model`` records."""
+    from seldepth.pruning.finetune import recorded_train_config
+
+    if args.train_config:
+        return args.train_config
+    recorded = recorded_train_config(model)
+    if recorded is None:
+        raise ValueError(f"--train-config is needed by --finetune-epochs: {args.model} records no training config "
+                         f"(a model not trained by seldepth train); give the config to fine-tune with")
+    return recorded
 
 
 def cmd_prune(args: Namespace) -> None:
     from seldepth.data.synthetic import parse_size
     from seldepth.pruning.criteria import DATA_CRITERIA, check_criterion
-    from seldepth.pruning.pipeline import check_out, check_prune_args, check_source, prune, save_pruned
+    from seldepth.pruning.finetune import (
+        PRUNED_FILE,
+        check_finetune_args,
+        finetune_pruned,
+        finetune_run_dir,
+    )
+    from seldepth.pruning.pipeline import (
+        check_out,
+        check_prune_args,
+        check_source,
+        prune,
+        save_pruned,
+    )
     from seldepth.pruning.plan import check_flops_fraction
 
     check_criterion(args.criterion)
     check_flops_fraction(args.flops)
+    check_number("finetune_epochs", args.finetune_epochs, 0, integer=True)
     check_source(args.model)
     uses_data = args.criterion in DATA_CRITERIA
     if uses_data and not args.data:
@@ -755,6 +790,14 @@ def cmd_prune(args: Namespace) -> None:
     size = parse_size(args.size, key="--size") if args.size else None
     check_out(args.out)
     _check_output(args.out, "file")
+    finetune = args.finetune_epochs > 0
+    run_dir = finetune_run_dir(args.out) if finetune else None
+    if finetune:
+        _check_output(run_dir, "folder", key="fine-tuning run folder")
+        if args.train_config and not Path(args.train_config).is_file():
+            raise FileNotFoundError(f"--train-config: {args.train_config} not found")
+    elif args.train_config:
+        _note("prune", "--train-config is not used without --finetune-epochs")
     model = _load_model(args.model, args.device, "prune", args.allow_unverified)
     preprocessing = getattr(model, "preprocessing", None)
     size = size or tuple((preprocessing.input_size if preprocessing else None) or DEFAULT_SIZE)
@@ -763,12 +806,17 @@ def cmd_prune(args: Namespace) -> None:
         _note("prune", f"--data is not used by --criterion {args.criterion}")
     options = {"size": size, "min_keep": args.min_keep, "min_channels": args.min_channels, "normalise": args.normalise}
     check_prune_args(model, args.criterion, args.flops, dataset, **options)  # before any dissection
+    train_config = None
+    if finetune:  # the training config, its data and the run folder, before any dissection too
+        train_config = _finetune_source(args, model)
+        check_finetune_args(model, train_config, args.finetune_epochs, run_dir)
     result = prune(model, args.criterion, args.flops, dataset, draw=args.draw, bins=args.bins,
                    depth_range=tuple(args.depth_range), batch_size=args.batch_size, num_workers=args.num_workers,
                    **options)
     if uses_data:
         _report_skipped(dataset)
-    path = save_pruned(result, args.out, source=args.model, data=args.data, split=args.split)
+    pruned_path = run_dir / PRUNED_FILE if finetune else args.out
+    path = save_pruned(result, pruned_path, source=args.model, data=args.data, split=args.split)
     plan = result.plan
     print(f"{model.name} pruned by {args.criterion} to {plan.achieved_fraction:.3f} of its FLOPs at {size[0]}x{size[1]} "
           f"(asked {plan.target_fraction:g}; {plan.removed} channels removed)")
@@ -776,6 +824,16 @@ def cmd_prune(args: Namespace) -> None:
     print(f"{'before':8s} {result.parameters_before:>12,} {plan.flops_before / 1e9:>8.3f}")
     print(f"{'after':8s} {result.parameters_after:>12,} {plan.flops_after / 1e9:>8.3f}")
     print(f"wrote {path}")
+    if finetune:
+        from seldepth.training.run_folder import RunFolder
+
+        _note("prune", f"fine-tuning for {args.finetune_epochs} epochs in {run_dir}")
+        _quiet_lightning()
+        path = finetune_pruned(pruned_path, train_config, args.finetune_epochs, run_dir, args.out)
+        results = RunFolder(run_dir).results
+        _print_run_results(str(run_dir), results)
+        epochs = f"{args.finetune_epochs} epoch{'s' if args.finetune_epochs > 1 else ''}"
+        print(f"wrote {path} (fine-tuned {epochs}; before fine-tuning: {pruned_path})")
 
 
 def args_ablate(p: ArgumentParser) -> None:

@@ -5,6 +5,7 @@
 - :mod:`~seldepth.pruning.plan`: one global ranking, per-group floors, the cut at a FLOPs target.
 - :mod:`~seldepth.pruning.structured`: the kept channels sliced into a fresh, smaller METER.
 - :mod:`~seldepth.pruning.pipeline`: checks, criterion, cut and model file, end to end (``seldepth prune``).
+- :mod:`~seldepth.pruning.finetune`: fine-tuning a pruned model with the training pipeline (``--finetune-epochs``).
 
 Example:
     >>> from seldepth.pruning import prune, save_pruned
@@ -14,10 +15,11 @@ Example:
 """
 
 from seldepth.pruning.criteria import CRITERIA, unit_importance
+from seldepth.pruning.finetune import finetune_pruned
 from seldepth.pruning.groups import ChannelGroup, meter_groups
 from seldepth.pruning.pipeline import PruneResult, prune, save_pruned
 from seldepth.pruning.plan import PruningPlan, plan_pruning
 from seldepth.pruning.structured import prune_model, slice_model
 
-__all__ = ["CRITERIA", "ChannelGroup", "PruneResult", "PruningPlan", "meter_groups", "plan_pruning", "prune",
-           "prune_model", "save_pruned", "slice_model", "unit_importance"]
+__all__ = ["CRITERIA", "ChannelGroup", "PruneResult", "PruningPlan", "finetune_pruned", "meter_groups", "plan_pruning",
+           "prune", "prune_model", "save_pruned", "slice_model", "unit_importance"]
