@@ -108,7 +108,8 @@ def test_an_experiment_runs_as_submitit_jobs_and_a_second_call_skips_the_finishe
         assert run.is_done and run.model_file_path.is_file() and (run.dissection_dir / "selectivity.json").is_file()
         assert "Trainer.fit" in (out / name / "run.log").read_text()  # the worker's output, as with the local executor
         task = json.loads((out / name / "task.json").read_text())
-        assert list(task) == ["dissect", "ablation", "caps", "median_scaling", "ablate"] and task["dissect"]["bins"] == "sid:8"
+        assert list(task) == ["dissect", "ablation", "ablation_by_bin", "caps", "median_scaling", "ablate", "ablate_by_bin"]
+        assert task["dissect"]["bins"] == "sid:8" and task["ablate_by_bin"] is False
     assert (out / "summary.md").is_file() and (out / "summary.csv").is_file()
     assert json.loads((out / "experiment.json").read_text())["runs"][1]["run"] == "b"
     printed = capsys.readouterr().out
