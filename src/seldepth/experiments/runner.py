@@ -141,14 +141,7 @@ def run_one(run_dir: Path) -> None:
         task = parse_typed(RunTask, read_json(run_dir / "task.json"))
     except ValueError as exc:
         raise ValueError(f"{run_dir / 'task.json'}: {exc}") from None
-    if run.is_done:
-        if task.ablate_by_bin:
-            cfg = load_config(str(run_dir / "requested.yaml"))
-            model = read_model_file(run.model_file_path)
-            split = task.dissect.split or cfg.data.test_split
-            dataset = open_dataset(cfg.data.path, split)
-            ablate_run_by_bin(task.ablation_by_bin, model, dataset, run, cfg, DissectionResult.load(run.dissection_dir))
-        return
+    finished = run.is_done  # queued again only for its missing ablations per depth range
     cfg = load_config(str(run_dir / "requested.yaml"))
     t0 = time.time()
     if not run.results_path.exists():
@@ -158,6 +151,10 @@ def run_one(run_dir: Path) -> None:
     d = task.dissect
     split = d.split or cfg.data.test_split
     dataset = open_dataset(cfg.data.path, split)
+    if finished:
+        if task.ablate_by_bin:
+            ablate_run_by_bin(task.ablation_by_bin, model, dataset, run, cfg, DissectionResult.load(run.dissection_dir))
+        return
     if task.caps or task.median_scaling:  # the test split scored again under the extra settings
         test = dataset if split == cfg.data.test_split else open_dataset(cfg.data.path, cfg.data.test_split)
         protocol = get_protocol(cfg.protocol, caps=tuple(task.caps), median_scaling=task.median_scaling)
@@ -189,7 +186,7 @@ def run_one(run_dir: Path) -> None:
 def ablate_run_by_bin(spec: ByBinSpec, model, dataset, run: RunFolder, cfg, dissection) -> None:
     """The ablations per depth range of one run (:class:`ByBinSpec`), each into ``ablate_by_bin/LAYER-GROUPING/``,
     units grouped by the run's dissection or by the regulariser's assignment; those already written are kept."""
-    for (layer, grouping, units), out in zip(spec.jobs(run.path), spec.outputs(run.path)):
+    for layer, grouping, units, out in spec.jobs(run.path):
         if (out / "by_bin.json").is_file():
             continue
         if grouping == "assigned":

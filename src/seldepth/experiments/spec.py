@@ -178,16 +178,17 @@ class ByBinSpec:
         """The folders a run's ablation per depth range writes, one per layer, grouping and unit selection
         (``LAYER-GROUPING`` for all units, ``LAYER-GROUPING-tuned``; ``assigned`` only for the layers the run
         regularised: those in its ``selectivity_assignment.json``)."""
-        return [run_dir / "ablate_by_bin" / ("-".join((layer, grouping)) + ("-tuned" if units == "tuned" else ""))
-                for layer, grouping, units in self.jobs(run_dir)]
+        return [out for *_, out in self.jobs(run_dir)]
 
-    def jobs(self, run_dir: Path) -> list[tuple[str, str, str]]:
-        """(layer, grouping, units) of each ablation of a run (see :meth:`outputs`)."""
+    def jobs(self, run_dir: Path) -> list[tuple[str, str, str, Path]]:
+        """(layer, grouping, units, output folder) of each ablation of a run (see :meth:`outputs`)."""
         assigned = set()
         path = Path(run_dir) / "selectivity_assignment.json"
         if "assigned" in self.group_by and path.is_file():
             assigned = set(json.loads(path.read_text()))
-        return [(layer, g, u) for layer in self.layers for g in self.group_by for u in self.units
+        folder = Path(run_dir) / "ablate_by_bin"
+        return [(layer, g, u, folder / ("-".join((layer, g)) + ("-tuned" if u == "tuned" else "")))
+                for layer in self.layers for g in self.group_by for u in self.units
                 if g == "preferred" or layer in assigned]
 
 
