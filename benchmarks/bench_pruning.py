@@ -14,7 +14,7 @@ Without fine-tuning (``seldepth prune --finetune-epochs``) a pruned model's RMSE
 the accuracy target is for fine-tuned models; this script measures the cut alone. A fraction below what the
 floors allow is reported and skipped (lower --min-keep / --min-channels to reach it).
 
-    python benchmarks/bench_pruning.py [--model M.safetensors] [--criterion ds] [--flops 0.8,0.6,0.4] [--runs 300]
+    python benchmarks/bench_pruning.py [--model M.safetensors] [--criterion ds] [--flops 0.8,0.6,0.4] [--round-to 1,8] [--runs 300]
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import torch
 from official_model import latency_parser, model_path_or_official
 
 from seldepth.data.spec import open_dataset
+from seldepth.defaults import DEFAULT_MIN_CHANNELS, DEFAULT_MIN_KEEP, DEFAULT_ROUND_TO
 from seldepth.deploy.bench import parse_size, time_calls
 from seldepth.deploy.cpu import describe_cpu
 from seldepth.deploy.onnx_export import export_onnx
@@ -35,7 +36,7 @@ from seldepth.models.loading import load_model
 from seldepth.models.onnx_model import OnnxDepthModel
 from seldepth.pruning import prune
 from seldepth.pruning.criteria import CRITERIA, DATA_CRITERIA
-from seldepth.pruning.plan import DEFAULT_MIN_CHANNELS, DEFAULT_MIN_KEEP, NORMALISATIONS
+from seldepth.pruning.plan import NORMALISATIONS
 
 FEWER_FLOPS = 0.30  # the targets: at least 30% fewer FLOPs ...
 LOWER_LATENCY = 0.20  # ... and 20% lower ORT FP32 latency ...
@@ -53,11 +54,15 @@ def main() -> None:
     parser.add_argument("--min-keep", type=float, default=DEFAULT_MIN_KEEP)
     parser.add_argument("--min-channels", type=int, default=DEFAULT_MIN_CHANNELS)
     parser.add_argument("--normalise", default="rank", choices=NORMALISATIONS)
+    parser.add_argument("--round-to", default=f"{DEFAULT_ROUND_TO},8",
+                        help="multiples the kept widths are rounded up to, comma-separated: each fraction is pruned "
+                             "once per value and all are timed side by side (1: no rounding)")
     parser.add_argument("--draw", type=int, default=0, help="the random draw of --criterion random")
     parser.add_argument("--split", default="test", help="split of --data")
     args = parser.parse_args()
     size = parse_size(args.size)
     fractions = [float(f) for f in args.flops.split(",") if f.strip()]
+    roundings = [int(r) for r in args.round_to.split(",") if r.strip()]
     torch.set_num_threads(args.threads)
     print(f"CPU: {describe_cpu()}")
     with tempfile.TemporaryDirectory() as tmp:
@@ -66,23 +71,25 @@ def main() -> None:
         dataset = open_dataset(args.data, args.split)
         protocol = get_protocol(protocol_for_data(args.data, original)[0])
         print(f"{original.name} at {size[0]}x{size[1]}, pruned by {args.criterion} (min-keep {args.min_keep}, "
-              f"min-channels {args.min_channels}, normalise {args.normalise}); {len(dataset)} images of {args.data}")
+              f"min-channels {args.min_channels}, normalise {args.normalise}, round-to {args.round_to}); {len(dataset)} images of {args.data}")
         models = {"unpruned": original}
         reached = {"unpruned": 1.0}
         for fraction in fractions:
-            try:
-                result = prune(original, args.criterion, fraction, dataset if args.criterion in DATA_CRITERIA else None,
-                               size=size, draw=args.draw, min_keep=args.min_keep, min_channels=args.min_channels,
-                               normalise=args.normalise, progress=False)
-            except ValueError as exc:
-                print(f"F={fraction:g}: skipped: {exc}")
-                continue
-            name = f"F={fraction:g}"
-            models[name] = result.model
-            reached[name] = result.plan.achieved_fraction
+            for round_to in roundings:
+                name = f"F={fraction:g}" + (f" r{round_to}" if round_to > 1 else "")
+                try:
+                    result = prune(original, args.criterion, fraction,
+                                   dataset if args.criterion in DATA_CRITERIA else None, size=size, draw=args.draw,
+                                   min_keep=args.min_keep, min_channels=args.min_channels, normalise=args.normalise,
+                                   round_to=round_to, progress=False)
+                except ValueError as exc:
+                    print(f"{name}: skipped: {exc}")
+                    continue
+                models[name] = result.model
+                reached[name] = result.plan.achieved_fraction
         sessions = {}
         for name, model in models.items():
-            path = tmp / f"{name.replace('=', '_')}.onnx"
+            path = tmp / f"{name.replace('=', '_').replace(' ', '_')}.onnx"
             export_onnx(model, path, input_size=size)
             sessions[name] = OnnxDepthModel(path, threads=args.threads, spinning=True)
         x = torch.rand(1, 3, *size)  # the input does not change the time of a dense network
@@ -91,10 +98,10 @@ def main() -> None:
     base_p50, base_rmse = latency["unpruned"]["p50"], rmse["unpruned"]
     print(f"\nONNX Runtime FP32, batch 1, {args.threads} threads, {args.runs} runs each in alternating blocks; "
           f"RMSE on {args.data} ({protocol.name}), no fine-tuning")
-    print(f"{'model':10s} {'FLOPs':>6s} {'parameters':>11s} {'p50 ms':>8s} {'p90 ms':>8s} {'/ unpruned':>10s} "
+    print(f"{'model':12s} {'FLOPs':>6s} {'parameters':>11s} {'p50 ms':>8s} {'p90 ms':>8s} {'/ unpruned':>10s} "
           f"{'RMSE':>8s} {'change':>8s}")
     for name, model in models.items():
-        print(f"{name:10s} {reached[name]:6.3f} {model.num_parameters():>11,} {latency[name]['p50']:8.2f} "
+        print(f"{name:12s} {reached[name]:6.3f} {model.num_parameters():>11,} {latency[name]['p50']:8.2f} "
               f"{latency[name]['p90']:8.2f} {latency[name]['p50'] / base_p50:10.2f} {rmse[name]:8.4f} "
               f"{100 * (rmse[name] / base_rmse - 1):+7.1f}%")
     print(f"\ntargets: >= {FEWER_FLOPS:.0%} fewer FLOPs and >= {LOWER_LATENCY:.0%} lower ORT FP32 p50 latency at RMSE "

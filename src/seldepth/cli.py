@@ -54,6 +54,8 @@ from seldepth.defaults import (
     DEFAULT_MAX_RMSE_INCREASE,
     DEFAULT_MC_DROPOUT,
     DEFAULT_MC_PASSES,
+    DEFAULT_MIN_CHANNELS,
+    DEFAULT_MIN_KEEP,
     DEFAULT_NUM_WORKERS,
     DEFAULT_OUTPUTS,
     DEFAULT_PNG_COMPRESSION,
@@ -61,6 +63,7 @@ from seldepth.defaults import (
     DEFAULT_PREDICT_OUT,
     DEFAULT_RENDER_WORKERS,
     DEFAULT_REPORT_SAMPLES,
+    DEFAULT_ROUND_TO,
     DEFAULT_RUNS,
     DEFAULT_SCENES,
     DEFAULT_SIZE,
@@ -729,9 +732,13 @@ def args_prune(p: ArgumentParser) -> None:
     p.add_argument("--size", type=str | None, default=None, metavar="HxW",
                    help="input at which FLOPs are counted, HxW (null: the model's input size)")
     p.add_argument("--draw", type=NonNegativeInt, default=0, help="with --criterion random: the random draw")
-    p.add_argument("--min-keep", type=NonNegativeFloat, default=0.25,
+    p.add_argument("--min-keep", type=NonNegativeFloat, default=DEFAULT_MIN_KEEP,
                    help="every prunable width keeps at least this fraction of its channels ...")
-    p.add_argument("--min-channels", type=PositiveInt, default=8, help="... and at least this many (all, when fewer)")
+    p.add_argument("--min-channels", type=PositiveInt, default=DEFAULT_MIN_CHANNELS,
+                   help="... and at least this many (all, when fewer)")
+    p.add_argument("--round-to", type=PositiveInt, default=DEFAULT_ROUND_TO,
+                   help="every kept width rounded up to a multiple of this (or the layer's whole width): CPU kernels "
+                        "of ONNX Runtime and OpenVINO work on blocks of 8 or 16 channels (1: no rounding)")
     p.add_argument("--normalise", type=str, default="rank", choices=["rank", "none"],
                    help="scores compared across layers as ranks within their layer (rank: every layer loses about "
                         "the same share) or as they are (none)")
@@ -804,7 +811,8 @@ def cmd_prune(args: Namespace) -> None:
     dataset = _open_data(args) if uses_data else None
     if args.data and not uses_data:
         _note("prune", f"--data is not used by --criterion {args.criterion}")
-    options = {"size": size, "min_keep": args.min_keep, "min_channels": args.min_channels, "normalise": args.normalise}
+    options = {"size": size, "min_keep": args.min_keep, "min_channels": args.min_channels, "normalise": args.normalise,
+               "round_to": args.round_to}
     check_prune_args(model, args.criterion, args.flops, dataset, **options)  # before any dissection
     train_config = None
     if finetune:  # the training config, its data and the run folder, before any dissection too

@@ -22,6 +22,11 @@ DEFAULT_ABLATION_SEEDS = 3  # random draws of the random-k ablation curve
 DEFAULT_ABLATION_BATCH_SIZE = 8
 DEFAULT_BY_BIN_GROUPS = 8  # depth groups of an ablation per depth range (the dissection's bins: sid:64 -> sid:8)
 
+# Structured pruning (seldepth.pruning): the floor of every prunable width and the multiple kept widths round up to.
+DEFAULT_MIN_KEEP = 0.25  # a width keeps at least this fraction of its channels ...
+DEFAULT_MIN_CHANNELS = 8  # ... and at least this many (all, when fewer)
+DEFAULT_ROUND_TO = 8  # kept widths rounded up to a multiple of it (1: no rounding): CPU kernels work on 8 channels at a time
+
 # Images and data.
 DEFAULT_SIZE = (192, 256)  # (height, width): synthetic images, benchmark input, FLOP counts
 DEFAULT_SPLIT = "test"  # the split evaluated, dissected and calibrated on where a layout has several

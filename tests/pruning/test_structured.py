@@ -9,7 +9,12 @@ from seldepth.models.model_file import save_model_file
 from seldepth.models.preprocessing import Preprocessing
 from seldepth.pruning.criteria import l1_importance, random_importance
 from seldepth.pruning.groups import meter_groups
-from seldepth.pruning.plan import floor_of, plan_pruning, smallest_fraction
+from seldepth.pruning.plan import (
+    floor_of,
+    plan_pruning,
+    rounded_width,
+    smallest_fraction,
+)
 from seldepth.pruning.structured import prune_model, slice_model
 
 SIZE = (64, 64)
@@ -52,9 +57,39 @@ def test_flops_reach_the_target_within_five_percent_and_floors_hold(meter, fract
 
 
 def test_rank_normalisation_cuts_every_group_by_about_the_same_share(meter):
-    plan = plan_pruning(meter, l1_importance(meter), 0.8, SIZE)
-    shares = [plan.widths[g.name] / g.width for g in meter_groups(meter) if floor_of(g.width) < g.width]
+    plan = plan_pruning(meter, l1_importance(meter), 0.8, SIZE, round_to=1)
+    shares = [plan.widths[g.name] / g.width for g in meter_groups(meter) if floor_of(g.width, round_to=1) < g.width]
     assert max(shares) - min(shares) < 0.1
+
+
+def test_rounded_widths_and_floors_by_hand():
+    assert [rounded_width(k, 48, 8) for k in (1, 8, 9, 27, 40, 41, 48)] == [8, 8, 16, 32, 40, 48, 48]
+    assert rounded_width(27, 48, 1) == 27 and rounded_width(5, 6, 8) == 6  # never above the group's width
+    assert floor_of(48, round_to=1) == 12 and floor_of(48, round_to=8) == 16  # ceil(0.25 x 48) = 12 -> 16
+    assert floor_of(20, 0.25, 4, round_to=1) == 5 and floor_of(20, 0.25, 4, round_to=8) == 8
+    assert floor_of(6, round_to=8) == 6  # fewer than min_channels: kept whole
+
+
+def test_round_to_keeps_multiples_of_it_and_drops_each_groups_lowest_scores(meter):
+    # scores = channel index: within each group the lowest channels must go first, whatever the rounding
+    importance = {g.name: torch.arange(g.width, dtype=torch.float64) for g in meter_groups(meter)}
+    plan = plan_pruning(meter, importance, 0.6, SIZE, round_to=8)
+    assert plan.achieved_fraction == pytest.approx(0.6, rel=0.05) and plan.achieved_fraction <= 0.6
+    for g in meter_groups(meter):
+        width = plan.widths[g.name]
+        assert width % 8 == 0 or width == g.width, (g.name, width)
+        assert width >= floor_of(g.width, round_to=8)
+        assert plan.keep[g.name].tolist() == list(range(g.width - width, g.width))  # the highest scores kept
+    assert plan.removed == sum(g.width - plan.widths[g.name] for g in meter_groups(meter))
+    assert plan.info["round_to"] == 8
+    unrounded = plan_pruning(meter, importance, 0.6, SIZE, round_to=1)
+    assert any(w % 8 for w in unrounded.widths.values())  # the rounding changed something
+
+
+def test_round_to_is_checked(meter):
+    for bad in (0, -8, 2.5, True):
+        with pytest.raises(ValueError, match="round_to"):
+            plan_pruning(meter, l1_importance(meter), 0.8, SIZE, round_to=bad)
 
 
 def test_a_fraction_of_one_keeps_everything(meter):

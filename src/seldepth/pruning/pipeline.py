@@ -18,13 +18,16 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from seldepth.defaults import DEFAULT_SIZE
+from seldepth.defaults import (
+    DEFAULT_MIN_CHANNELS,
+    DEFAULT_MIN_KEEP,
+    DEFAULT_ROUND_TO,
+    DEFAULT_SIZE,
+)
 from seldepth.models.meter import METER
 from seldepth.pruning.criteria import DATA_CRITERIA, check_criterion, unit_importance
 from seldepth.pruning.groups import check_prunable
 from seldepth.pruning.plan import (
-    DEFAULT_MIN_CHANNELS,
-    DEFAULT_MIN_KEEP,
     NORMALISATIONS,
     PruningPlan,
     check_target,
@@ -92,7 +95,7 @@ def check_out(path: str | os.PathLike) -> Path:
 
 def check_prune_args(model, criterion: str, flops_fraction: float, dataset=None, size: tuple[int, int] = DEFAULT_SIZE,
                      min_keep: float = DEFAULT_MIN_KEEP, min_channels: int = DEFAULT_MIN_CHANNELS,
-                     normalise: str = "rank") -> None:
+                     normalise: str = "rank", round_to: int = DEFAULT_ROUND_TO) -> None:
     """Every check of :func:`prune` that needs no work (no dissection, no cut).
 
     Raises:
@@ -104,12 +107,12 @@ def check_prune_args(model, criterion: str, flops_fraction: float, dataset=None,
     check_prunable(model)
     if criterion in DATA_CRITERIA and dataset is None:
         raise ValueError(f"dataset: criterion {criterion!r} measures depth selectivity on a data set; none was given")
-    check_target(model, flops_fraction, size, min_keep, min_channels)
+    check_target(model, flops_fraction, size, min_keep, min_channels, round_to)
 
 
 def prune(model: METER, criterion: str, flops_fraction: float, dataset=None, size: tuple[int, int] = DEFAULT_SIZE,
           draw: int = 0, min_keep: float = DEFAULT_MIN_KEEP, min_channels: int = DEFAULT_MIN_CHANNELS,
-          normalise: str = "rank", **dissect_options) -> PruneResult:
+          normalise: str = "rank", round_to: int = DEFAULT_ROUND_TO, **dissect_options) -> PruneResult:
     """``model`` pruned to ``flops_fraction`` of its FLOPs at ``size`` by ``criterion``.
 
     Args:
@@ -119,16 +122,16 @@ def prune(model: METER, criterion: str, flops_fraction: float, dataset=None, siz
         dataset: sample dicts with depth, for ``ds`` and ``ds-inverse``.
         size: (H, W) of the FLOPs count: the model's input size.
         draw: the random draw of ``random``.
-        min_keep, min_channels, normalise: see :func:`seldepth.pruning.plan.plan_pruning`.
+        min_keep, min_channels, normalise, round_to: see :func:`seldepth.pruning.plan.plan_pruning`.
         dissect_options: ``bins``, ``depth_range``, ``batch_size``, ``num_workers``, ``progress``.
 
     Raises:
         ValueError: naming the argument at fault (before any work), or ``dataset`` when its dissection leaves a
             layer without defined depth selectivity.
     """
-    check_prune_args(model, criterion, flops_fraction, dataset, size, min_keep, min_channels, normalise)
+    check_prune_args(model, criterion, flops_fraction, dataset, size, min_keep, min_channels, normalise, round_to)
     importance = unit_importance(model, criterion, dataset, draw=draw, **dissect_options)
-    plan = plan_pruning(model, importance, flops_fraction, size, min_keep, min_channels, normalise)
+    plan = plan_pruning(model, importance, flops_fraction, size, min_keep, min_channels, normalise, round_to)
     pruned = slice_model(model, plan.keep)
     return PruneResult(pruned, model, plan, criterion, draw if criterion == "random" else None,
                        model.num_parameters(), pruned.num_parameters())

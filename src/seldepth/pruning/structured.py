@@ -24,10 +24,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from seldepth.defaults import DEFAULT_SIZE
+from seldepth.defaults import (
+    DEFAULT_MIN_CHANNELS,
+    DEFAULT_MIN_KEEP,
+    DEFAULT_ROUND_TO,
+    DEFAULT_SIZE,
+)
 from seldepth.models.meter import METER
 from seldepth.pruning.groups import check_prunable, config_with_widths, meter_groups
-from seldepth.pruning.plan import DEFAULT_MIN_CHANNELS, DEFAULT_MIN_KEEP, plan_pruning
+from seldepth.pruning.plan import plan_pruning
 
 
 def _check_keep(model: METER, keep: dict) -> dict[str, torch.Tensor]:
@@ -96,7 +101,8 @@ def slice_model(model: METER, keep: dict[str, torch.Tensor]) -> METER:
 
 def prune_model(model: METER, importance: dict[str, torch.Tensor], flops_fraction: float,
                 size: tuple[int, int] = DEFAULT_SIZE, min_keep: float = DEFAULT_MIN_KEEP,
-                min_channels: int = DEFAULT_MIN_CHANNELS, normalise: str = "rank") -> METER:
+                min_channels: int = DEFAULT_MIN_CHANNELS, normalise: str = "rank",
+                round_to: int = DEFAULT_ROUND_TO) -> METER:
     """``model`` pruned to ``flops_fraction`` of its FLOPs at ``size``, lowest ``importance`` first.
 
     :func:`~seldepth.pruning.plan.plan_pruning` chooses the channels (arguments as there), :func:`slice_model`
@@ -105,7 +111,7 @@ def prune_model(model: METER, importance: dict[str, torch.Tensor], flops_fractio
     Raises:
         ValueError: naming the argument at fault (``model`` for an architecture other than METER).
     """
-    plan = plan_pruning(model, importance, flops_fraction, size, min_keep, min_channels, normalise)
+    plan = plan_pruning(model, importance, flops_fraction, size, min_keep, min_channels, normalise, round_to)
     pruned = slice_model(model, plan.keep)
     pruned.pruning_plan = plan
     return pruned
