@@ -185,8 +185,14 @@ def test_the_shipped_network_grid_pairs_every_setting_with_a_second_seed():
     spec = read_experiment(REPO / "configs/experiments/selectivity_network.yaml")
     runs = spec.runs
     seeds = {name: cfg["trainer"]["seed"] for name, cfg in runs.items()}
+    sweep = [name for name in runs if name.startswith("all16_perlayer_w")]  # the lambda sweep: seed 0 only
+    assert len(sweep) >= 2
+    for name in sweep:
+        setting = dict(runs[name]["selectivity"])
+        assert seeds[name] == 0 and setting.pop("weight") != runs["all16_perlayer"]["selectivity"]["weight"]
+        assert setting == {k: v for k, v in runs["all16_perlayer"]["selectivity"].items() if k != "weight"}
     for name in runs:
-        if not name.endswith("_seed1"):
+        if not name.endswith("_seed1") and name not in sweep:
             twin = "baseline_seed1" if name == "baseline" else f"{name}_seed1"
             assert twin in runs and seeds[twin] == 1 and seeds[name] == 0
             assert runs[twin]["selectivity"] == runs[name]["selectivity"]
