@@ -24,6 +24,7 @@ from seldepth.data.spec import open_dataset, prepare
 from seldepth.evaluation import evaluate
 from seldepth.evaluation.protocol import get_protocol
 from seldepth.experiments.executors import Executor, Outcome, Task, make_executor
+from seldepth.experiments.pruning import gather_pruning, measure_latency, prepare_pruned, run_pruned
 from seldepth.experiments.spec import (
     ByBinSpec,
     ExperimentSpec,
@@ -103,6 +104,13 @@ def run_spec(spec: ExperimentSpec, out: str | os.PathLike, jobs: int | None = No
         write_text_atomic(run_dir / "task.json", json.dumps({**task, "ablate": name in spec.ablation["runs"],
                                                              "ablate_by_bin": by_bin}))
         tasks.append(Task(name, run_one, (run_dir,), after=tuple(spec.dependencies(name)), log=run_dir / "run.log"))
+    pruned = prepare_pruned(spec.pruning, folders, out)
+    for name, (run_dir, source) in pruned.items():
+        if RunFolder(run_dir).is_done:
+            if progress:
+                print(f"[{name}] already done, skipped", flush=True)
+            continue
+        tasks.append(Task(name, run_pruned, (run_dir,), after=(source,), log=run_dir / "run.log"))
 
     def started(t: Task, where: str) -> None:
         if progress:
@@ -120,6 +128,9 @@ def run_spec(spec: ExperimentSpec, out: str | os.PathLike, jobs: int | None = No
     outcomes = executor.run(tasks, on_start=started, on_end=ended)
     failed = [name for name, o in outcomes.items() if not o.ok]
     summary = gather(spec, folders, out, wall_seconds=time.time() - start, jobs=jobs, quick=quick)
+    if pruned:
+        latency = measure_latency(spec.pruning, folders, pruned, out, progress=progress)
+        summary["pruning"] = gather_pruning(folders, pruned, latency, out)
     if failed:
         raise RuntimeError(f"runs failed: {', '.join(failed)} (logs in their run.log); the others are in {out / 'summary.md'}")
     return summary

@@ -12,6 +12,7 @@ An experiment file holds a base training config and named runs that override par
     dissect: {bins: "sid:64", split: test}                   # every run, all its selectivity layers
     ablation: {runs: [baseline, setup1], layer: enc_7, fractions: [0, 0.25, 0.5], seeds: 3}
     ablation_by_bin: {runs: [baseline, setup1], layers: [enc_7], groups: 8, group_by: [preferred, assigned]}
+    pruning: {sources: [baseline], criteria: [ds, l1], fractions: [0.8, 0.6], finetune_epochs: 2}
     quick: {data: {path: "synthetic:default:320"}, trainer: {epochs: 2}}   # merged into base by --quick
     jobs: 2                    # runs trained at once, each with torch threads = cores / jobs
     caps: [4, 6, 8]            # each run's test split scored again on pixels with gt <= cap (m)
@@ -20,7 +21,8 @@ An experiment file holds a base training config and named runs that override par
                                # where the runs run (default local; see ExecutorSpec)
 
 The file is read by jsonargparse into :class:`ExperimentFile` (``dissect``: :class:`DissectSpec`,
-``ablation``: :class:`AblationSpec`, ``ablation_by_bin``: :class:`ByBinSpec`, ``executor``: :class:`ExecutorSpec`), the machinery of the
+``ablation``: :class:`AblationSpec`, ``ablation_by_bin``: :class:`ByBinSpec`, ``pruning``: :class:`PruningSpec`,
+``executor``: :class:`ExecutorSpec`), the machinery of the
 training config; a key given as null takes its default, and an error names the file and the key.
 
 ``{out}`` in a run's string values is the experiment's output folder, so a run can start from
@@ -28,7 +30,9 @@ another run's model (``init_from: "{out}/pretrain/model.safetensors"``); such a 
 that run has finished (and is not started if it failed).
 
 The output folder gets one run folder per run (``seldepth train``'s layout plus
-``dissect/`` and, for the ablated runs, ``ablation/`` and ``ablate_by_bin/LAYER-GROUPING/``), ``summary.csv``, ``summary.md`` and
+``dissect/`` and, for the ablated runs, ``ablation/`` and ``ablate_by_bin/LAYER-GROUPING/``), for a ``pruning``
+section one fine-tuning run folder per pruned model in ``pruned/`` and ``pruning.{md,csv,json}`` with the curves
+``pruning_flops.png`` and ``pruning_latency.png``, ``summary.csv``, ``summary.md`` and
 ``experiment.json`` (with ``caps``, a second table by depth cap; with ``median_scaling``, a table
 of median-scaled metrics and, for self-supervised runs, pose errors; with semantic outputs, mIoU).
 Every run's config is checked before the first one starts. A run that
@@ -50,7 +54,8 @@ from typing import Any
 import yaml
 from jsonargparse import ArgumentParser
 
-from seldepth.defaults import DEFAULT_BY_BIN_GROUPS
+from seldepth.defaults import DEFAULT_BY_BIN_GROUPS, DEFAULT_MIN_CHANNELS, DEFAULT_MIN_KEEP, DEFAULT_ROUND_TO
+from seldepth.pruning.criteria import CRITERIA as PRUNING_CRITERIA
 from seldepth.selectivity import DEFAULT_BINS, DEFAULT_FRACTIONS, parse_bins
 from seldepth.selectivity.ablation import MODES
 
@@ -192,6 +197,76 @@ class ByBinSpec:
                 if g == "preferred" or layer in assigned]
 
 
+PRUNED_FOLDER = "pruned"  # the output folder's sub-folder of the pruned models' fine-tuning runs
+
+
+@dataclass(frozen=True)
+class PruningSpec:
+    """``pruning:`` of an experiment file: runs pruned by each criterion to each FLOPs fraction, then fine-tuned.
+
+    Each (source, criterion, fraction) is a pruned model (:func:`seldepth.pruning.prune` on the source run's
+    model, FLOPs counted at its ``data.input_size``), fine-tuned for ``finetune_epochs`` with the source's own
+    training config (:func:`seldepth.pruning.finetune.finetune_pruned`) in ``pruned/SOURCE-CRITERION-FFF/``
+    (FFF: the fraction in hundredths). After every run, each source and its pruned models are timed side by side
+    under ONNX Runtime FP32 (batch 1, ``latency_threads`` threads).
+
+    Attributes:
+        sources: the runs pruned (none: no pruning).
+        criteria: some of ``ds``, ``ds-inverse``, ``l1``, ``random``.
+        fractions: FLOPs fractions kept, each in (0, 1).
+        finetune_epochs: fine-tuning epochs of every pruned model (the same budget for all).
+        split: the split the DS criteria dissect (default: the source's validation split; never the test split
+            the models are scored on, unless told).
+        bins: the dissection's bin scheme.
+        min_keep, min_channels, round_to, normalise: see :func:`seldepth.pruning.plan.plan_pruning`.
+        draw: the random draw of ``random``.
+        latency_runs: timed calls per model; latency_threads: ONNX Runtime intra-op threads.
+
+    ``--quick`` fine-tunes for one epoch and times 20 calls per model.
+    """
+
+    sources: list[str] = field(default_factory=list)
+    criteria: tuple[str, ...] = ("ds", "ds-inverse", "l1", "random")
+    fractions: tuple[float, ...] = (0.8, 0.6, 0.4)
+    finetune_epochs: int = 2
+    split: str | None = None
+    bins: str = DEFAULT_BINS
+    min_keep: float = DEFAULT_MIN_KEEP
+    min_channels: int = DEFAULT_MIN_CHANNELS
+    round_to: int = DEFAULT_ROUND_TO
+    normalise: str = "rank"
+    draw: int = 0
+    latency_runs: int = 200
+    latency_threads: int = 2
+
+    def __post_init__(self):
+        bad = [c for c in self.criteria if c not in PRUNING_CRITERIA]
+        if bad or not self.criteria:
+            raise ValueError(f"pruning.criteria: expected some of {', '.join(PRUNING_CRITERIA)}, got {list(self.criteria)}")
+        bad = [f for f in self.fractions if not 0 < f < 1]
+        if bad or not self.fractions:
+            raise ValueError(f"pruning.fractions: expected FLOPs fractions in (0, 1), got {list(self.fractions)}")
+        if len({round(100 * f) for f in self.fractions}) < len(self.fractions):
+            raise ValueError(f"pruning.fractions: two fractions round to the same hundredth (they name the run "
+                             f"folders), got {list(self.fractions)}")
+        for key in ("finetune_epochs", "min_channels", "round_to", "latency_runs", "latency_threads"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"pruning.{key} must be >= 1, got {getattr(self, key)}")
+        if not 0 <= self.min_keep <= 1:
+            raise ValueError(f"pruning.min_keep must be a fraction in [0, 1], got {self.min_keep}")
+        if self.normalise not in ("rank", "none"):
+            raise ValueError(f"pruning.normalise: expected rank or none, got {self.normalise!r}")
+        try:
+            parse_bins(self.bins)
+        except ValueError as exc:
+            raise ValueError(f"pruning.{exc}") from None
+
+    def jobs(self) -> dict[str, tuple[str, str, float]]:
+        """``{pruned run name: (source, criterion, fraction)}``, e.g. ``baseline-ds-060``."""
+        return {f"{source}-{criterion}-{round(100 * fraction):03d}": (source, criterion, fraction)
+                for source in self.sources for criterion in self.criteria for fraction in self.fractions}
+
+
 @dataclass(frozen=True)
 class ExecutorSpec:
     """``executor:`` of an experiment or active-learning file: where the runs (or chains) run.
@@ -248,6 +323,7 @@ class ExperimentFile:
         base: a ``seldepth train`` config (any of its keys).
         runs: run name -> overrides, deep-merged into ``base``.
         dissect, ablation, ablation_by_bin: what is done with each run after training.
+        pruning: runs pruned and fine-tuned after training.
         quick: overrides merged into ``base`` by ``--quick``.
         jobs: runs at once (local executors), each with ``cores // jobs`` torch threads.
         description: one line for the summary.
@@ -261,6 +337,7 @@ class ExperimentFile:
     dissect: DissectSpec = field(default_factory=DissectSpec)
     ablation: AblationSpec = field(default_factory=AblationSpec)
     ablation_by_bin: ByBinSpec = field(default_factory=ByBinSpec)
+    pruning: PruningSpec = field(default_factory=PruningSpec)
     quick: dict = field(default_factory=dict)
     jobs: int = 1
     description: str = ""
@@ -274,10 +351,12 @@ class ExperimentFile:
         for name in self.runs:
             if not str(name).replace("_", "").replace("-", "").isalnum():
                 raise ValueError(f"run name {name!r} must be letters, digits, '_' or '-' (it names a folder)")
-        for key, names in (("ablation", self.ablation.runs), ("ablation_by_bin", self.ablation_by_bin.runs)):
+        for key, names in (("ablation", self.ablation.runs), ("ablation_by_bin", self.ablation_by_bin.runs),
+                           ("pruning.sources", self.pruning.sources)):
             missing = [r for r in names if r not in self.runs]
             if missing:
-                raise ValueError(f"{key}.runs names unknown runs {', '.join(missing)}; runs are {', '.join(self.runs)}")
+                key = key if "." in key else f"{key}.runs"
+                raise ValueError(f"{key} names unknown runs {', '.join(missing)}; runs are {', '.join(self.runs)}")
         if self.jobs < 1:
             raise ValueError(f"jobs must be >= 1, got {self.jobs}")
         if any(c <= 0 for c in self.caps):
@@ -424,6 +503,7 @@ class ExperimentSpec:
     median_scaling: bool = False
     executor: ExecutorSpec = field(default_factory=ExecutorSpec)
     ablation_by_bin: dict = field(default_factory=dict)
+    pruning: PruningSpec = field(default_factory=PruningSpec)
 
     def __post_init__(self):
         object.__setattr__(self, "dissect", dataclasses.asdict(parse_typed(DissectSpec, self.dissect, "dissect.")))
@@ -487,10 +567,12 @@ def read_experiment(path: str | os.PathLike, quick: bool = False) -> ExperimentS
     file = read_typed_file(ExperimentFile, read_yaml_file(path, "experiment config"), path)
     base = deep_merge(file.base, file.quick) if quick else file.base
     merged = {str(name): deep_merge(base, overrides or {}) for name, overrides in file.runs.items()}
+    pruning = dataclasses.replace(file.pruning, finetune_epochs=1, latency_runs=min(file.pruning.latency_runs, 20)) \
+        if quick else file.pruning
     settings = {str(name): describe_overrides(overrides or {}) for name, overrides in file.runs.items()}
     spec = ExperimentSpec(merged, dataclasses.asdict(file.dissect), dataclasses.asdict(file.ablation), file.jobs,
                           file.description, settings, tuple(file.caps), file.median_scaling, file.executor,
-                          dataclasses.asdict(file.ablation_by_bin))
+                          dataclasses.asdict(file.ablation_by_bin), pruning)
     for name, cfg in merged.items():
         init = str(cfg.get("init_from") or "")
         if init.startswith(OUT_PLACEHOLDER) and not spec.dependencies(name):

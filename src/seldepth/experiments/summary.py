@@ -139,10 +139,10 @@ def gather(spec: ExperimentSpec, folders: dict[str, Path], out: Path, wall_secon
         md += "\n" + format_caps(rows, spec.caps)
     if spec.median_scaling and rows:
         md += "\n" + format_scaled(rows)
-    write_text_atomic(out / "summary.md", md)
     by_bin = by_bin_rows(finished)
     if by_bin:
         md += "\nAblation per depth range (ablate_by_bin/):\n\n" + format_by_bin(by_bin)
+    write_text_atomic(out / "summary.md", md)
     summary = {"runs": rows, "baseline": baseline, "wall_seconds": round(wall_seconds, 1), "jobs": jobs, "quick": quick,
                "ablation": _ablation_summary(finished), "ablation_by_bin": by_bin}
     write_text_atomic(out / "experiment.json", json.dumps(summary, indent=2))

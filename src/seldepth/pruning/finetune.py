@@ -199,7 +199,7 @@ def check_finetune_args(model: METER, train_config, epochs: int, out_dir: str | 
 
 
 def finetune_pruned(pruned_path: str | os.PathLike, train_config, epochs: int, out_dir: str | os.PathLike,
-                    out: str | os.PathLike) -> Path:
+                    out: str | os.PathLike, resume: bool = False) -> Path:
     """Fine-tune the pruned model file ``pruned_path`` for ``epochs`` epochs; write the result to ``out``.
 
     Args:
@@ -208,6 +208,7 @@ def finetune_pruned(pruned_path: str | os.PathLike, train_config, epochs: int, o
         epochs: >= 1.
         out_dir: the run folder (``trainer.out_dir``); it must not hold a run yet.
         out: the fine-tuned model file (``.safetensors``).
+        resume: ``out_dir`` may hold this fine-tuning's interrupted run: it is resumed from its last checkpoint.
 
     Returns:
         ``out``: the run's model (best validation checkpoint) with the run's preprocessing (the pruned model's
@@ -223,10 +224,10 @@ def finetune_pruned(pruned_path: str | os.PathLike, train_config, epochs: int, o
 
     out = check_out(out)
     check_number("epochs", epochs, 1, integer=True)
-    run = RunFolder(_check_run_dir(out_dir))
+    run = RunFolder(out_dir if resume else _check_run_dir(out_dir))
     pruned = read_model_file(pruned_path)
     cfg = finetune_config(pruned, pruned_path, train_config, epochs, out_dir)
-    results = train(cfg)
+    results = train(cfg, resume=resume and run.last_checkpoint.exists())
     if not results:  # a process other than rank 0 of a multi-process run: rank 0 writes the model file
         return out
     tuned = read_model_file(run.model_file_path)
