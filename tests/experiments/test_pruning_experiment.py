@@ -97,6 +97,11 @@ def test_a_tiny_pruning_experiment_prunes_fine_tunes_times_and_summarises(tmp_pa
     md = (out / "pruning.md").read_text()
     assert "| a-ds-060 | a | 0 | ds |" in md and "| a | 0.6 |" in md
     assert (out / "pruning_flops.png").stat().st_size > 0 and (out / "pruning_latency.png").stat().st_size > 0
+    from seldepth.report.html import write_report
+
+    page = write_report([out], tmp_path / "report.html", samples=0, progress=False).read_text()
+    pruning = page[page.index('id="pruning"'):]
+    assert pruning.count("<img") == 2 and "a-ds-060" in pruning and "No pruning" not in pruning
     capsys.readouterr()
     again = run_experiment(_write(tmp_path, TINY), out)  # nothing left: no training, no pruning, no timing
     printed = capsys.readouterr().out

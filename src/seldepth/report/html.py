@@ -21,7 +21,9 @@ there is no script and no external resource. Sections:
 7. ablation curves of the runs that have them, and their heatmap of ablation per depth range
    (``ablate_by_bin/by_bin.json`` or, from an experiment, ``ablate_by_bin/LAYER-GROUPING/by_bin.json``,
    :mod:`seldepth.report.by_bin_plots`);
-8. training curves from ``csv/metrics.csv``, runs overlaid.
+8. training curves from ``csv/metrics.csv``, runs overlaid;
+9. for an experiment folder with a ``pruning:`` section (its ``pruning.json``): test RMSE change against FLOPs
+   and against ONNX Runtime latency per criterion (:mod:`seldepth.report.pruning_plots`), and the table.
 
 A section without data says so in one line. A run folder is what ``seldepth train`` writes
 (see :mod:`seldepth.training`); ``config.yaml`` and ``results.json`` are required,
@@ -56,6 +58,7 @@ from seldepth.atomic import write_text_atomic
 from seldepth.defaults import DEFAULT_REPORT_SAMPLES
 from seldepth.report.ablation_plots import plot_ablation
 from seldepth.report.by_bin_plots import plot_by_bin
+from seldepth.report.pruning_plots import plot_pruning
 from seldepth.report.comparison import (ABSENT, ALWAYS_IGNORED, RELATIVE_MARGIN, clear_best, differing_settings,
                                          setting_words)
 from seldepth.report.run_plots import plot_mean_ds_comparison, plot_prediction_grid, plot_training_curves, run_colors
@@ -625,6 +628,36 @@ def training_section(runs: list[RunFolder], figures: FigureFolder) -> str:
     return "\n".join(parts)
 
 
+PRUNING_FILE = "pruning.json"  # an experiment folder's pruning summary (seldepth experiment, pruning: section)
+
+
+def pruning_section(experiments: list[Path], figures: FigureFolder) -> str:
+    """Each experiment's pruned models: RMSE change against FLOPs and against latency, per criterion, and the table."""
+    parts = []
+    for folder in experiments:
+        path = Path(folder) / PRUNING_FILE
+        rows = read_json(path).get("rows") if path.is_file() else None
+        if not rows:
+            continue
+        parts.append(figure(plot_pruning(rows, figures.new("pruning_flops"), x="flops"),
+                            f"{Path(folder).name}: test RMSE change against the FLOPs kept, one line per criterion "
+                            f"(dashed: +2%)."))
+        if any("latency_ratio" in r for r in rows):
+            parts.append(figure(plot_pruning(rows, figures.new("pruning_latency"), x="latency"),
+                                f"{Path(folder).name}: test RMSE change against the ONNX Runtime FP32 p50 latency "
+                                f"ratio, timed side by side with the unpruned model."))
+        head = ("<tr><th class=\"text\">pruned model</th><th class=\"text\">criterion</th><th>FLOPs kept</th>"
+                "<th>parameters</th><th>RMSE cut</th><th>RMSE fine-tuned</th><th>vs source</th><th>latency ratio</th></tr>")
+        body = "".join(
+            f"<tr><td class=\"text\">{esc(r['run'])}</td><td class=\"text\">{esc(r['criterion'])}</td>"
+            f"<td>{_fmt(r['achieved_flops_fraction'])}</td><td>{r['parameters_after']:,}</td>"
+            f"<td>{_fmt(r['rmse_before_finetune'], 4)}</td><td>{_fmt(r['rmse'], 4)}</td>"
+            f"<td>{r['rmse_change_pct']:+.1f}%</td><td>{_fmt(r.get('latency_ratio'), 2)}</td></tr>"
+            for r in sorted(rows, key=lambda r: (r["source"], -r["flops_fraction"], r["criterion"])))
+        parts.append(f"<table>{head}{body}</table>")
+    return "\n".join(parts) or note("No pruning in any experiment folder (pruning.json).")
+
+
 def render_page(title: str, info: str, sections: list[tuple[str, str, str, str]]) -> str:
     """The whole page: ``sections`` as (anchor, title, how to read it, body HTML)."""
     nav = " ".join(f'<a href="#{esc(a)}">{esc(t)}</a>' for a, t, _, _ in sections)
@@ -706,6 +739,10 @@ def write_report(run_dirs: list, out: str | os.PathLike, samples: int = DEFAULT_
              "RMSE as more units of a layer are silenced, most selective first, least selective first, or at random.",
              lambda: ablation_section(runs, figures)),
             ("training", "Training curves", "From each run's csv/metrics.csv.", lambda: training_section(runs, figures)),
+            ("pruning", "Pruning",
+             ("Each source model pruned by each criterion to each FLOPs fraction and fine-tuned: test RMSE against "
+              "FLOPs and latency."),
+             lambda: pruning_section(experiments, figures)),
         ]
         sections = []
         with tqdm(total=len(steps), desc="report", unit="section", disable=not progress) as bar:
