@@ -51,6 +51,12 @@ def test_bad_pruning_sections_are_named(tmp_path, pruning, message):
         read_experiment(_write(tmp_path, {**TINY, "pruning": pruning}))
 
 
+def test_a_pruned_model_may_not_take_a_runs_name(tmp_path):
+    content = {**TINY, "runs": {"a": {}, "a-l1-060": {}}, "pruning": {"sources": ["a"], "criteria": ["l1"], "fractions": [0.6]}}
+    with pytest.raises(ValueError, match="pruned model 'a-l1-060' has the name of a run"):
+        read_experiment(_write(tmp_path, content))
+
+
 def test_criteria_are_compared_at_equal_flops_by_hand():
     rows = [{"source": "s", "flops_fraction": 0.6, "criterion": c, "rmse": r}
             for c, r in (("ds", 0.50), ("l1", 0.52), ("random", 0.49), ("ds-inverse", 0.55))]

@@ -357,6 +357,9 @@ class ExperimentFile:
             if missing:
                 key = key if "." in key else f"{key}.runs"
                 raise ValueError(f"{key} names unknown runs {', '.join(missing)}; runs are {', '.join(self.runs)}")
+        clash = [name for name in self.pruning.jobs() if name in self.runs]
+        if clash:
+            raise ValueError(f"pruning: the pruned model {clash[0]!r} has the name of a run; rename the run")
         if self.jobs < 1:
             raise ValueError(f"jobs must be >= 1, got {self.jobs}")
         if any(c <= 0 for c in self.caps):
