@@ -13,9 +13,7 @@ against latency.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import json
 import tempfile
 import time
@@ -31,6 +29,7 @@ from seldepth.deploy.onnx_export import export_onnx
 from seldepth.evaluation import evaluate
 from seldepth.evaluation.protocol import get_protocol
 from seldepth.experiments.spec import PRUNED_FOLDER, PruningSpec, parse_typed
+from seldepth.experiments.summary import write_rows_csv
 from seldepth.models.model_file import read_model_file
 from seldepth.models.onnx_model import OnnxDepthModel
 from seldepth.pruning import prune, save_pruned
@@ -215,11 +214,7 @@ def gather_pruning(folders: dict[str, Path], jobs: dict[str, tuple[Path, str]], 
                "targets_met": [r["run"] for r in rows if meets_targets(r)]}
     write_text_atomic(out / "pruning.json", json.dumps(summary, indent=2))
     if rows:
-        text = io.StringIO()
-        writer = csv.DictWriter(text, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
-        writer.writeheader()
-        writer.writerows(rows)
-        write_text_atomic(out / "pruning.csv", text.getvalue())
+        write_rows_csv(out / "pruning.csv", rows)
         write_text_atomic(out / "pruning.md", format_pruning(rows, comparison, latency))
         plot_pruning(rows, out / "pruning_flops.png", x="flops", budget_pct=RMSE_BUDGET_PCT)
         if any("latency_ratio" in r for r in rows):

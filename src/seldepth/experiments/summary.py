@@ -116,6 +116,15 @@ def format_network(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_rows_csv(path: Path, rows: list[dict]) -> Path:
+    """``rows`` as a CSV file, one column per key in the order they first appear (a missing value: empty)."""
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
+    writer.writeheader()
+    writer.writerows(rows)
+    return write_text_atomic(path, text.getvalue())
+
+
 def gather(spec: ExperimentSpec, folders: dict[str, Path], out: Path, wall_seconds: float, jobs: int, quick: bool) -> dict:
     """Write ``summary.csv``, ``summary.md`` and ``experiment.json`` from the finished runs."""
     finished = {n: d for n, d in folders.items() if RunFolder(d).is_done}
@@ -126,11 +135,7 @@ def gather(spec: ExperimentSpec, folders: dict[str, Path], out: Path, wall_secon
         row["setting"] = spec.settings.get(row["run"], "")
     same_seed_changes(rows)
     if rows:
-        text = io.StringIO()
-        writer = csv.DictWriter(text, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
-        writer.writeheader()
-        writer.writerows(rows)
-        write_text_atomic(out / "summary.csv", text.getvalue())
+        write_rows_csv(out / "summary.csv", rows)
     regularised = list(dict.fromkeys(l for cfg in spec.runs.values() for l in (cfg.get("selectivity", {}).get("layers") or [])))
     md = format_summary(rows, regularised, baseline)
     if any("baseline" in r for r in rows):
