@@ -718,8 +718,8 @@ def cmd_dissect(args: Namespace) -> None:
 
 
 def args_prune(p: ArgumentParser) -> None:
-    _add_model(p, "model file of a METER (meter_xxs, meter_xs, meter_s; pruned or not): .safetensors or a training "
-                  "checkpoint (.ckpt)")
+    _add_model(p, "model file of a METER (meter_xxs, meter_xs, meter_s) or a realtime_depth, pruned or not: "
+                  ".safetensors or a training checkpoint (.ckpt)")
     p.add_argument("--criterion", type=str, required=True,
                    help="which channels go first: ds (the least depth-selective, measured on --data), ds-inverse (the "
                         "most selective), l1 (the smallest filter L1 norm), random (draw --draw)")

@@ -66,8 +66,8 @@ def test_prune_by_l1_counts_flops_at_the_size_asked(meter_file, tmp_path, capsys
 
 
 @pytest.fixture
-def realtime_file(tmp_path):
-    return save_model_file(create_model("realtime_depth"), tmp_path / "rt.safetensors", Preprocessing(input_size=(32, 32)))
+def synergy_file(tmp_path):
+    return save_model_file(create_model("synergy_depth"), tmp_path / "syn.safetensors", Preprocessing(input_size=(32, 32)))
 
 
 @pytest.mark.parametrize("options, message", [
@@ -88,10 +88,10 @@ def test_bad_arguments_are_refused_before_any_work(meter_file, tmp_path, capsys,
     assert not out.exists() and not (tmp_path / "x.onnx").exists()
 
 
-def test_models_it_cannot_prune_are_named(realtime_file, tmp_path, capsys):
+def test_models_it_cannot_prune_are_named(synergy_file, tmp_path, capsys):
     out = tmp_path / "pruned.safetensors"
-    assert main(["prune", "--model", str(realtime_file), "--criterion", "l1", "--flops", "0.6", "--out", str(out)]) == 2
-    assert "structured pruning supports METER models (meter_xxs, meter_xs, meter_s" in capsys.readouterr().err
+    assert main(["prune", "--model", str(synergy_file), "--criterion", "l1", "--flops", "0.6", "--out", str(out)]) == 2
+    assert "structured pruning supports METER models (meter_xxs, meter_xs, meter_s) and realtime_depth" in capsys.readouterr().err
     onnx = tmp_path / "m.onnx"
     onnx.write_bytes(b"")
     assert main(["prune", "--model", str(onnx), "--criterion", "l1", "--flops", "0.6", "--out", str(out)]) == 2

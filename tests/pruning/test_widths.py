@@ -57,8 +57,9 @@ def test_thirty_groups_whose_probes_output_their_channels():
     assert all(len(shape) == 4 for shape in seen.values())
 
 
-def test_only_meter_is_prunable():
-    with pytest.raises(ValueError, match=r"model: structured pruning supports METER models \(meter_xxs.*got realtime_depth"):
-        check_prunable(create_model("realtime_depth"))
+def test_only_meter_and_the_realtime_network_are_prunable():
+    with pytest.raises(ValueError, match=r"model: structured pruning supports METER models \(meter_xxs.*realtime_depth.*"
+                                         r"got synergy_depth"):
+        check_prunable(create_model("synergy_depth"))
     with pytest.raises(ValueError, match="widths: no channel group 'nope'"):
         config_with_widths(create_model("meter_xxs"), {"nope": 3})

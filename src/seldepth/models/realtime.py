@@ -62,6 +62,22 @@ class RealtimeDepthConfig:
         semantic_classes: semantic logits per head (0: depth only).
         head: the finest head built (``L``, ``M``, ``S``, ``XS``).
         min_depth, max_depth: m and M of the log-depth parameterisation (metres).
+        conv_widths: the output widths of the first 3x3 conv of the 1/2 stage (``stem``) and of the 1/4 stage
+            (``down4``); None: ``channels[0]``, ``channels[1]``.
+        mv2_widths: the expanded (hidden) width of each MobileNetV2 block, in execution order (2 at 1/8, then
+            1 + ``blocks_16`` at 1/16); None: input channels x ``expansion``.
+        reduce_widths: the output widths of the decoder stages' 1x1 ``reduce`` convs at 1/2, 1/4 and 1/8 (stages
+            L, M, S); None: the stage's output width (``decoder_widths``).
+        decoder_widths: the output widths of the decoder stages at 1/2, 1/4 and 1/8 (stages L, M, S; what the
+            heads L, M, S read); None: ``channels[:3]``, the encoder's widths at those scales.
+
+    The four width fields are set by structured pruning (:mod:`seldepth.pruning`); every stage keeps its
+    entries in a detached model (``head``), built or not.
+
+    Example:
+        >>> cfg = RealtimeDepthConfig(mv2_widths=(96, 192, 192, 384, 320))
+        >>> RealtimeDepth(cfg).down16[2].conv[0]
+        Conv2d(96, 320, kernel_size=(1, 1), stride=(1, 1), bias=False)
     """
 
     channels: tuple[int, int, int, int] = (16, 32, 48, 96)
@@ -71,6 +87,10 @@ class RealtimeDepthConfig:
     head: str = "L"
     min_depth: float = 0.5
     max_depth: float = 10.0
+    conv_widths: tuple[int, int] | None = None
+    mv2_widths: tuple[int, ...] | None = None
+    reduce_widths: tuple[int, int, int] | None = None
+    decoder_widths: tuple[int, int, int] | None = None
 
     def __post_init__(self):
         if self.head not in HEADS:
@@ -81,15 +101,42 @@ class RealtimeDepthConfig:
             raise ValueError(f"semantic_classes must be >= 0, got {self.semantic_classes}")
         if not 0 < self.min_depth < self.max_depth:
             raise ValueError(f"need 0 < min_depth < max_depth, got {self.min_depth}, {self.max_depth}")
+        for key, count in (("conv_widths", 2), ("mv2_widths", 3 + self.blocks_16), ("reduce_widths", 3),
+                           ("decoder_widths", 3)):
+            value = getattr(self, key)
+            if value is None:
+                continue
+            if not isinstance(value, (tuple, list)) or len(value) != count \
+                    or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
+                raise ValueError(f"{key} must be None or {count} positive integers, got {value!r:.120}")
+
+    def explicit_widths(self) -> RealtimeDepthConfig:
+        """This config with every width field written out (the widths None stands for): the same model.
+
+        Example:
+            >>> RealtimeDepthConfig().explicit_widths().mv2_widths
+            (128, 192, 192, 384, 384)
+        """
+        c, e = self.channels, self.expansion
+        decoder = self.decoder_widths or tuple(c[:3])
+        mv2 = (c[1] * e, c[2] * e, c[2] * e, *(c[3] * e for _ in range(self.blocks_16)))
+        return dataclasses.replace(self, conv_widths=self.conv_widths or (c[0], c[1]),
+                                   mv2_widths=self.mv2_widths or mv2, reduce_widths=self.reduce_widths or decoder,
+                                   decoder_widths=decoder)
 
 
 class DecoderStage(nn.Module):
-    """Upsample x2 (bilinear), 1x1 conv to ``out_channels``, concatenate the skip, fuse with a 3x3 conv."""
+    """Upsample x2 (bilinear), 1x1 conv to ``reduce`` channels, concatenate the skip, fuse with a 3x3 conv.
 
-    def __init__(self, in_channels: int, skip_channels: int, out_channels: int):
+    ``reduce`` defaults to ``out_channels``; a pruned model has fewer, e.g. ``DecoderStage(96, 48, 40, reduce=24)``:
+    1x1 96 -> 24, then 3x3 24 + 48 -> 40.
+    """
+
+    def __init__(self, in_channels: int, skip_channels: int, out_channels: int, reduce: int | None = None):
         super().__init__()
-        self.reduce = conv_bn_relu(in_channels, out_channels, 1)
-        self.fuse = conv_bn_relu(out_channels + skip_channels, out_channels, 3)
+        reduce = out_channels if reduce is None else reduce
+        self.reduce = conv_bn_relu(in_channels, reduce, 1)
+        self.fuse = conv_bn_relu(reduce + skip_channels, out_channels, 3)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
@@ -115,16 +162,23 @@ class RealtimeDepth(DepthModel):
         self.size_multiple = 16
         self.outputs = ("depth", "heads")
         c, e = cfg.channels, cfg.expansion
+        w = cfg.explicit_widths()  # every internal width (the defaults written out)
         self.heads = HEADS[HEADS.index(cfg.head):]  # built heads, finest first
         self.output_stride = HEAD_STRIDE[cfg.head]
-        self.stem = nn.Sequential(conv_bn_relu(3, c[0], 3, stride=2), conv_bn_relu(c[0], c[0], 3))
-        self.down4 = nn.Sequential(conv_bn_relu(c[0], c[1], 3, stride=2), conv_bn_relu(c[1], c[1], 3))
-        self.down8 = nn.Sequential(MV2Block(c[1], c[2], 2, e), MV2Block(c[2], c[2], 1, e))
-        self.down16 = nn.Sequential(MV2Block(c[2], c[3], 2, e), *[MV2Block(c[3], c[3], 1, e) for _ in range(cfg.blocks_16)])
+        self.stem = nn.Sequential(conv_bn_relu(3, w.conv_widths[0], 3, stride=2),
+                                  conv_bn_relu(w.conv_widths[0], c[0], 3))
+        self.down4 = nn.Sequential(conv_bn_relu(c[0], w.conv_widths[1], 3, stride=2),
+                                   conv_bn_relu(w.conv_widths[1], c[1], 3))
+        hidden = w.mv2_widths
+        self.down8 = nn.Sequential(MV2Block(c[1], c[2], 2, e, hidden[0]), MV2Block(c[2], c[2], 1, e, hidden[1]))
+        self.down16 = nn.Sequential(MV2Block(c[2], c[3], 2, e, hidden[2]),
+                                    *[MV2Block(c[3], c[3], 1, e, hidden[3 + i]) for i in range(cfg.blocks_16)])
         # decoder stages that produce the 1/8, 1/4 and 1/2 features, built only down to the finest head
-        stages = {"S": DecoderStage(c[3], c[2], c[2]), "M": DecoderStage(c[2], c[1], c[1]), "L": DecoderStage(c[1], c[0], c[0])}
+        d, r = w.decoder_widths, w.reduce_widths  # at 1/2, 1/4, 1/8
+        stages = {"S": DecoderStage(c[3], c[2], d[2], r[2]), "M": DecoderStage(d[2], c[1], d[1], r[1]),
+                  "L": DecoderStage(d[1], c[0], d[0], r[0])}
         self.decoder = nn.ModuleDict({h: stages[h] for h in ("S", "M", "L") if h in self.heads})
-        width = {"XS": c[3], "S": c[2], "M": c[1], "L": c[0]}
+        width = {"XS": c[3], "S": d[2], "M": d[1], "L": d[0]}
         self.head = nn.ModuleDict({h: nn.Conv2d(width[h], 1 + cfg.semantic_classes, 3, padding=1) for h in self.heads})
         self._log_m = math.log(cfg.min_depth)
         self._log_scale = math.log(cfg.max_depth / cfg.min_depth) / cfg.max_depth

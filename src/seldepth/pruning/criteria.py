@@ -31,7 +31,7 @@ from seldepth.defaults import (
     DEFAULT_DEPTH_RANGE,
     DEFAULT_NUM_WORKERS,
 )
-from seldepth.pruning.groups import meter_groups
+from seldepth.pruning.groups import prunable_groups
 
 CRITERIA = ("ds", "ds-inverse", "l1", "random")
 DATA_CRITERIA = ("ds", "ds-inverse")  # the criteria that dissect a data set
@@ -55,7 +55,7 @@ def l1_importance(model: nn.Module) -> dict[str, torch.Tensor]:
     ``hidden`` group the score 0, the first to go.
     """
     scores = {}
-    for group in meter_groups(model):
+    for group in prunable_groups(model):
         conv = model.get_submodule(group.producers[0])
         weight = conv.weight.detach().double()
         dim = 1 if isinstance(conv, nn.ConvTranspose2d) else 0  # ConvTranspose2d weights are (in, out, k, k)
@@ -71,7 +71,7 @@ def random_importance(model: nn.Module, draw: int = 0) -> dict[str, torch.Tensor
     if isinstance(draw, bool) or not isinstance(draw, int) or draw < 0:
         raise ValueError(f"draw must be a non-negative integer, got {draw!r}")
     rng = np.random.default_rng(draw)
-    return {g.name: torch.from_numpy(rng.random(g.width)) for g in meter_groups(model)}
+    return {g.name: torch.from_numpy(rng.random(g.width)) for g in prunable_groups(model)}
 
 
 def ds_importance(model: nn.Module, dataset, bins: str = DEFAULT_BINS,
@@ -86,7 +86,7 @@ def ds_importance(model: nn.Module, dataset, bins: str = DEFAULT_BINS,
     """
     from seldepth.selectivity.dissect import dissect
 
-    groups = meter_groups(model)
+    groups = prunable_groups(model)
     probes = list(dict.fromkeys(g.probe for g in groups))
     result = dissect(model, dataset, layers=probes, bins=bins, depth_range=depth_range, batch_size=batch_size,
                      num_workers=num_workers, progress=progress)
@@ -108,14 +108,14 @@ def unit_importance(model: nn.Module, criterion: str, dataset=None, draw: int = 
     """{group name: (width,) importance of each channel} under ``criterion`` (module docstring); lowest pruned first.
 
     Args:
-        model: a METER (:func:`seldepth.pruning.groups.check_prunable`).
+        model: a METER or a real-time network (:func:`seldepth.pruning.groups.check_prunable`).
         criterion: ``ds``, ``ds-inverse``, ``l1`` or ``random``.
         dataset: sample dicts with depth (``ds`` and ``ds-inverse`` only).
         draw: the random draw of ``random``.
         dissect_options: ``bins``, ``depth_range``, ``batch_size``, ``num_workers``, ``progress`` of the dissection.
 
     Raises:
-        ValueError: an unknown ``criterion``, a model that is not a METER, no ``dataset`` for a DS criterion.
+        ValueError: an unknown ``criterion``, a model pruning does not support, no ``dataset`` for a DS criterion.
     """
     check_criterion(criterion)
     if criterion in DATA_CRITERIA:

@@ -1,12 +1,14 @@
-"""Fine-tuning a pruned METER with the training pipeline: a training config whose model is the pruned one.
+"""Fine-tuning a pruned model (METER or the real-time network) with the training pipeline: a training config whose
+model is the pruned one.
 
 A pruned model keeps the original's remaining weights as they were. Fine-tuning trains it for a few
 epochs with :func:`seldepth.training.train`, from an ordinary training config (the one the original was
 trained with, recorded in its model file by ``seldepth train``, or any other) in which:
 
-* ``model`` is the pruned model's architecture (``meter_xxs``, ...) and ``model_options`` holds its
-  widths (``channels``, ``decoder_in``, ``decoder_widths``, ``mv2_widths``, ``meter_widths``,
-  ``up_widths``: the config fields of :mod:`seldepth.pruning.groups`), so the run builds a METER of the
+* ``model`` is the pruned model's architecture (``meter_xxs``, ..., ``realtime_depth``) and ``model_options``
+  holds its widths (the config fields of :mod:`seldepth.pruning.groups`: for METER ``channels``, ``decoder_in``,
+  ``decoder_widths``, ``mv2_widths``, ``meter_widths``, ``up_widths``; for the real-time network
+  ``conv_widths``, ``mv2_widths``, ``reduce_widths``, ``decoder_widths``), so the run builds a model of the
   pruned widths;
 * ``init_from`` is the pruned model file (:mod:`seldepth.training.transfer`: every tensor is taken
   from it, so the run starts from the pruned weights and normalisation);
@@ -34,8 +36,7 @@ import torch
 
 from seldepth.defaults import check_number
 from seldepth.models import create_model
-from seldepth.models.meter import METER
-from seldepth.pruning.groups import check_prunable, meter_groups
+from seldepth.pruning.groups import PrunableModel, check_prunable, prunable_groups
 from seldepth.pruning.pipeline import check_out
 
 PRUNED_FILE = "pruned.safetensors"  # in the fine-tuning run folder: the pruned model before fine-tuning
@@ -109,7 +110,7 @@ def _one_line(exc: Exception) -> str:
     return " ".join(line.strip() for line in str(exc).strip().splitlines() if line.strip())
 
 
-def width_options(model: METER) -> dict:
+def width_options(model: PrunableModel) -> dict:
     """The config fields of ``model`` that pruning changes (its widths), as ``model_options`` of a training config.
 
     Example:
@@ -117,16 +118,17 @@ def width_options(model: METER) -> dict:
         [24, 24, 36, 36, 36, 72, 96]
     """
     config = model.config_dict()
-    fields = sorted({g.field for g in meter_groups(check_prunable(model))})
+    fields = sorted({g.field for g in prunable_groups(model)})
     return {name: list(config[name]) if isinstance(config[name], tuple) else config[name] for name in fields}
 
 
-def finetune_config(model: METER, init_from: str | os.PathLike, train_config, epochs: int, out_dir: str | os.PathLike,
+def finetune_config(model: PrunableModel, init_from: str | os.PathLike, train_config, epochs: int,
+                    out_dir: str | os.PathLike,
                     check_init: bool = True):
     """The checked training config that fine-tunes ``model`` (the model file ``init_from``) for ``epochs`` epochs.
 
     Args:
-        model: the pruned METER (its architecture and widths).
+        model: the pruned model (its architecture and widths).
         init_from: its model file (the run starts from its weights).
         train_config: a :class:`~seldepth.training.config.TrainConfig`, a mapping of training config keys or a
             YAML config file (what ``seldepth train --config`` reads).
@@ -140,7 +142,7 @@ def finetune_config(model: METER, init_from: str | os.PathLike, train_config, ep
 
     Raises:
         ValueError: naming ``epochs``, or ``train_config`` and the key at fault: a key that does not parse or
-            a bad value, another ``model`` than the pruned one, ``model_options`` that build another METER
+            a bad value, another ``model`` than the pruned one, ``model_options`` that build another model
             than ``model`` (``output: softplus`` for a ``linear`` one, say), data it cannot find.
     """
     from seldepth.training.config import parse_train_config
@@ -175,7 +177,7 @@ def finetune_config(model: METER, init_from: str | os.PathLike, train_config, ep
     return cfg
 
 
-def check_finetune_args(model: METER, train_config, epochs: int, out_dir: str | os.PathLike):
+def check_finetune_args(model: PrunableModel, train_config, epochs: int, out_dir: str | os.PathLike):
     """Every check of :func:`finetune_pruned` that can be made before the pruned model exists; returns the config.
 
     ``model`` is the model about to be pruned (a pruned one differs from it in its widths only). Checked:
@@ -203,7 +205,7 @@ def finetune_pruned(pruned_path: str | os.PathLike, train_config, epochs: int, o
     """Fine-tune the pruned model file ``pruned_path`` for ``epochs`` epochs; write the result to ``out``.
 
     Args:
-        pruned_path: a pruned METER's model file (``seldepth prune``'s output; any METER file works).
+        pruned_path: a pruned model file (``seldepth prune``'s output; any METER or realtime_depth file works).
         train_config: the training config (see :func:`finetune_config`).
         epochs: >= 1.
         out_dir: the run folder (``trainer.out_dir``); it must not hold a run yet.

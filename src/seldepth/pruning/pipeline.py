@@ -1,8 +1,8 @@
 """Prune a model end to end: every argument checked first, then the criterion, the cut and the model file.
 
 ``prune`` refuses, before any dissection or cut, an unknown criterion, a FLOPs fraction outside (0, 1] or
-below what the floors allow, a model that is not a METER, and a DS criterion without data; the data's
-dissection then refuses data that leaves a probed layer without any defined depth selectivity.
+below what the floors allow, a model that is neither a METER nor a real-time network, and a DS criterion without
+data; the data's dissection then refuses data that leaves a probed layer without any defined depth selectivity.
 ``save_pruned`` writes the pruned model as an ordinary model file whose provenance says what it was pruned
 from, how, and on which data.
 
@@ -24,9 +24,8 @@ from seldepth.defaults import (
     DEFAULT_ROUND_TO,
     DEFAULT_SIZE,
 )
-from seldepth.models.meter import METER
 from seldepth.pruning.criteria import DATA_CRITERIA, check_criterion, unit_importance
-from seldepth.pruning.groups import check_prunable
+from seldepth.pruning.groups import PrunableModel, check_prunable
 from seldepth.pruning.plan import (
     NORMALISATIONS,
     PruningPlan,
@@ -45,7 +44,7 @@ class PruneResult:
     """A pruned model and how it was made.
 
     Attributes:
-        model: the pruned METER.
+        model: the pruned model (a METER or a real-time network).
         original: the model it was pruned from.
         plan: the channels kept and the FLOPs (:class:`~seldepth.pruning.plan.PruningPlan`).
         criterion: ``ds``, ``ds-inverse``, ``l1`` or ``random``.
@@ -53,8 +52,8 @@ class PruneResult:
         parameters_before, parameters_after: parameter counts.
     """
 
-    model: METER
-    original: METER
+    model: PrunableModel
+    original: PrunableModel
     plan: PruningPlan
     criterion: str
     draw: int | None
@@ -79,7 +78,8 @@ def check_source(source: str | os.PathLike) -> None:
     """
     if Path(str(source)).suffix.lower() in EXPORTS:
         raise ValueError(f"model: {source} is an exported graph; structured pruning needs the PyTorch model (a "
-                         f".safetensors model file or a .ckpt checkpoint) of a METER (meter_xxs, meter_xs, meter_s)")
+                         f".safetensors model file or a .ckpt checkpoint) of a METER (meter_xxs, meter_xs, "
+                         "meter_s) or a realtime_depth")
 
 
 def check_out(path: str | os.PathLike) -> Path:
@@ -110,13 +110,14 @@ def check_prune_args(model, criterion: str, flops_fraction: float, dataset=None,
     check_target(model, flops_fraction, size, min_keep, min_channels, round_to)
 
 
-def prune(model: METER, criterion: str, flops_fraction: float, dataset=None, size: tuple[int, int] = DEFAULT_SIZE,
+def prune(model: PrunableModel, criterion: str, flops_fraction: float, dataset=None,
+          size: tuple[int, int] = DEFAULT_SIZE,
           draw: int = 0, min_keep: float = DEFAULT_MIN_KEEP, min_channels: int = DEFAULT_MIN_CHANNELS,
           normalise: str = "rank", round_to: int = DEFAULT_ROUND_TO, **dissect_options) -> PruneResult:
     """``model`` pruned to ``flops_fraction`` of its FLOPs at ``size`` by ``criterion``.
 
     Args:
-        model: a METER (pruned or not), e.g. from :func:`seldepth.load_model`.
+        model: a METER or a real-time network (pruned or not), e.g. from :func:`seldepth.load_model`.
         criterion: ``ds``, ``ds-inverse``, ``l1`` or ``random`` (:mod:`seldepth.pruning.criteria`).
         flops_fraction: in (0, 1].
         dataset: sample dicts with depth, for ``ds`` and ``ds-inverse``.

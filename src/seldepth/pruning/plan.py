@@ -39,8 +39,7 @@ from seldepth.defaults import (
     DEFAULT_ROUND_TO,
     DEFAULT_SIZE,
 )
-from seldepth.models.meter import METER
-from seldepth.pruning.groups import check_prunable, config_with_widths, meter_groups
+from seldepth.pruning.groups import PrunableModel, config_with_widths, prunable_groups
 
 NORMALISATIONS = ("rank", "none")
 TOLERANCE = 0.05  # the achieved FLOPs fraction is within 5% (relative) of the target
@@ -105,11 +104,11 @@ def rounded_width(kept: int, width: int, round_to: int = DEFAULT_ROUND_TO) -> in
     return min(width, -(-kept // round_to) * round_to)
 
 
-def flops_of_widths(model: METER, widths: dict[str, int], size: tuple[int, int] = DEFAULT_SIZE) -> int:
+def flops_of_widths(model: PrunableModel, widths: dict[str, int], size: tuple[int, int] = DEFAULT_SIZE) -> int:
     """FLOPs at ``size`` of ``model`` with the group widths ``widths`` (the others unchanged), counted without weights."""
     cfg = config_with_widths(model, widths)
     with torch.device("meta"):
-        return METER(cfg, name=model.name).flops(*size)
+        return type(model)(cfg, name=model.name).flops(*size)
 
 
 def _check_floors(min_keep, min_channels, round_to=DEFAULT_ROUND_TO) -> None:
@@ -121,17 +120,18 @@ def _check_floors(min_keep, min_channels, round_to=DEFAULT_ROUND_TO) -> None:
         raise ValueError(f"round_to must be a positive integer (kept widths are multiples of it), got {round_to!r}")
 
 
-def smallest_fraction(model: METER, size: tuple[int, int] = DEFAULT_SIZE, min_keep: float = DEFAULT_MIN_KEEP,
-                      min_channels: int = DEFAULT_MIN_CHANNELS, round_to: int = DEFAULT_ROUND_TO) -> float:
+def smallest_fraction(model: PrunableModel, size: tuple[int, int] = DEFAULT_SIZE,
+                      min_keep: float = DEFAULT_MIN_KEEP, min_channels: int = DEFAULT_MIN_CHANNELS,
+                      round_to: int = DEFAULT_ROUND_TO) -> float:
     """The smallest FLOPs fraction pruning can reach: every group cut to its floor (what to check a target against
     before measuring any criterion)."""
     _check_floors(min_keep, min_channels, round_to)
-    groups = meter_groups(check_prunable(model))
+    groups = prunable_groups(model)
     floors = {g.name: floor_of(g.width, min_keep, min_channels, round_to) for g in groups}
     return flops_of_widths(model, floors, size) / flops_of_widths(model, {}, size)
 
 
-def check_target(model: METER, flops_fraction: float, size: tuple[int, int] = DEFAULT_SIZE,
+def check_target(model: PrunableModel, flops_fraction: float, size: tuple[int, int] = DEFAULT_SIZE,
                  min_keep: float = DEFAULT_MIN_KEEP, min_channels: int = DEFAULT_MIN_CHANNELS,
                  round_to: int = DEFAULT_ROUND_TO) -> float:
     """``flops_fraction`` after checking that it is in (0, 1] and that pruning ``model`` can reach it.
@@ -161,13 +161,13 @@ def _normalised(scores: torch.Tensor, normalise: str) -> torch.Tensor:
     return (ranks + 0.5) / scores.numel()
 
 
-def check_importance(model: METER, importance: dict) -> dict[str, torch.Tensor]:
+def check_importance(model: PrunableModel, importance: dict) -> dict[str, torch.Tensor]:
     """``importance`` as float64 CPU tensors after checking it scores every channel of every group of ``model``.
 
     Raises:
         ValueError: naming ``importance`` and the group missing, unknown or mis-shaped, or a score that is not finite.
     """
-    groups = meter_groups(check_prunable(model))
+    groups = prunable_groups(model)
     names = [g.name for g in groups]
     if not isinstance(importance, dict):
         raise ValueError(f"importance must be a dict {{group name: scores}}, got {type(importance).__name__}")  # noqa: TRY004
@@ -185,14 +185,14 @@ def check_importance(model: METER, importance: dict) -> dict[str, torch.Tensor]:
     return out
 
 
-def plan_pruning(model: METER, importance: dict[str, torch.Tensor], flops_fraction: float,
+def plan_pruning(model: PrunableModel, importance: dict[str, torch.Tensor], flops_fraction: float,
                  size: tuple[int, int] = DEFAULT_SIZE, min_keep: float = DEFAULT_MIN_KEEP,
                  min_channels: int = DEFAULT_MIN_CHANNELS, normalise: str = "rank",
                  round_to: int = DEFAULT_ROUND_TO) -> PruningPlan:
     """The channels to keep so that ``model``'s FLOPs at ``size`` fall to ``flops_fraction`` of today's (module docstring).
 
     Args:
-        model: a METER, pruned or not.
+        model: a METER or a real-time network (:func:`~seldepth.pruning.groups.check_prunable`), pruned or not.
         importance: {group name: (width,) scores}, e.g. from :func:`seldepth.pruning.criteria.unit_importance`;
             the lowest go first.
         flops_fraction: in (0, 1]; 1 keeps everything.
@@ -209,7 +209,7 @@ def plan_pruning(model: METER, importance: dict[str, torch.Tensor], flops_fracti
     flops_fraction = check_flops_fraction(flops_fraction)
     _check_floors(min_keep, min_channels, round_to)
     scores = check_importance(model, importance)
-    groups = meter_groups(model)
+    groups = prunable_groups(model)
     # candidates: every channel above its group's floor, lowest normalised score first (stable: group, channel order)
     entries = []
     for gi, g in enumerate(groups):

@@ -1,8 +1,9 @@
-"""Structured channel pruning of METER: the kept channels' weights, sliced into a fresh, smaller METER.
+"""Structured channel pruning of METER and of the real-time network: the kept channels' weights, sliced into a
+fresh, smaller model of the same class.
 
 For every channel group (:mod:`seldepth.pruning.groups`) the producers' output channels (conv filters,
 batch-norm parameters and running statistics) and the consumers' input channels are cut to the kept
-indices; the result is built as ``METER(config with the new widths)`` and loaded strictly, so it is an
+indices; the result is built as ``type(model)(config with the new widths)`` and loaded strictly, so it is an
 ordinary seldepth model (saved, loaded, evaluated, exported and dissected like any other). Removing a
 channel is exactly the same as zeroing the consumers' weights that read it: the pruned model computes
 what the original computes with those weights zeroed.
@@ -30,13 +31,17 @@ from seldepth.defaults import (
     DEFAULT_ROUND_TO,
     DEFAULT_SIZE,
 )
-from seldepth.models.meter import METER
-from seldepth.pruning.groups import check_prunable, config_with_widths, meter_groups
+from seldepth.pruning.groups import (
+    PrunableModel,
+    check_prunable,
+    config_with_widths,
+    prunable_groups,
+)
 from seldepth.pruning.plan import plan_pruning
 
 
-def _check_keep(model: METER, keep: dict) -> dict[str, torch.Tensor]:
-    groups = {g.name: g for g in meter_groups(model)}
+def _check_keep(model: PrunableModel, keep: dict) -> dict[str, torch.Tensor]:
+    groups = {g.name: g for g in prunable_groups(model)}
     unknown = sorted(set(keep) - set(groups))
     if unknown:
         raise ValueError(f"keep: no channel group {', '.join(map(repr, unknown))} in {model.name}")
@@ -54,8 +59,9 @@ def _check_keep(model: METER, keep: dict) -> dict[str, torch.Tensor]:
     return out
 
 
-def slice_model(model: METER, keep: dict[str, torch.Tensor]) -> METER:
-    """A new METER with only the channels ``keep`` lists ({group name: channel indices}; groups not named keep all).
+def slice_model(model: PrunableModel, keep: dict[str, torch.Tensor]) -> PrunableModel:
+    """A new model of ``model``'s class with only the channels ``keep`` lists ({group name: channel indices}; groups
+    not named keep all).
 
     The new model has ``model``'s name, device, dtype, train/eval mode and ``preprocessing`` (when set).
 
@@ -69,7 +75,7 @@ def slice_model(model: METER, keep: dict[str, torch.Tensor]) -> METER:
     """
     model = check_prunable(model)
     keep = _check_keep(model, keep)
-    groups = {g.name: g for g in meter_groups(model)}
+    groups = {g.name: g for g in prunable_groups(model)}
     state = dict(model.state_dict())
     for name, idx in keep.items():
         group = groups[name]
@@ -91,7 +97,7 @@ def slice_model(model: METER, keep: dict[str, torch.Tensor]) -> METER:
             state[full] = state[full].index_select(dim, rows.to(state[full].device))
     cfg = config_with_widths(model, {name: int(idx.numel()) for name, idx in keep.items()})
     param = next(model.parameters())
-    pruned = METER(cfg, name=model.name).to(device=param.device, dtype=param.dtype)
+    pruned = type(model)(cfg, name=model.name).to(device=param.device, dtype=param.dtype)
     pruned.load_state_dict(state, strict=True)
     pruned.train(model.training)
     if hasattr(model, "preprocessing"):
@@ -99,17 +105,18 @@ def slice_model(model: METER, keep: dict[str, torch.Tensor]) -> METER:
     return pruned
 
 
-def prune_model(model: METER, importance: dict[str, torch.Tensor], flops_fraction: float,
+def prune_model(model: PrunableModel, importance: dict[str, torch.Tensor], flops_fraction: float,
                 size: tuple[int, int] = DEFAULT_SIZE, min_keep: float = DEFAULT_MIN_KEEP,
                 min_channels: int = DEFAULT_MIN_CHANNELS, normalise: str = "rank",
-                round_to: int = DEFAULT_ROUND_TO) -> METER:
+                round_to: int = DEFAULT_ROUND_TO) -> PrunableModel:
     """``model`` pruned to ``flops_fraction`` of its FLOPs at ``size``, lowest ``importance`` first.
 
     :func:`~seldepth.pruning.plan.plan_pruning` chooses the channels (arguments as there), :func:`slice_model`
     cuts them; the plan is kept as the pruned model's ``pruning_plan``.
 
     Raises:
-        ValueError: naming the argument at fault (``model`` for an architecture other than METER).
+        ValueError: naming the argument at fault (``model`` for an architecture other than METER and
+            the real-time network).
     """
     plan = plan_pruning(model, importance, flops_fraction, size, min_keep, min_channels, normalise, round_to)
     pruned = slice_model(model, plan.keep)
