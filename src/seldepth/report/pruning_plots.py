@@ -45,11 +45,12 @@ def plot_pruning(rows: list[dict], path: str | os.PathLike, x: str = "flops", bu
     axes = [fig.add_subplot(1, max(1, len(sources)), i + 1) for i in range(max(1, len(sources)))]
     for ax, source in zip(axes, sources, strict=False):
         for criterion, (colour, marker, name) in CRITERION_STYLE.items():
-            points = sorted((r[key], r["rmse_change_pct"]) for r in rows
-                            if r["source"] == source and r["criterion"] == criterion and r.get(key) is not None)
+            points = [(r[key], r["rmse_change_pct"]) for r in rows
+                      if r["source"] == source and r["criterion"] == criterion and r.get(key) is not None]
             if points:
-                ax.plot([1.0] + [p[0] for p in points], [0.0] + [p[1] for p in points], marker=marker, color=colour,
-                        lw=1.3, ms=5, label=name)
+                points = sorted([*points, (1.0, 0.0)])  # the unpruned model: x = 1, no change
+                ax.plot([p[0] for p in points], [p[1] for p in points], marker=marker, color=colour, lw=1.3, ms=5,
+                        label=name)
         ax.axhline(budget_pct, color="k", ls="--", lw=0.8)
         ax.axvline(1.0, color="k", ls=":", lw=0.6)
         ax.set_title(source, fontsize=9)
