@@ -114,3 +114,27 @@ def test_cli_defaults_are_the_librarys():
     assert (defaults["min_keep"], defaults["min_channels"], defaults["normalise"]) == (
         lib["min_keep"], lib["min_channels"], lib["normalise"])
     assert defaults["draw"] == inspect.signature(prune).parameters["draw"].default
+
+
+def test_a_pruned_model_file_goes_through_every_command_unchanged(meter_file, ramp_folder, tmp_path, capsys):
+    pruned = tmp_path / "pruned.safetensors"
+    assert main(["prune", "--model", str(meter_file), "--criterion", "l1", "--flops", "0.6", "--out", str(pruned)]) == 0
+    data = f"folder:{ramp_folder}?scale=1000"
+    evaluated = tmp_path / "eval.json"
+    assert main(["eval", "--model", str(pruned), "--data", data, "--num-workers", "0", "--json", str(evaluated)]) == 0
+    direct = load_model(str(pruned))
+    assert json.loads(evaluated.read_text())["num_images"] == 2 and direct.num_parameters() < load_model(str(meter_file)).num_parameters()
+    dissected = tmp_path / "dissect"
+    assert main(["dissect", "--model", str(pruned), "--data", data, "--bins", "linear:8:min=0.5,max=5.5",
+                 "--depth-range", "0.4,5.6", "--num-workers", "0", "--out", str(dissected)]) == 0
+    assert (dissected / "selectivity.json").is_file()
+    predicted = tmp_path / "pred"
+    assert main(["predict", str(ramp_folder / "000_rgb.png"), "--model", str(pruned), "--out", str(predicted)]) == 0
+    assert any(predicted.iterdir())
+    for fmt, name in (("onnx", "pruned.onnx"), ("openvino", "pruned.xml")):
+        assert main(["export", "--model", str(pruned), "--format", fmt, "--out", str(tmp_path / name)]) == 0
+        assert (tmp_path / name).is_file()
+    bench = tmp_path / "bench.json"
+    assert main(["bench", "--model", str(pruned), "--size", "64x64", "--runs", "2", "--warmup", "0", "--no-compile",
+                 "--json", str(bench)]) == 0
+    assert bench.is_file()
