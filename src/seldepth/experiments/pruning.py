@@ -37,7 +37,7 @@ from seldepth.pruning.criteria import DATA_CRITERIA
 from seldepth.pruning.finetune import PRUNED_FILE, finetune_pruned
 from seldepth.report.pruning_plots import plot_pruning
 from seldepth.training import load_config
-from seldepth.training.run_folder import RunFolder, read_json, read_yaml
+from seldepth.training.run_folder import RunFolder, read_json
 
 PRUNE_TASK = "prune_task.json"  # in a pruned run's folder: the spec, its source and what to prune
 PRUNING_RESULT = "pruning.json"  # in a pruned run's folder: the cut and the scores before and after fine-tuning
@@ -55,7 +55,7 @@ def prepare_pruned(spec: PruningSpec, folders: dict[str, Path], out: Path) -> di
         run_dir.mkdir(parents=True, exist_ok=True)
         task = {"spec": dataclasses.asdict(spec), "source": source, "source_dir": str(folders[source]),
                 "criterion": criterion, "fraction": fraction}
-        write_text_atomic(run_dir / PRUNE_TASK, json.dumps(task, indent=2, default=list))
+        write_text_atomic(run_dir / PRUNE_TASK, json.dumps(task, indent=2))
         jobs[name] = (run_dir, source)
     return jobs
 
@@ -87,8 +87,7 @@ def run_pruned(run_dir: Path) -> None:
     t1 = time.time()
     run = RunFolder(run_dir)
     if not run.results_path.is_file():
-        finetune_pruned(pruned_path, read_yaml(source.path / "requested.yaml"), spec.finetune_epochs, run_dir,
-                        run.model_file_path, resume=True)
+        finetune_pruned(pruned_path, cfg, spec.finetune_epochs, run_dir, run.model_file_path, resume=True)
     results = read_json(run.results_path)
     after = results["test"]["metrics"]
     result = {"run": run_dir.name, "source": task["source"], "seed": cfg.trainer.seed, "criterion": criterion,

@@ -56,6 +56,7 @@ from jsonargparse import ArgumentParser
 
 from seldepth.defaults import DEFAULT_BY_BIN_GROUPS, DEFAULT_MIN_CHANNELS, DEFAULT_MIN_KEEP, DEFAULT_ROUND_TO
 from seldepth.pruning.criteria import CRITERIA as PRUNING_CRITERIA
+from seldepth.pruning.plan import NORMALISATIONS
 from seldepth.selectivity import DEFAULT_BINS, DEFAULT_FRACTIONS, parse_bins
 from seldepth.selectivity.ablation import MODES
 
@@ -254,8 +255,8 @@ class PruningSpec:
                 raise ValueError(f"pruning.{key} must be >= 1, got {getattr(self, key)}")
         if not 0 <= self.min_keep <= 1:
             raise ValueError(f"pruning.min_keep must be a fraction in [0, 1], got {self.min_keep}")
-        if self.normalise not in ("rank", "none"):
-            raise ValueError(f"pruning.normalise: expected rank or none, got {self.normalise!r}")
+        if self.normalise not in NORMALISATIONS:
+            raise ValueError(f"pruning.normalise: expected {' or '.join(NORMALISATIONS)}, got {self.normalise!r}")
         try:
             parse_bins(self.bins)
         except ValueError as exc:

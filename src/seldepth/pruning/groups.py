@@ -54,7 +54,8 @@ from seldepth.models.realtime import RealtimeDepth
 
 MV2_BLOCKS = (0, 1, 2, 3, 4, 6, 8)  # indices in encoder.blocks of the MV2 blocks, in mv2_widths' order
 METER_BLOCKS = (5, 7, 9)  # ... and of the METER blocks, in meter_widths' order
-SUPPORTED = ("meter_xxs", "meter_xs", "meter_s", "realtime_depth")
+METER_VARIANTS = ("meter_xxs", "meter_xs", "meter_s")
+SUPPORTED_TEXT = f"METER models ({', '.join(METER_VARIANTS)}) and realtime_depth (any head)"  # what errors name
 REALTIME_STAGES = ("L", "M", "S")  # the real-time network's decoder stages, in reduce_widths' and decoder_widths' order
 REALTIME_FIELDS = ("conv_widths", "mv2_widths", "reduce_widths", "decoder_widths")
 PrunableModel = METER | RealtimeDepth  # the architectures structured pruning supports
@@ -107,8 +108,7 @@ def check_prunable(model) -> PrunableModel:
     """
     if not isinstance(model, (METER, RealtimeDepth)):
         name = getattr(model, "name", "") or type(model).__name__
-        supported = f"METER models ({', '.join(SUPPORTED[:3])}) and {SUPPORTED[3]} (any head)"
-        raise ValueError(f"model: structured pruning supports {supported}, pruned or not, in PyTorch; "  # noqa: TRY004 (an argument the command line passes)
+        raise ValueError(f"model: structured pruning supports {SUPPORTED_TEXT}, pruned or not, in PyTorch; "  # noqa: TRY004 (an argument the command line passes)
                          f"got {name}")
     return model
 

@@ -25,7 +25,7 @@ from seldepth.defaults import (
     DEFAULT_SIZE,
 )
 from seldepth.pruning.criteria import DATA_CRITERIA, check_criterion, unit_importance
-from seldepth.pruning.groups import PrunableModel, check_prunable
+from seldepth.pruning.groups import SUPPORTED_TEXT, PrunableModel, check_prunable
 from seldepth.pruning.plan import (
     NORMALISATIONS,
     PruningPlan,
@@ -78,8 +78,7 @@ def check_source(source: str | os.PathLike) -> None:
     """
     if Path(str(source)).suffix.lower() in EXPORTS:
         raise ValueError(f"model: {source} is an exported graph; structured pruning needs the PyTorch model (a "
-                         f".safetensors model file or a .ckpt checkpoint) of a METER (meter_xxs, meter_xs, "
-                         "meter_s) or a realtime_depth")
+                         f".safetensors model file or a .ckpt checkpoint) of one of the {SUPPORTED_TEXT}")
 
 
 def check_out(path: str | os.PathLike) -> Path:

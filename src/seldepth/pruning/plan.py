@@ -240,7 +240,8 @@ def plan_pruning(model: PrunableModel, importance: dict[str, torch.Tensor], flop
         else:
             lo = mid + 1
     removed = {g.name: set() for g in groups}
-    cut = {name: g.width - w for g, (name, w) in zip(groups, widths_after(lo).items(), strict=True)}
+    after = widths_after(lo)
+    cut = {g.name: g.width - after[g.name] for g in groups}
     for _, gi, channel in entries[:lo]:  # a group's lowest-scored candidates of the prefix, as many as it loses
         name = groups[gi].name
         if len(removed[name]) < cut[name]:
